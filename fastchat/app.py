@@ -1,0 +1,81 @@
+"""The application object: every service built once from the config and wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from fastchat.auth import PasswordHasher, TokenService, bearer_token, resolve_jwt_secret
+from fastchat.chat import Chat, User
+from fastchat.errors import Banned, InvalidToken
+from fastchat.hub import Hub
+from fastchat.metrics import Metrics, MetricsCollector, registry_for
+from fastchat.session import Sessions
+from fastchat.store import Store, WriteBehind
+
+if TYPE_CHECKING:
+    from fastchat.config import Config
+    from fastchat.http import Request
+    from fastchat.uploads import Uploads
+
+
+class App:
+    """Holds the services; built inside the running event loop by :mod:`fastchat.server`."""
+
+    def __init__(self, config: Config):
+        from fastchat.uploads import Uploads
+
+        self.config = config
+        self.metrics = Metrics()
+        self.store = Store(config.storage)
+        startup = self.store.open()
+        self.writer = WriteBehind(config.storage, asyncio.get_running_loop())
+        self.writer.start()
+        self.tokens = TokenService(
+            resolve_jwt_secret(config.auth.jwt_secret, config.data_dir),
+            config.auth.token_ttl_seconds,
+        )
+        self.hasher = PasswordHasher(config.auth.bcrypt_rounds, config.auth.bcrypt_threads)
+        self.hub = Hub(config.websocket, self.metrics)
+        self.chat = Chat(
+            config, self.hub, self.store, self.writer, self.tokens, self.metrics, startup
+        )
+        self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
+        self.uploads: Uploads = Uploads(self)
+        self.registry = registry_for(
+            MetricsCollector(
+                self.metrics,
+                self.writer,
+                {
+                    "open_connections": lambda: len(self.hub.connections),
+                    "online_users": lambda: len(self.hub.users),
+                    "rooms": lambda: len(self.hub.rooms),
+                    "asyncio_tasks": lambda: len(asyncio.all_tasks()),
+                },
+            )
+        )
+
+    def api_user(self, request: Request, *, allow_query_token: bool = False) -> User:
+        """The account behind a request's Bearer token (or ``?token=`` where allowed)."""
+        header = request.header("authorization")
+        if header is None and allow_query_token and request.query("token"):
+            token = request.query("token") or ""
+        else:
+            token = bearer_token(header)
+        claims = self.tokens.verify(token)
+        user = self.chat.user(claims.user_id)
+        if user is None:
+            raise InvalidToken("User not found")
+        if user.is_banned(time.time()):
+            raise Banned("This account is banned")
+        return user
+
+    async def close(self, timeout: float) -> int:
+        """Flush the write-behind queue and close the database; returns ops not written."""
+        lost = await self.writer.close(timeout)
+        if lost == 0:
+            self.store.mark_clean_shutdown()
+        self.store.close()
+        self.hasher.close()
+        return lost

@@ -1,0 +1,915 @@
+"""The chat itself: one method per client event, pure logic over the hub and the store.
+
+Nothing here touches a socket: replies go through :class:`~fastchat.hub.Hub` (which queues
+bytes) and writes through :class:`~fastchat.store.WriteBehind` (which queues operations).
+Every state change is applied in memory first (so the fast path never waits on disk) and
+acknowledged to the sender only once its batch has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fastchat import protocol as p
+from fastchat import store as ops
+from fastchat.errors import (
+    Banned,
+    ChatError,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    Muted,
+    NotFound,
+    NotMember,
+    Overloaded,
+    ValidationError,
+)
+from fastchat.hub import Hub, Room
+from fastchat.protocol import event, utc_now_iso
+
+if TYPE_CHECKING:
+    from fastchat.auth import TokenService
+    from fastchat.config import Config
+    from fastchat.metrics import Metrics
+    from fastchat.store import StartupState, Store, UserRow, WriteBehind
+    from fastchat.ws.connection import Connection
+
+log = logging.getLogger("fastchat.chat")
+
+TYPING_EXPIRES_SECONDS = 6.0
+CATCH_UP_LIMIT = 200
+ROLE_RANK = {"user": 0, "moderator": 1, "admin": 2}
+
+
+@dataclass(slots=True)
+class User:
+    """What the chat needs to know about an account, cached in memory."""
+
+    id: str
+    username: str
+    email: str
+    avatar_url: str | None
+    role: str
+    banned_until: float | None
+
+    @classmethod
+    def from_row(cls, row: UserRow) -> User:
+        return cls(row.id, row.username, row.email, row.avatar_url, row.role, row.banned_until)
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username, "avatar_url": self.avatar_url}
+
+    def private(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "email": self.email,
+            "avatar_url": self.avatar_url,
+            "role": self.role,
+        }
+
+    def is_banned(self, now: float) -> bool:
+        return self.banned_until is not None and self.banned_until > now
+
+
+class Chat:
+    """Rooms, messages, presence, direct messages and moderation."""
+
+    def __init__(
+        self,
+        config: Config,
+        hub: Hub,
+        store: Store,
+        writer: WriteBehind,
+        tokens: TokenService,
+        metrics: Metrics,
+        startup: StartupState,
+    ):
+        self._config = config
+        self._hub = hub
+        self._store = store
+        self._writer = writer
+        self._tokens = tokens
+        self._metrics = metrics
+        self._history_cache = config.storage.history_cache
+        self._queue_max = config.storage.queue_max
+        self._users: dict[str, User] = {}
+        # (user id, client id) -> ack event of a message broadcast but not yet committed
+        self._pending_client_ids: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pending_messages: dict[str, tuple[Room, dict[str, Any]]] = {}
+        self._pending_dms: dict[str, dict[str, Any]] = {}
+        self._mutes: dict[tuple[str, str], float] = {}
+        # After an unclean stop, messages may have been handed a seq and broadcast without
+        # being stored; at most queue_max + batch_max of them. Skip past that many.
+        gap = 0 if startup.clean else config.storage.queue_max + config.storage.batch_max
+        self._dm_seq = startup.max_dm_seq + gap
+        for row in store.all_rooms():
+            hub.rooms[row.id] = Room(
+                row.id,
+                row.name,
+                row.description,
+                bool(row.is_private),
+                row.created_by,
+                store.room_member_ids(row.id),
+                startup.max_room_seq.get(row.id, 0) + gap,
+            )
+        now = time.time()
+        for room_id, user_id, until in store.active_mutes():
+            if until > now:
+                self._mutes[(room_id, user_id)] = until
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def user(self, user_id: str) -> User | None:
+        user = self._users.get(user_id)
+        if user is None:
+            row = self._store.user_by_id(user_id)
+            if row is None:
+                return None
+            user = self._users[user_id] = User.from_row(row)
+        return user
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the cached account (after a change made outside the chat, e.g. the CLI)."""
+        self._users.pop(user_id, None)
+
+    def _room(self, room_id: str, user: User, request_type: str) -> Room:
+        """The room, if ``user`` may see it; private rooms are invisible to non-members."""
+        room = self._hub.rooms.get(room_id)
+        if room is None or (room.is_private and user.id not in room.member_ids):
+            raise NotFound("Room not found", request_type=request_type)
+        return room
+
+    def _in_room(self, room_id: str, conn: Connection, request_type: str) -> Room:
+        room = self._hub.rooms.get(room_id)
+        if room is None:
+            raise NotFound("Room not found", request_type=request_type)
+        if conn not in room.conns:
+            raise NotMember("You are not a member of this room", request_type=request_type)
+        return room
+
+    def _check_capacity(self, request_type: str) -> None:
+        if self._writer.queue_depth >= self._queue_max:
+            raise Overloaded("Server is overloaded, try again shortly", request_type=request_type)
+
+    def _submit(
+        self, op: ops.Op, on_done: Callable[[BaseException | None], None] | None = None
+    ) -> None:
+        if not self._writer.submit(op, on_done):
+            raise Overloaded("Server is overloaded, try again shortly")
+
+    def _send_error(self, conn: Connection, err: ChatError) -> None:
+        self._metrics.errors_sent += 1
+        self._hub.send(conn, p.error_event(err))
+
+    def _user_conns(self, user_id: str) -> set[Connection]:
+        return self._hub.users.get(user_id, set())
+
+    def visible_rooms(self, user: User) -> list[dict[str, Any]]:
+        rooms = [
+            room.summary()
+            for room in self._hub.rooms.values()
+            if not room.is_private or user.id in room.member_ids
+        ]
+        rooms.sort(key=lambda r: (r["name"].lower(), r["id"]))
+        return rooms
+
+    # --- connection lifecycle -------------------------------------------------------------
+
+    def authenticate(self, conn: Connection, cmd: p.Authenticate) -> User:
+        claims = self._tokens.verify(cmd.token)
+        user = self.user(claims.user_id)
+        if user is None:
+            raise InvalidToken("User not found", request_type=cmd.TYPE)
+        if user.is_banned(time.time()):
+            raise Banned("This account is banned", request_type=cmd.TYPE)
+        conns = self._hub.users.setdefault(user.id, set())
+        first = not conns
+        conns.add(conn)
+        conn.user_id = user.id
+        self._hub.send(
+            conn,
+            event("authenticated", {"user": user.private(), "rooms": self.visible_rooms(user)}),
+        )
+        if first:
+            self._presence(user, "online")
+        self._writer.submit(ops.touch_last_seen(user.id, utc_now_iso()))
+        return user
+
+    def disconnect(self, conn: Connection, user: User) -> None:
+        for room in list(conn.rooms):
+            self._leave(room, conn, user)
+        conns = self._hub.users.get(user.id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._hub.users[user.id]
+                self._presence(user, "offline")
+                self._writer.submit(ops.touch_last_seen(user.id, utc_now_iso()))
+
+    def _presence(self, user: User, status: str) -> None:
+        """Tell the users who share a room with ``user`` (not the whole server)."""
+        targets: set[Connection] = set()
+        for room in self._hub.rooms.values():
+            if user.id in room.member_ids and room.conns:
+                targets.update(room.conns)
+        targets.difference_update(self._user_conns(user.id))
+        if targets:
+            payload = event(
+                "user_status",
+                {
+                    "userId": user.id,
+                    "username": user.username,
+                    "status": status,
+                    "timestamp": utc_now_iso(),
+                },
+            )
+            self._hub.send_many(targets, payload, droppable=True)
+
+    # --- rooms ----------------------------------------------------------------------------
+
+    def join_room(self, conn: Connection, user: User, cmd: p.JoinRoom) -> None:
+        room = self._room(cmd.room_id, user, cmd.TYPE)
+        if user.id not in room.member_ids:
+            self._check_capacity(cmd.TYPE)
+            room.member_ids.add(user.id)
+            self._submit(ops.add_member(room.id, user.id, "member", utc_now_iso()))
+        already_present = user.id in room.online_user_ids()
+        self._hub.enter(room, conn)
+        members = [
+            {**member.public(), "role": member.role, "status": "online"}
+            for member in (self.user(uid) for uid in room.online_user_ids())
+            if member is not None
+        ]
+        self._hub.send(
+            conn,
+            event("room_joined", {"roomId": room.id, "roomName": room.name, "members": members}),
+        )
+        if cmd.since is not None:
+            messages, has_more = self._page(room, None, cmd.since, CATCH_UP_LIMIT)
+            self._hub.send(
+                conn,
+                event(
+                    "room_history", {"roomId": room.id, "messages": messages, "hasMore": has_more}
+                ),
+            )
+        if not already_present:
+            self._hub.publish(
+                room,
+                event(
+                    "user_joined",
+                    {"user": user.public(), "roomId": room.id, "timestamp": utc_now_iso()},
+                ),
+                exclude=self._user_conns(user.id),
+            )
+
+    def leave_room(self, conn: Connection, user: User, cmd: p.LeaveRoom) -> None:
+        room = self._in_room(cmd.room_id, conn, cmd.TYPE)
+        self._leave(room, conn, user)
+        self._hub.send(conn, event("room_left", {"roomId": room.id}))
+
+    def _leave(self, room: Room, conn: Connection, user: User) -> None:
+        self._hub.leave(room, conn)
+        if user.id in room.online_user_ids():
+            return  # another tab of the same user is still there
+        self._stop_typing(room, user)
+        self._hub.publish(
+            room,
+            event(
+                "user_left",
+                {
+                    "user": {"id": user.id, "username": user.username},
+                    "roomId": room.id,
+                    "timestamp": utc_now_iso(),
+                },
+            ),
+        )
+
+    def create_room(self, conn: Connection, user: User, cmd: p.CreateRoom) -> None:
+        self._check_capacity(cmd.TYPE)
+        now = utc_now_iso()
+        room = Room(
+            str(uuid.uuid4()),
+            cmd.name,
+            cmd.description or None,
+            cmd.is_private,
+            user.id,
+            {user.id},
+            0,
+        )
+        room.history = deque(maxlen=self._history_cache)
+        self._hub.rooms[room.id] = room
+        self._submit(
+            ops.insert_room(
+                id=room.id,
+                name=room.name,
+                description=room.description,
+                is_private=room.is_private,
+                created_by=user.id,
+                created_at=now,
+            )
+        )
+        self._submit(ops.add_member(room.id, user.id, "owner", now))
+        payload = event("room_created", {"room": room.summary()})
+        if room.is_private:
+            self._hub.send_many(self._user_conns(user.id), payload)
+        else:
+            self._hub.send_many((c for c in self._hub.connections if c.user_id), payload)
+
+    def invite_to_room(self, conn: Connection, user: User, cmd: p.InviteToRoom) -> None:
+        room = self._room(cmd.room_id, user, cmd.TYPE)
+        if not self._can_manage(room, user):
+            raise Forbidden(
+                "Only the room owner, moderators and admins can invite", request_type=cmd.TYPE
+            )
+        target = self.user(cmd.user_id)
+        if target is None:
+            raise NotFound("User not found", request_type=cmd.TYPE)
+        if target.id not in room.member_ids:
+            self._check_capacity(cmd.TYPE)
+            room.member_ids.add(target.id)
+            self._submit(ops.add_member(room.id, target.id, "member", utc_now_iso()))
+        self._hub.send_many(
+            self._user_conns(target.id), event("room_invited", {"room": room.summary()})
+        )
+        self._hub.send(conn, event("member_added", {"roomId": room.id, "userId": target.id}))
+
+    def _can_manage(self, room: Room, user: User) -> bool:
+        return ROLE_RANK[user.role] >= ROLE_RANK["moderator"] or room.created_by == user.id
+
+    # --- messages -------------------------------------------------------------------------
+
+    def send_message(self, conn: Connection, user: User, cmd: p.SendMessage) -> None:
+        room = self._in_room(cmd.room_id, conn, cmd.TYPE)
+        until = self._mutes.get((room.id, user.id))
+        if until is not None:
+            if until > time.time():
+                raise Muted("You are muted in this room", request_type=cmd.TYPE)
+            del self._mutes[(room.id, user.id)]
+        client_id = cmd.client_id
+        if client_id is not None and self._resend(conn, user, client_id):
+            return
+        self._check_capacity(cmd.TYPE)
+        if cmd.reply_to is not None:
+            original = self._find_message(cmd.reply_to)
+            if original is None or original[0] is not room:
+                raise ValidationError(
+                    "replyTo must name a message of the same room",
+                    request_type=cmd.TYPE,
+                    field="replyTo",
+                )
+        attachment = self._attachment(user, room, cmd) if cmd.file_id is not None else None
+
+        room.seq = seq = room.seq + 1
+        message_id = str(uuid.uuid4())
+        timestamp = utc_now_iso()
+        message = {
+            "id": message_id,
+            "seq": seq,
+            "roomId": room.id,
+            "userId": user.id,
+            "username": user.username,
+            "avatar_url": user.avatar_url,
+            "content": cmd.content,
+            "messageType": cmd.message_type,
+            "replyTo": cmd.reply_to,
+            "clientId": client_id,
+            "timestamp": timestamp,
+            "edited": False,
+        }
+        if attachment is not None:
+            message["attachment"] = attachment
+        if user.id in room.typing:
+            self._stop_typing(room, user)
+        self._hub.publish(room, orjson.dumps({"type": "new_message", "data": {"message": message}}))
+        self._remember(room, message)
+        self._metrics.messages_accepted += 1
+
+        ack = {"clientId": client_id, "messageId": message_id, "seq": seq, "timestamp": timestamp}
+        key = (user.id, client_id) if client_id is not None else None
+        if key is not None:
+            self._pending_client_ids[key] = ack
+        self._pending_messages[message_id] = (room, message)
+
+        def committed(error: BaseException | None) -> None:
+            self._pending_messages.pop(message_id, None)
+            if key is not None:
+                self._pending_client_ids.pop(key, None)
+            if error is not None:
+                log.error("message %s in %s was not stored: %s", message_id, room.id, error)
+                self._send_error(
+                    conn, ChatError("Message could not be stored", request_type=cmd.TYPE)
+                )
+                return
+            self._metrics.messages_acked += 1
+            if not conn.closed:
+                self._hub.send(conn, event("message_ack", ack))
+
+        self._submit(
+            ops.insert_message(
+                id=message_id,
+                room_id=room.id,
+                seq=seq,
+                user_id=user.id,
+                content=cmd.content,
+                message_type=cmd.message_type,
+                reply_to=cmd.reply_to,
+                client_id=client_id,
+                attachment_id=cmd.file_id,
+                created_at=timestamp,
+            ),
+            committed,
+        )
+        if attachment is not None:
+            self._submit(ops.attach_file(cmd.file_id, room.id, message_id))
+
+    def _resend(self, conn: Connection, user: User, client_id: str) -> bool:
+        """A clientId seen before: re-ack (now or on commit) instead of storing it twice."""
+        key = (user.id, client_id)
+        if key in self._pending_client_ids:
+            return True  # still in flight: the ack goes to the original connection on commit
+        row = self._store.message_by_client_id(user.id, client_id)
+        if row is None:
+            return False
+        self._hub.send(
+            conn,
+            event(
+                "message_ack",
+                {
+                    "clientId": client_id,
+                    "messageId": row.id,
+                    "seq": row.seq,
+                    "timestamp": row.created_at,
+                },
+            ),
+        )
+        return True
+
+    def _attachment(self, user: User, room: Room, cmd: p.SendMessage) -> dict[str, Any]:
+        row = self._store.file(cmd.file_id)  # type: ignore[arg-type]
+        if row is None or row.uploader_id != user.id:
+            raise NotFound("File not found", request_type=cmd.TYPE)
+        if row.message_id is not None:
+            raise Conflict("This file is already attached to a message", request_type=cmd.TYPE)
+        return {
+            "id": row.id,
+            "name": row.name,
+            "size": row.size,
+            "contentType": row.content_type,
+            "url": f"/api/chat/files/{row.id}",
+        }
+
+    def _remember(self, room: Room, message: dict[str, Any]) -> None:
+        history = self._history(room)
+        history.append(message)
+
+    def _history(self, room: Room) -> deque[dict[str, Any]]:
+        if room.history is None:
+            rows = self._store.messages_page(room.id, limit=self._history_cache)
+            room.history = deque(
+                (self._message_from_row(r) for r in rows), maxlen=self._history_cache
+            )
+        return room.history
+
+    def _message_from_row(self, row: Any) -> dict[str, Any]:
+        author = self.user(row.user_id)
+        message: dict[str, Any] = {
+            "id": row.id,
+            "seq": row.seq,
+            "roomId": row.room_id,
+            "userId": row.user_id,
+            "username": author.username if author else "unknown",
+            "avatar_url": author.avatar_url if author else None,
+            "content": "" if row.deleted_at else row.content,
+            "messageType": row.message_type,
+            "replyTo": row.reply_to,
+            "clientId": row.client_id,
+            "timestamp": row.created_at,
+            "edited": row.edited_at is not None,
+        }
+        if row.deleted_at:
+            message["deleted"] = True
+        if row.attachment_id:
+            file = self._store.file(row.attachment_id)
+            if file is not None:
+                message["attachment"] = {
+                    "id": file.id,
+                    "name": file.name,
+                    "size": file.size,
+                    "contentType": file.content_type,
+                    "url": f"/api/chat/files/{file.id}",
+                }
+        return message
+
+    def _find_message(self, message_id: str) -> tuple[Room, dict[str, Any]] | None:
+        pending = self._pending_messages.get(message_id)
+        if pending is not None:
+            return pending
+        row = self._store.message_by_id(message_id)
+        if row is None:
+            return None
+        room = self._hub.rooms.get(row.room_id)
+        if room is None:
+            return None
+        for cached in reversed(self._history(room)):
+            if cached["id"] == message_id:
+                return room, cached
+        return room, self._message_from_row(row)
+
+    def _replace(self, room: Room, message: dict[str, Any]) -> None:
+        history = self._history(room)
+        for index in range(len(history) - 1, -1, -1):
+            if history[index]["id"] == message["id"]:
+                history[index] = message
+                break
+        if message["id"] in self._pending_messages:
+            self._pending_messages[message["id"]] = (room, message)
+
+    def edit_message(self, conn: Connection, user: User, cmd: p.EditMessage) -> None:
+        found = self._find_message(cmd.message_id)
+        if found is None or found[1].get("deleted"):
+            raise NotFound("Message not found", request_type=cmd.TYPE)
+        room, message = found
+        self._room(room.id, user, cmd.TYPE)
+        if message["userId"] != user.id:
+            raise Forbidden("You can only edit your own messages", request_type=cmd.TYPE)
+        self._check_capacity(cmd.TYPE)
+        edited = {**message, "content": cmd.content, "edited": True}
+        self._replace(room, edited)
+        self._submit(ops.edit_message(message["id"], cmd.content, utc_now_iso()))
+        self._hub.publish(room, event("message_edited", {"message": edited}))
+
+    def delete_message(self, conn: Connection, user: User, cmd: p.DeleteMessage) -> None:
+        found = self._find_message(cmd.message_id)
+        if found is None or found[1].get("deleted"):
+            raise NotFound("Message not found", request_type=cmd.TYPE)
+        room, message = found
+        self._room(room.id, user, cmd.TYPE)
+        if message["userId"] != user.id and not self._can_moderate(room, user, message["userId"]):
+            raise Forbidden("You can only delete your own messages", request_type=cmd.TYPE)
+        self._check_capacity(cmd.TYPE)
+        self._replace(room, {**message, "content": "", "deleted": True, "attachment": None})
+        self._submit(ops.delete_message(message["id"], utc_now_iso()))
+        self._hub.publish(
+            room, event("message_deleted", {"messageId": message["id"], "roomId": room.id})
+        )
+        if message["userId"] != user.id:
+            self._audit(
+                user,
+                "delete_message",
+                message["userId"],
+                room.id,
+                None,
+                {"messageId": message["id"]},
+            )
+
+    def room_history(self, conn: Connection, user: User, cmd: p.GetRoomHistory) -> None:
+        room = self._room(cmd.room_id, user, cmd.TYPE)
+        messages, has_more = self._page(room, cmd.before, cmd.after, cmd.limit)
+        self._hub.send(
+            conn,
+            event("room_history", {"roomId": room.id, "messages": messages, "hasMore": has_more}),
+        )
+
+    def _page(
+        self, room: Room, before: int | None, after: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` messages, oldest first, from memory when it holds the whole range.
+
+        Memory holds the newest messages of the room (among them every one not yet on disk),
+        so read-your-writes holds; older pages are read from SQLite and merged.
+        """
+        history = self._history(room)
+        # A cache that never filled up holds every message the room has.
+        complete = len(history) < self._history_cache
+        if after is not None:
+            newer = [m for m in history if m["seq"] > after]
+            if not complete and not (history and history[0]["seq"] <= after + 1):
+                rows = self._store.messages_page(room.id, after=after, limit=limit + 1)
+                merged = {m["seq"]: m for m in map(self._message_from_row, rows)}
+                merged.update((m["seq"], m) for m in newer)
+                newer = [merged[seq] for seq in sorted(merged)]
+            return newer[:limit], len(newer) > limit
+        older = [m for m in history if before is None or m["seq"] < before]
+        if len(older) <= limit and not complete:
+            rows = self._store.messages_page(
+                room.id,
+                before=older[0]["seq"] if older else before,
+                limit=limit + 1 - len(older),
+            )
+            older = [self._message_from_row(r) for r in rows] + older
+        return older[-limit:], len(older) > limit
+
+    # --- typing ---------------------------------------------------------------------------
+
+    def typing(self, conn: Connection, user: User, cmd: p.Typing) -> None:
+        room = self._in_room(cmd.room_id, conn, cmd.TYPE)
+        if cmd.typing:
+            timer = room.typing.pop(user.id, None)
+            if timer is not None:
+                timer.cancel()
+            room.typing[user.id] = self._hub.loop.call_later(
+                TYPING_EXPIRES_SECONDS, self._stop_typing, room, user
+            )
+            self._publish_typing(room, user, True)
+        else:
+            self._stop_typing(room, user)
+
+    def _stop_typing(self, room: Room, user: User) -> None:
+        timer = room.typing.pop(user.id, None)
+        if timer is None:
+            return
+        timer.cancel()
+        self._publish_typing(room, user, False)
+
+    def _publish_typing(self, room: Room, user: User, typing: bool) -> None:
+        payload = event(
+            "user_typing",
+            {"userId": user.id, "username": user.username, "roomId": room.id, "typing": typing},
+        )
+        self._hub.publish(room, payload, droppable=True, exclude=self._user_conns(user.id))
+
+    # --- direct messages ------------------------------------------------------------------
+
+    def private_message(self, conn: Connection, user: User, cmd: p.PrivateMessage) -> None:
+        target = self.user(cmd.target_user_id)
+        if target is None:
+            raise NotFound("User not found", request_type=cmd.TYPE)
+        if target.id == user.id:
+            raise ValidationError(
+                "You cannot message yourself", request_type=cmd.TYPE, field="targetUserId"
+            )
+        client_id = cmd.client_id
+        if client_id is not None:
+            key = (user.id, "dm:" + client_id)
+            if key in self._pending_client_ids:
+                return
+            row = self._store.dm_by_client_id(user.id, client_id)
+            if row is not None:
+                self._hub.send(
+                    conn,
+                    event(
+                        "message_ack",
+                        {
+                            "clientId": client_id,
+                            "messageId": row.id,
+                            "seq": row.seq,
+                            "timestamp": row.created_at,
+                        },
+                    ),
+                )
+                return
+        self._check_capacity(cmd.TYPE)
+        self._dm_seq = seq = self._dm_seq + 1
+        dm_id = str(uuid.uuid4())
+        timestamp = utc_now_iso()
+        self._hub.send_many(
+            self._user_conns(target.id),
+            event(
+                "private_message",
+                {
+                    "id": dm_id,
+                    "seq": seq,
+                    "from": user.public(),
+                    "content": cmd.content,
+                    "timestamp": timestamp,
+                    "clientId": client_id,
+                },
+            ),
+        )
+        self._hub.send_many(
+            self._user_conns(user.id),
+            event(
+                "private_message_sent",
+                {
+                    "id": dm_id,
+                    "seq": seq,
+                    "targetUserId": target.id,
+                    "content": cmd.content,
+                    "timestamp": timestamp,
+                    "clientId": client_id,
+                },
+            ),
+        )
+        record = {
+            "id": dm_id,
+            "seq": seq,
+            "fromUserId": user.id,
+            "toUserId": target.id,
+            "content": cmd.content,
+            "timestamp": timestamp,
+        }
+        self._pending_dms[dm_id] = record
+        ack = {"clientId": client_id, "messageId": dm_id, "seq": seq, "timestamp": timestamp}
+        key = (user.id, "dm:" + client_id) if client_id is not None else None
+        if key is not None:
+            self._pending_client_ids[key] = ack
+
+        def committed(error: BaseException | None) -> None:
+            self._pending_dms.pop(dm_id, None)
+            if key is not None:
+                self._pending_client_ids.pop(key, None)
+            if error is not None:
+                log.error("direct message %s was not stored: %s", dm_id, error)
+                self._send_error(
+                    conn, ChatError("Message could not be stored", request_type=cmd.TYPE)
+                )
+            elif not conn.closed:
+                self._hub.send(conn, event("message_ack", ack))
+
+        self._submit(
+            ops.insert_dm(
+                id=dm_id,
+                seq=seq,
+                sender_id=user.id,
+                recipient_id=target.id,
+                content=cmd.content,
+                client_id=client_id,
+                created_at=timestamp,
+            ),
+            committed,
+        )
+
+    def private_history(self, conn: Connection, user: User, cmd: p.GetPrivateHistory) -> None:
+        other = self.user(cmd.user_id)
+        if other is None:
+            raise NotFound("User not found", request_type=cmd.TYPE)
+        rows = self._store.dm_page(user.id, other.id, before=cmd.before, limit=cmd.limit + 1)
+        merged = {
+            row.seq: {
+                "id": row.id,
+                "seq": row.seq,
+                "fromUserId": row.sender_id,
+                "toUserId": row.recipient_id,
+                "content": row.content,
+                "timestamp": row.created_at,
+            }
+            for row in rows
+        }
+        pair = {user.id, other.id}
+        for record in self._pending_dms.values():
+            if {record["fromUserId"], record["toUserId"]} == pair and (
+                cmd.before is None or record["seq"] < cmd.before
+            ):
+                merged[record["seq"]] = record
+        messages = [merged[s] for s in sorted(merged)]
+        self._hub.send(
+            conn,
+            event(
+                "private_history",
+                {
+                    "userId": other.id,
+                    "messages": messages[-cmd.limit :],
+                    "hasMore": len(messages) > cmd.limit,
+                },
+            ),
+        )
+
+    # --- moderation -----------------------------------------------------------------------
+
+    def _can_moderate(self, room: Room | None, actor: User, target_id: str) -> bool:
+        """Moderators and admins (and a room's owner, in that room) act on lower ranks."""
+        target = self.user(target_id)
+        target_rank = ROLE_RANK[target.role] if target else 0
+        actor_rank = ROLE_RANK[actor.role]
+        if actor_rank >= ROLE_RANK["moderator"]:
+            return actor_rank > target_rank or actor.role == "admin"
+        return room is not None and room.created_by == actor.id and target_rank == 0
+
+    def _moderation_target(
+        self, actor: User, target_id: str, room: Room | None, request_type: str
+    ) -> User:
+        target = self.user(target_id)
+        if target is None:
+            raise NotFound("User not found", request_type=request_type)
+        if target.id == actor.id:
+            raise ValidationError(
+                "You cannot act on yourself", request_type=request_type, field="userId"
+            )
+        if not self._can_moderate(room, actor, target.id):
+            raise Forbidden("You are not allowed to do that", request_type=request_type)
+        return target
+
+    def _audit(
+        self,
+        actor: User,
+        action: str,
+        target_id: str | None,
+        room_id: str | None,
+        reason: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self._submit(
+            ops.insert_audit(
+                at=utc_now_iso(),
+                actor_id=actor.id,
+                action=action,
+                target_user_id=target_id,
+                room_id=room_id,
+                reason=reason,
+                detail=detail,
+            )
+        )
+
+    def kick_user(self, conn: Connection, user: User, cmd: p.KickUser) -> None:
+        room = self._room(cmd.room_id, user, cmd.TYPE)
+        target = self._moderation_target(user, cmd.user_id, room, cmd.TYPE)
+        self._check_capacity(cmd.TYPE)
+        kicked_conns = [c for c in room.conns if c.user_id == target.id]
+        payload = event("kicked", {"roomId": room.id, "reason": cmd.reason, "by": user.public()})
+        for target_conn in kicked_conns:
+            self._hub.send(target_conn, payload)
+            self._hub.leave(room, target_conn)
+        if room.is_private and target.id in room.member_ids:
+            room.member_ids.discard(target.id)
+            self._submit(ops.remove_member(room.id, target.id))
+        if kicked_conns:
+            self._stop_typing(room, target)
+            self._hub.publish(
+                room,
+                event(
+                    "user_left",
+                    {
+                        "user": {"id": target.id, "username": target.username},
+                        "roomId": room.id,
+                        "timestamp": utc_now_iso(),
+                    },
+                ),
+            )
+        self._audit(user, "kick", target.id, room.id, cmd.reason)
+        self._hub.send(
+            conn,
+            event("moderation_done", {"action": "kick", "userId": target.id, "roomId": room.id}),
+        )
+
+    def mute_user(self, conn: Connection, user: User, cmd: p.MuteUser) -> None:
+        room = self._room(cmd.room_id, user, cmd.TYPE)
+        target = self._moderation_target(user, cmd.user_id, room, cmd.TYPE)
+        self._check_capacity(cmd.TYPE)
+        until = time.time() + cmd.duration_seconds
+        self._mutes[(room.id, target.id)] = until
+        self._submit(ops.set_mute(room.id, target.id, until))
+        self._hub.send_many(
+            self._user_conns(target.id), event("muted", {"roomId": room.id, "until": until})
+        )
+        self._audit(
+            user, "mute", target.id, room.id, None, {"durationSeconds": cmd.duration_seconds}
+        )
+        self._hub.send(
+            conn,
+            event("moderation_done", {"action": "mute", "userId": target.id, "roomId": room.id}),
+        )
+
+    def ban_user(self, conn: Connection, user: User, cmd: p.BanUser) -> list[Connection]:
+        """Ban an account; returns its live connections, for the session layer to close (4003)."""
+        if user.role != "admin":
+            raise Forbidden("Only admins can ban", request_type=cmd.TYPE)
+        target = self._moderation_target(user, cmd.user_id, None, cmd.TYPE)
+        self._check_capacity(cmd.TYPE)
+        until = time.time() + cmd.duration_seconds if cmd.duration_seconds else ops.FOREVER
+        target.banned_until = until
+        self._submit(ops.set_user_ban(target.id, until, cmd.reason))
+        self._audit(
+            user, "ban", target.id, None, cmd.reason, {"durationSeconds": cmd.duration_seconds}
+        )
+        self._hub.send(conn, event("moderation_done", {"action": "ban", "userId": target.id}))
+        payload = event(
+            "banned", {"reason": cmd.reason, "until": None if until == ops.FOREVER else until}
+        )
+        conns = list(self._user_conns(target.id))
+        self._hub.send_many(conns, payload)
+        return conns
+
+    def unban_user(self, conn: Connection, user: User, cmd: p.UnbanUser) -> None:
+        if user.role != "admin":
+            raise Forbidden("Only admins can unban", request_type=cmd.TYPE)
+        target = self.user(cmd.user_id)
+        if target is None:
+            raise NotFound("User not found", request_type=cmd.TYPE)
+        self._check_capacity(cmd.TYPE)
+        target.banned_until = None
+        self._submit(ops.set_user_ban(target.id, None, None))
+        self._audit(user, "unban", target.id, None, None)
+        self._hub.send(conn, event("moderation_done", {"action": "unban", "userId": target.id}))
+
+    def set_role(self, conn: Connection, user: User, cmd: p.SetRole) -> None:
+        if user.role != "admin":
+            raise Forbidden("Only admins can change roles", request_type=cmd.TYPE)
+        target = self.user(cmd.user_id)
+        if target is None:
+            raise NotFound("User not found", request_type=cmd.TYPE)
+        self._check_capacity(cmd.TYPE)
+        target.role = cmd.role
+        self._submit(ops.set_user_role(target.id, cmd.role))
+        self._audit(user, "set_role", target.id, None, None, {"role": cmd.role})
+        payload = event("role_changed", {"userId": target.id, "role": cmd.role})
+        self._hub.send_many(self._user_conns(target.id), payload)
+        self._hub.send(conn, payload)

@@ -1,0 +1,171 @@
+"""The ``fastchat`` command: run the server, manage accounts, read the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import apsw
+
+from fastchat import store as ops
+from fastchat.auth import PasswordHasher, normalize_email, validate_registration
+from fastchat.config import Config, ConfigError, load
+from fastchat.errors import ChatError
+from fastchat.protocol import utc_now_iso
+
+ROLES = ("user", "moderator", "admin")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastchat", description="A fast real-time chat server.")
+    parser.add_argument(
+        "-c", "--config", default="config.toml", help="config file (default: ./config.toml)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("run", help="start the server")
+
+    user = commands.add_parser("user", help="manage accounts").add_subparsers(
+        dest="user_command", required=True
+    )
+    create = user.add_parser("create", help="create an account (password from a prompt or stdin)")
+    create.add_argument("username")
+    create.add_argument("--email", help="default: USERNAME@localhost")
+    create.add_argument("--role", choices=ROLES, default="user")
+    set_role = user.add_parser("set-role", help="change an account's role")
+    set_role.add_argument("username")
+    set_role.add_argument("role", choices=ROLES)
+
+    audit = commands.add_parser("audit", help="print the moderation audit log, newest first")
+    audit.add_argument("--limit", type=int, default=50)
+
+    # `-c` is accepted after the subcommand too: `fastchat run -c x.toml`.
+    for sub in (commands.choices["run"], create, set_role, audit):
+        sub.add_argument("-c", "--config", dest="config_sub", default=None, help=argparse.SUPPRESS)
+
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config_sub or args.config)
+    except ConfigError as exc:
+        print(f"fastchat: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config)
+    try:
+        if args.command == "run":
+            from fastchat.server import run
+
+            return run(config)
+        if args.command == "user" and args.user_command == "create":
+            return _user_create(config, args.username, args.email, args.role)
+        if args.command == "user":
+            return _user_set_role(config, args.username, args.role)
+        return _audit(config, args.limit)
+    except (ChatError, ValueError, apsw.Error) as exc:
+        print(f"fastchat: {exc}", file=sys.stderr)
+        return 1
+
+
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("fastchat.picows").setLevel(logging.WARNING)
+
+
+@contextmanager
+def _open_store(config: Config) -> Iterator[ops.Store]:
+    """The store, left as clean as it was found (the server uses the marker at start)."""
+    store = ops.Store(config.storage)
+    startup = store.open()
+    try:
+        yield store
+    finally:
+        if startup.clean:
+            store.mark_clean_shutdown()
+        store.close()
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != first:
+            raise ValueError("passwords do not match")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def _user_create(config: Config, username: str, email: str | None, role: str) -> int:
+    password = _read_password()
+    registration = validate_registration(
+        {"username": username, "email": email or f"{username}@localhost", "password": password}
+    )
+    with _open_store(config) as store:
+        if store.user_by_name(username) or store.user_by_login(normalize_email(registration.email)):
+            print(f"fastchat: user {username!r} or that email already exists", file=sys.stderr)
+            return 1
+
+        async def hashed() -> str:
+            hasher = PasswordHasher(config.auth.bcrypt_rounds, 1)
+            try:
+                return await hasher.hash(password)
+            finally:
+                hasher.close()
+
+        _write(
+            config,
+            ops.insert_user(
+                id=str(uuid.uuid4()),
+                username=registration.username,
+                email=normalize_email(registration.email),
+                password_hash=asyncio.run(hashed()),
+                role=role,
+                created_at=utc_now_iso(),
+            ),
+        )
+    print(f"created {role} {username}")
+    return 0
+
+
+def _user_set_role(config: Config, username: str, role: str) -> int:
+    with _open_store(config) as store:
+        row = store.user_by_name(username)
+        if row is None:
+            print(f"fastchat: no user {username!r}", file=sys.stderr)
+            return 1
+        _write(config, ops.set_user_role(row.id, role))
+    print(f"{username} is now {role}")
+    return 0
+
+
+def _write(config: Config, op: ops.Op) -> None:
+    """Commit one operation through the same writer the server uses."""
+
+    async def write() -> None:
+        writer = ops.WriteBehind(config.storage, asyncio.get_running_loop())
+        writer.start()
+        try:
+            await writer.execute(op)
+        finally:
+            await writer.close(10.0)
+
+    asyncio.run(write())
+
+
+def _audit(config: Config, limit: int) -> int:
+    with _open_store(config) as store:
+        for entry in store.audit_entries(limit=limit):
+            print(
+                f"{entry.at}  {entry.action:<14} actor={entry.actor_id}"
+                f" target={entry.target_user_id}"
+                f" room={entry.room_id or '-'} reason={entry.reason or '-'}"
+                f"{'  ' + entry.detail if entry.detail else ''}"
+            )
+    return 0

@@ -1,0 +1,116 @@
+"""One exception tree for everything a client can get wrong or be refused.
+
+Each error knows the stable machine-readable ``code`` sent in WebSocket ``error`` events,
+the HTTP status it maps to, and (for errors that end a connection) the close code.
+"""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """A request that cannot be served. ``str(err)`` is the human-readable message."""
+
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str, *, request_type: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.request_type = request_type
+        self.field = field
+
+
+class InvalidJson(ChatError):
+    code = "invalid_json"
+
+
+class UnknownType(ChatError):
+    code = "unknown_type"
+
+
+class ValidationError(ChatError):
+    code = "validation"
+
+
+class AuthRequired(ChatError):
+    code = "auth_required"
+    http_status = 401
+
+
+class InvalidToken(ChatError):
+    code = "invalid_token"
+    http_status = 401
+
+
+class InvalidCredentials(ChatError):
+    code = "invalid_credentials"
+    http_status = 401
+
+
+class Forbidden(ChatError):
+    code = "forbidden"
+    http_status = 403
+
+
+class Banned(ChatError):
+    code = "banned"
+    http_status = 403
+
+
+class NotFound(ChatError):
+    code = "not_found"
+    http_status = 404
+
+
+class NotMember(ChatError):
+    code = "not_member"
+    http_status = 403
+
+
+class Conflict(ChatError):
+    code = "conflict"
+    http_status = 409
+
+
+class Muted(ChatError):
+    code = "muted"
+    http_status = 403
+
+
+class RateLimited(ChatError):
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, request_type: str | None = None):
+        super().__init__(message, request_type=request_type)
+        self.retry_after = retry_after
+
+
+class Overloaded(ChatError):
+    code = "overloaded"
+    http_status = 503
+
+
+class StorageUnavailable(ChatError):
+    code = "storage_unavailable"
+    http_status = 503
+
+
+class TooLarge(ChatError):
+    code = "too_large"
+    http_status = 413
+
+
+# WebSocket close codes used by fastchat (RFC 6455 section 7.4.1 plus private range).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_TEXT = 1007
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_AUTH_TIMEOUT = 4001
+CLOSE_TOKEN_REVOKED = 4002
+CLOSE_BANNED = 4003

@@ -1,0 +1,534 @@
+"""The WebSocket wire protocol: JSON text frames to typed commands, and events back to bytes.
+
+Pure (no I/O) and on the hot path: every incoming frame goes through :func:`parse`, which
+decodes with orjson and dispatches on ``type`` through a dict of per-type parsers. Each
+parser validates its fields and builds a frozen command; anything wrong raises a
+:class:`~fastchat.errors.ChatError` subclass naming the request type and the wire field.
+Unknown extra fields are ignored, and an optional field sent as ``null`` counts as absent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn, TypeAlias
+
+import orjson
+
+from fastchat.errors import ChatError, InvalidJson, UnknownType, ValidationError
+
+MAX_ID_CHARS = 64
+MAX_CONTENT_CHARS = 2000
+MAX_ROOM_NAME_CHARS = 64
+MAX_TEXT_CHARS = 256  # room descriptions and kick/ban reasons
+MAX_HISTORY_LIMIT = 200
+DEFAULT_HISTORY_LIMIT = 50
+MAX_DURATION_SECONDS = 31_536_000
+MAX_SEQ = 2**63 - 1  # SQLite INTEGER
+MESSAGE_TYPES = frozenset({"text", "image", "file"})
+ROLES = frozenset({"user", "moderator", "admin"})
+
+
+@dataclass(slots=True, frozen=True)
+class Authenticate:
+    """Log this connection in with a JWT."""
+
+    TYPE: ClassVar[str] = "authenticate"
+    token: str
+
+
+@dataclass(slots=True, frozen=True)
+class JoinRoom:
+    """Join a room; with ``since``, also replay every message with a greater seq."""
+
+    TYPE: ClassVar[str] = "join_room"
+    room_id: str
+    since: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class LeaveRoom:
+    """Leave a room."""
+
+    TYPE: ClassVar[str] = "leave_room"
+    room_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class SendMessage:
+    """Post a message to a room; ``file_id`` is set exactly for image/file messages."""
+
+    TYPE: ClassVar[str] = "send_message"
+    room_id: str
+    content: str
+    message_type: str = "text"
+    reply_to: str | None = None
+    client_id: str | None = None
+    file_id: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class EditMessage:
+    """Replace the content of one's own message."""
+
+    TYPE: ClassVar[str] = "edit_message"
+    message_id: str
+    content: str
+
+
+@dataclass(slots=True, frozen=True)
+class DeleteMessage:
+    """Delete a message."""
+
+    TYPE: ClassVar[str] = "delete_message"
+    message_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class GetRoomHistory:
+    """Page through a room's messages by seq (``before``/``after`` are exclusive)."""
+
+    TYPE: ClassVar[str] = "get_room_history"
+    room_id: str
+    limit: int = DEFAULT_HISTORY_LIMIT
+    before: int | None = None
+    after: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Typing:
+    """``typing_start`` (``typing=True``) or ``typing_stop`` (``typing=False``)."""
+
+    room_id: str
+    typing: bool
+
+    @property
+    def TYPE(self) -> str:
+        """The wire type this command came from."""
+        return "typing_start" if self.typing else "typing_stop"
+
+
+@dataclass(slots=True, frozen=True)
+class PrivateMessage:
+    """Send a direct message to another user."""
+
+    TYPE: ClassVar[str] = "private_message"
+    target_user_id: str
+    content: str
+    client_id: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class GetPrivateHistory:
+    """Page through the direct messages with one user by dm seq."""
+
+    TYPE: ClassVar[str] = "get_private_history"
+    user_id: str
+    limit: int = DEFAULT_HISTORY_LIMIT
+    before: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CreateRoom:
+    """Create a room; ``name`` is stripped."""
+
+    TYPE: ClassVar[str] = "create_room"
+    name: str
+    description: str = ""
+    is_private: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class InviteToRoom:
+    """Add a user to a (private) room."""
+
+    TYPE: ClassVar[str] = "invite_to_room"
+    room_id: str
+    user_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class KickUser:
+    """Remove a user from a room."""
+
+    TYPE: ClassVar[str] = "kick_user"
+    room_id: str
+    user_id: str
+    reason: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class MuteUser:
+    """Stop a user posting in a room for a while."""
+
+    TYPE: ClassVar[str] = "mute_user"
+    room_id: str
+    user_id: str
+    duration_seconds: int
+
+
+@dataclass(slots=True, frozen=True)
+class BanUser:
+    """Ban a user from the server; ``duration_seconds=None`` means permanently."""
+
+    TYPE: ClassVar[str] = "ban_user"
+    user_id: str
+    reason: str | None = None
+    duration_seconds: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class UnbanUser:
+    """Lift a ban."""
+
+    TYPE: ClassVar[str] = "unban_user"
+    user_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class SetRole:
+    """Change a user's server-wide role."""
+
+    TYPE: ClassVar[str] = "set_role"
+    user_id: str
+    role: str
+
+
+@dataclass(slots=True, frozen=True)
+class Ping:
+    """App-level ping, answered with ``pong``."""
+
+    TYPE: ClassVar[str] = "ping"
+
+
+Command: TypeAlias = (
+    Authenticate
+    | JoinRoom
+    | LeaveRoom
+    | SendMessage
+    | EditMessage
+    | DeleteMessage
+    | GetRoomHistory
+    | Typing
+    | PrivateMessage
+    | GetPrivateHistory
+    | CreateRoom
+    | InviteToRoom
+    | KickUser
+    | MuteUser
+    | BanUser
+    | UnbanUser
+    | SetRole
+    | Ping
+)
+
+_Fields = dict[str, Any]
+
+
+# --- field validators: fast path first, the specific message only on failure --------------
+
+
+def _fail(t: str, key: str, message: str) -> NoReturn:
+    raise ValidationError(message, request_type=t, field=key)
+
+
+def _id(d: _Fields, t: str, key: str) -> str:
+    v = d.get(key)
+    if type(v) is str and 0 < len(v) <= MAX_ID_CHARS:
+        return v
+    if v is None:
+        _fail(t, key, f"{key} is required")
+    _bad_id(t, key, v)
+
+
+def _opt_id(d: _Fields, t: str, key: str) -> str | None:
+    v = d.get(key)
+    if v is None or (type(v) is str and 0 < len(v) <= MAX_ID_CHARS):
+        return v
+    _bad_id(t, key, v)
+
+
+def _bad_id(t: str, key: str, v: object) -> NoReturn:
+    if type(v) is not str:
+        _fail(t, key, f"{key} must be a string")
+    if not v:
+        _fail(t, key, f"{key} must not be empty")
+    _fail(t, key, f"{key} is too long (max {MAX_ID_CHARS} characters)")
+
+
+def _content(d: _Fields, t: str) -> str:
+    v = d.get("content")
+    if type(v) is not str:
+        _fail(t, "content", "content is required" if v is None else "content must be a string")
+    if not v or v.isspace():
+        _fail(t, "content", "Message content cannot be empty")
+    if len(v) > MAX_CONTENT_CHARS:
+        _fail(t, "content", f"Message too long (max {MAX_CONTENT_CHARS} characters)")
+    return v
+
+
+def _opt_text(d: _Fields, t: str, key: str) -> str | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if type(v) is not str:
+        _fail(t, key, f"{key} must be a string")
+    if len(v) > MAX_TEXT_CHARS:
+        _fail(t, key, f"{key} is too long (max {MAX_TEXT_CHARS} characters)")
+    return v
+
+
+def _opt_int(d: _Fields, t: str, key: str, lo: int, hi: int) -> int | None:
+    v = d.get(key)
+    if v is None or (type(v) is int and lo <= v <= hi):
+        return v
+    if type(v) is not int:  # bool is a subclass of int, and not accepted
+        _fail(t, key, f"{key} must be an integer")
+    _fail(t, key, f"{key} must be between {lo} and {hi}")
+
+
+def _int(d: _Fields, t: str, key: str, lo: int, hi: int) -> int:
+    v = _opt_int(d, t, key, lo, hi)
+    if v is None:
+        _fail(t, key, f"{key} is required")
+    return v
+
+
+def _limit(d: _Fields, t: str) -> int:
+    v = _opt_int(d, t, "limit", 1, MAX_HISTORY_LIMIT)
+    return DEFAULT_HISTORY_LIMIT if v is None else v
+
+
+def _seq(d: _Fields, t: str, key: str) -> int | None:
+    return _opt_int(d, t, key, 0, MAX_SEQ)
+
+
+# --- one parser per wire type ---------------------------------------------------------------
+
+
+def _authenticate(d: _Fields) -> Authenticate:
+    t = "authenticate"
+    v = d.get("token")
+    if type(v) is not str or not v:
+        _fail(t, "token", "token is required" if v is None else "token must be a non-empty string")
+    return Authenticate(v)
+
+
+def _join_room(d: _Fields) -> JoinRoom:
+    t = "join_room"
+    return JoinRoom(_id(d, t, "roomId"), _seq(d, t, "since"))
+
+
+def _leave_room(d: _Fields) -> LeaveRoom:
+    return LeaveRoom(_id(d, "leave_room", "roomId"))
+
+
+def _send_message(d: _Fields) -> SendMessage:
+    t = "send_message"
+    room_id = _id(d, t, "roomId")
+    content = _content(d, t)
+    message_type = d.get("messageType")
+    if message_type is None:
+        message_type = "text"
+    elif type(message_type) is not str or message_type not in MESSAGE_TYPES:
+        _fail(t, "messageType", "messageType must be one of: text, image, file")
+    file_id = _opt_id(d, t, "fileId")
+    if message_type == "text":
+        if file_id is not None:
+            _fail(t, "fileId", "fileId is only allowed for image and file messages")
+    elif file_id is None:
+        _fail(t, "fileId", f"fileId is required for {message_type} messages")
+    return SendMessage(
+        room_id, content, message_type, _opt_id(d, t, "replyTo"), _opt_id(d, t, "clientId"), file_id
+    )
+
+
+def _edit_message(d: _Fields) -> EditMessage:
+    t = "edit_message"
+    return EditMessage(_id(d, t, "messageId"), _content(d, t))
+
+
+def _delete_message(d: _Fields) -> DeleteMessage:
+    return DeleteMessage(_id(d, "delete_message", "messageId"))
+
+
+def _get_room_history(d: _Fields) -> GetRoomHistory:
+    t = "get_room_history"
+    return GetRoomHistory(
+        _id(d, t, "roomId"), _limit(d, t), _seq(d, t, "before"), _seq(d, t, "after")
+    )
+
+
+def _typing_start(d: _Fields) -> Typing:
+    return Typing(_id(d, "typing_start", "roomId"), True)
+
+
+def _typing_stop(d: _Fields) -> Typing:
+    return Typing(_id(d, "typing_stop", "roomId"), False)
+
+
+def _private_message(d: _Fields) -> PrivateMessage:
+    t = "private_message"
+    return PrivateMessage(_id(d, t, "targetUserId"), _content(d, t), _opt_id(d, t, "clientId"))
+
+
+def _get_private_history(d: _Fields) -> GetPrivateHistory:
+    t = "get_private_history"
+    return GetPrivateHistory(_id(d, t, "userId"), _limit(d, t), _seq(d, t, "before"))
+
+
+def _create_room(d: _Fields) -> CreateRoom:
+    t = "create_room"
+    name = d.get("name")
+    if type(name) is not str:
+        _fail(t, "name", "name is required" if name is None else "name must be a string")
+    name = name.strip()
+    if not name:
+        _fail(t, "name", "name must not be empty")
+    if len(name) > MAX_ROOM_NAME_CHARS:
+        _fail(t, "name", f"name is too long (max {MAX_ROOM_NAME_CHARS} characters)")
+    is_private = d.get("isPrivate")
+    if is_private is None:
+        is_private = False
+    elif type(is_private) is not bool:
+        _fail(t, "isPrivate", "isPrivate must be true or false")
+    return CreateRoom(name, _opt_text(d, t, "description") or "", is_private)
+
+
+def _invite_to_room(d: _Fields) -> InviteToRoom:
+    t = "invite_to_room"
+    return InviteToRoom(_id(d, t, "roomId"), _id(d, t, "userId"))
+
+
+def _kick_user(d: _Fields) -> KickUser:
+    t = "kick_user"
+    return KickUser(_id(d, t, "roomId"), _id(d, t, "userId"), _opt_text(d, t, "reason"))
+
+
+def _mute_user(d: _Fields) -> MuteUser:
+    t = "mute_user"
+    return MuteUser(
+        _id(d, t, "roomId"),
+        _id(d, t, "userId"),
+        _int(d, t, "durationSeconds", 1, MAX_DURATION_SECONDS),
+    )
+
+
+def _ban_user(d: _Fields) -> BanUser:
+    t = "ban_user"
+    return BanUser(
+        _id(d, t, "userId"),
+        _opt_text(d, t, "reason"),
+        _opt_int(d, t, "durationSeconds", 1, MAX_DURATION_SECONDS),
+    )
+
+
+def _unban_user(d: _Fields) -> UnbanUser:
+    return UnbanUser(_id(d, "unban_user", "userId"))
+
+
+def _set_role(d: _Fields) -> SetRole:
+    t = "set_role"
+    user_id = _id(d, t, "userId")
+    role = d.get("role")
+    if role is None:
+        _fail(t, "role", "role is required")
+    if type(role) is not str or role not in ROLES:
+        _fail(t, "role", "role must be one of: user, moderator, admin")
+    return SetRole(user_id, role)
+
+
+_PING = Ping()
+
+
+def _ping(d: _Fields) -> Ping:
+    return _PING
+
+
+_PARSERS: dict[str, Callable[[_Fields], Command]] = {
+    "authenticate": _authenticate,
+    "join_room": _join_room,
+    "leave_room": _leave_room,
+    "send_message": _send_message,
+    "edit_message": _edit_message,
+    "delete_message": _delete_message,
+    "get_room_history": _get_room_history,
+    "typing_start": _typing_start,
+    "typing_stop": _typing_stop,
+    "private_message": _private_message,
+    "get_private_history": _get_private_history,
+    "create_room": _create_room,
+    "invite_to_room": _invite_to_room,
+    "kick_user": _kick_user,
+    "mute_user": _mute_user,
+    "ban_user": _ban_user,
+    "unban_user": _unban_user,
+    "set_role": _set_role,
+    "ping": _ping,
+}
+
+COMMAND_TYPES = frozenset(_PARSERS)
+"""Every client-to-server wire type that :func:`parse` accepts."""
+
+
+def parse(data: bytes | bytearray | memoryview | str) -> Command:
+    """Decode one client frame into its command, or raise a :class:`ChatError` subclass.
+
+    ``InvalidJson`` for bad JSON or a non-object, ``UnknownType`` for a missing or unknown
+    ``type``, ``ValidationError`` (with ``request_type`` and ``field``) for bad fields.
+    """
+    try:
+        d = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise InvalidJson("Invalid JSON") from None
+    if type(d) is not dict:
+        raise InvalidJson("Message must be a JSON object")
+    t = d.get("type")
+    parser = _PARSERS.get(t) if type(t) is str else None
+    if parser is None:
+        raise _unknown_type(t)
+    return parser(d)
+
+
+def _unknown_type(t: object) -> UnknownType:
+    if t is None:
+        return UnknownType("Message type is required")
+    if type(t) is not str:
+        return UnknownType("Message type must be a string")
+    shown = t if len(t) <= MAX_ID_CHARS else t[:MAX_ID_CHARS] + "…"
+    return UnknownType(f"Unknown message type: {shown}")
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def event(type_: str, data: dict[str, Any]) -> bytes:
+    """Encode one server-to-client event ``{"type": type_, "data": data}``."""
+    return orjson.dumps({"type": type_, "data": data})
+
+
+def error_event(err: ChatError) -> bytes:
+    """Encode ``err`` as an ``error`` event; ``type`` names the request when known."""
+    data: dict[str, Any] = {"message": err.message, "code": err.code}
+    if err.request_type is not None:
+        data["type"] = err.request_type
+    return orjson.dumps({"type": "error", "data": data})
+
+
+# (unix second, "YYYY-MM-DDTHH:MM:SS") swapped as one tuple so readers never see a mix.
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def utc_now_iso() -> str:
+    """The current UTC time as ``2026-11-25T20:11:18.123Z``.
+
+    Formats the date and time once per second and appends the milliseconds: about 3x
+    faster than ``datetime.now(UTC).isoformat(...)`` (0.7 vs 2.1 µs here).
+    """
+    global _second_cache
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second_cache
+    if cached[0] != sec:
+        cached = _second_cache = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{cached[1]}.{ns // 1_000_000:03d}Z"

@@ -1,0 +1,70 @@
+"""Server lifecycle: uvloop, listen, serve until a signal, ordered shutdown.
+
+Shutdown order: stop accepting → close idle HTTP connections → close every WebSocket with
+1001 (going away) → flush the write-behind queue completely → close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvloop
+
+from fastchat.api import Api
+from fastchat.app import App
+from fastchat.config import Config
+from fastchat.errors import CLOSE_GOING_AWAY
+from fastchat.http import HttpProtocol
+
+log = logging.getLogger("fastchat")
+
+
+def run(config: Config) -> int:
+    """Run the server until SIGINT/SIGTERM; returns the process exit code."""
+    return uvloop.run(serve(config))
+
+
+async def serve(config: Config, started: asyncio.Future[str] | None = None) -> int:
+    loop = asyncio.get_running_loop()
+    app = App(config)
+    api = Api(app)
+    http_connections: set[HttpProtocol] = set()
+    server = await loop.create_server(
+        lambda: HttpProtocol(api, config.server, http_connections),
+        host=config.server.host,
+        port=config.server.port,
+        reuse_address=True,
+        backlog=4096,
+    )
+    host, port = server.sockets[0].getsockname()[:2]
+    url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    log.info("fastchat listening on %s", url)
+    if started is not None:
+        started.set_result(url)
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+
+    server.close()
+    for protocol in list(http_connections):
+        protocol.close_if_idle()
+    closing = [conn.transport.wait_disconnected() for conn in app.hub.connections if conn.transport]
+    for conn in list(app.hub.connections):
+        conn.close(CLOSE_GOING_AWAY, "server shutting down")
+    app.hub.flush()
+    if closing:
+        await asyncio.wait(
+            [asyncio.ensure_future(c) for c in closing],
+            timeout=config.server.shutdown_timeout_seconds,
+        )
+    lost = await app.close(config.server.shutdown_timeout_seconds)
+    if lost:
+        log.error("%d storage operations could not be written before exit", lost)
+        return 1
+    log.info("stopped cleanly")
+    return 0

@@ -1,0 +1,978 @@
+"""SQLite storage through apsw: schema and migrations, reads, and the write-behind writer.
+
+Two connections per process, both in WAL mode so readers never block the writer:
+
+* :class:`Store` owns the *reader* connection, used on the event-loop thread for short
+  indexed reads (and for the rare writes made while no writer runs: migrations and the
+  clean-shutdown marker).
+* :class:`WriteBehind` owns the *writer* connection and a daemon thread that commits
+  queued operations in batches, one transaction per batch. The loop hands it plain
+  ``(statement_name, params)`` tuples and learns the outcome through ``on_done``
+  callbacks, called on the loop thread once the batch has committed.
+
+Timestamps are ISO-8601 UTC strings made by the caller; ban and mute deadlines are Unix
+times in seconds (:data:`FOREVER` for "permanent").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from itertools import groupby
+from typing import Any
+
+import apsw
+import orjson
+
+from fastchat.config import StorageConfig
+from fastchat.errors import Overloaded, StorageUnavailable
+
+log = logging.getLogger("fastchat.store")
+
+Op = tuple[str, tuple[Any, ...]]
+"""A write operation: a key of :data:`STATEMENTS` and the statement's parameters."""
+
+OnDone = Callable[[BaseException | None], None]
+
+FOREVER = 253402300799.0
+"""A ban/mute deadline meaning "permanent" (9999-12-31T23:59:59Z as a Unix time)."""
+
+BUSY_TIMEOUT_MS = 5000
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
+_CLEAN_KEY = "clean_shutdown"
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        email TEXT UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        avatar_url TEXT,
+        role TEXT NOT NULL DEFAULT 'user' CHECK (role IN ('user', 'moderator', 'admin')),
+        created_at TEXT,
+        last_seen TEXT,
+        banned_until REAL,
+        ban_reason TEXT
+    );
+    CREATE TABLE rooms (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        description TEXT,
+        is_private INTEGER NOT NULL DEFAULT 0,
+        created_by TEXT,
+        created_at TEXT
+    );
+    CREATE TABLE room_members (
+        room_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'owner')),
+        joined_at TEXT,
+        PRIMARY KEY (room_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX room_members_user ON room_members (user_id);
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        user_id TEXT NOT NULL,
+        content TEXT NOT NULL,
+        message_type TEXT NOT NULL DEFAULT 'text',
+        reply_to TEXT,
+        client_id TEXT,
+        attachment_id TEXT,
+        created_at TEXT NOT NULL,
+        edited_at TEXT,
+        deleted_at TEXT
+    );
+    CREATE UNIQUE INDEX messages_room_seq ON messages (room_id, seq);
+    CREATE UNIQUE INDEX messages_user_client ON messages (user_id, client_id)
+        WHERE client_id IS NOT NULL;
+    CREATE TABLE direct_messages (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        pair TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        recipient_id TEXT NOT NULL,
+        content TEXT NOT NULL,
+        client_id TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX direct_messages_seq ON direct_messages (seq);
+    CREATE INDEX direct_messages_pair_seq ON direct_messages (pair, seq);
+    CREATE UNIQUE INDEX direct_messages_sender_client ON direct_messages (sender_id, client_id)
+        WHERE client_id IS NOT NULL;
+    CREATE TABLE mutes (
+        room_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        until REAL NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor_id TEXT,
+        action TEXT NOT NULL,
+        target_user_id TEXT,
+        room_id TEXT,
+        reason TEXT,
+        detail TEXT
+    );
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        uploader_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        room_id TEXT,
+        message_id TEXT
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+    INSERT INTO rooms (id, name, description, is_private, created_at) VALUES
+        ('general', 'General', 'General discussion', 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        ('random', 'Random', 'Random topics', 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        ('tech', 'Tech Talk', 'Technology discussions', 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+    """,
+]
+"""Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: str
+    username: str
+    email: str | None
+    password_hash: str
+    avatar_url: str | None
+    role: str
+    created_at: str | None
+    last_seen: str | None
+    banned_until: float | None
+    ban_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRow:
+    id: str
+    name: str
+    description: str | None
+    is_private: bool
+    created_by: str | None
+    created_at: str | None
+    member_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    id: str
+    room_id: str
+    seq: int
+    user_id: str
+    content: str
+    message_type: str
+    reply_to: str | None
+    client_id: str | None
+    attachment_id: str | None
+    created_at: str
+    edited_at: str | None
+    deleted_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMessageRow:
+    id: str
+    seq: int
+    pair: str
+    sender_id: str
+    recipient_id: str
+    content: str
+    client_id: str | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    id: str
+    uploader_id: str
+    name: str
+    size: int
+    content_type: str
+    created_at: str
+    room_id: str | None
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One audit entry; ``detail`` is the stored JSON text (or None)."""
+
+    id: int
+    at: str
+    actor_id: str | None
+    action: str
+    target_user_id: str | None
+    room_id: str | None
+    reason: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartupState:
+    """What :meth:`Store.open` learned: was the last run's shutdown clean, and where the
+    sequence counters stand (``max_room_seq`` has every room, 0 when it has no messages)."""
+
+    clean: bool
+    max_room_seq: dict[str, int]
+    max_dm_seq: int
+
+
+def _columns(row_type: type, alias: str = "") -> str:
+    return ", ".join(alias + f.name for f in fields(row_type) if f.name != "member_count")
+
+
+_USER_SELECT = f"SELECT {_columns(UserRow)} FROM users"
+_ROOM_SELECT = (
+    f"SELECT {_columns(RoomRow, 'r.')},"
+    " (SELECT COUNT(*) FROM room_members m WHERE m.room_id = r.id) FROM rooms r"
+)
+_MESSAGE_SELECT = f"SELECT {_columns(MessageRow)} FROM messages"
+_DM_SELECT = f"SELECT {_columns(DirectMessageRow)} FROM direct_messages"
+
+# The history queries, kept apart so tests can check their plans use the (room_id, seq)
+# and (pair, seq) indexes: O(log n + page) whatever the history length.
+PAGE_SQL: dict[str, str] = {
+    "latest": f"{_MESSAGE_SELECT} WHERE room_id = ? ORDER BY seq DESC LIMIT ?",
+    "before": f"{_MESSAGE_SELECT} WHERE room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+    "after": f"{_MESSAGE_SELECT} WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    "dm_latest": f"{_DM_SELECT} WHERE pair = ? ORDER BY seq DESC LIMIT ?",
+    "dm_before": f"{_DM_SELECT} WHERE pair = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+}
+
+
+def _room_row(row: tuple[Any, ...]) -> RoomRow:
+    return RoomRow(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6])
+
+
+def dm_pair(user_a: str, user_b: str) -> str:
+    """The conversation key of two users: their ids sorted and joined by ``':'``."""
+    return f"{user_a}:{user_b}" if user_a <= user_b else f"{user_b}:{user_a}"
+
+
+def _connect(config: StorageConfig, synchronous: str) -> apsw.Connection:
+    conn = apsw.Connection(str(config.path))
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    mode = conn.pragma("journal_mode", "wal")
+    if mode != "wal":
+        log.warning("%s: journal_mode is %r, not WAL", config.path, mode)
+    conn.pragma("synchronous", synchronous)
+    return conn
+
+
+# --------------------------------------------------------------------------- reads
+
+
+class Store:
+    """The reader connection: schema set-up, start-up state and the server's reads.
+
+    Used on the event-loop thread only; every query is a short indexed lookup.
+    """
+
+    _db: apsw.Connection
+
+    def __init__(self, config: StorageConfig) -> None:
+        self._config = config
+
+    def open(self) -> StartupState:
+        """Create the folder and database, migrate, and consume the clean-shutdown marker."""
+        self._config.path.parent.mkdir(parents=True, exist_ok=True)
+        # This connection's only writes (migrations, the marker) must be durable whatever
+        # the configured level, so it always syncs fully.
+        self._db = _connect(self._config, "full")
+        fresh = self._migrate()
+        row = self._one("SELECT value FROM meta WHERE key = ?", (_CLEAN_KEY,))
+        # A database created just now cannot have lost anything: report it as clean.
+        clean = fresh or (row is not None and row[0] == "1")
+        self._db.execute("DELETE FROM meta WHERE key = ?", (_CLEAN_KEY,))
+        rooms = self._db.execute(
+            "SELECT r.id, (SELECT MAX(seq) FROM messages WHERE room_id = r.id) FROM rooms r"
+        ).fetchall()
+        max_dm = self._db.execute("SELECT MAX(seq) FROM direct_messages").fetchall()[0][0]
+        return StartupState(
+            clean=clean,
+            max_room_seq={room_id: seq or 0 for room_id, seq in rooms},
+            max_dm_seq=max_dm or 0,
+        )
+
+    def _migrate(self) -> bool:
+        """Apply pending migrations; True when the database was created by this call."""
+        version = self._db.pragma("user_version")
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"{self._config.path}: schema version {version} is newer than this "
+                f"fastchat supports ({len(MIGRATIONS)})"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._db:
+                self._db.execute(script)
+                self._db.pragma("user_version", number)
+            log.info("%s: applied schema migration %d", self._config.path, number)
+        return version == 0
+
+    def mark_clean_shutdown(self) -> None:
+        """Durably record a clean shutdown; call once the writer has drained and closed."""
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_CLEAN_KEY,))
+
+    def close(self) -> None:
+        """Close the reader connection."""
+        self._db.close()
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        rows = self._db.execute(sql, params).fetchall()
+        return rows[0] if rows else None
+
+    def user_by_id(self, user_id: str) -> UserRow | None:
+        """The user with this id."""
+        row = self._one(f"{_USER_SELECT} WHERE id = ?", (user_id,))
+        return UserRow(*row) if row else None
+
+    def user_by_name(self, username: str) -> UserRow | None:
+        """The user with this username, compared case-insensitively."""
+        row = self._one(f"{_USER_SELECT} WHERE username = ?", (username,))
+        return UserRow(*row) if row else None
+
+    def user_by_login(self, name_or_email: str) -> UserRow | None:
+        """The user whose username (first) or email matches, case-insensitively."""
+        user = self.user_by_name(name_or_email)
+        if user is not None:
+            return user
+        row = self._one(f"{_USER_SELECT} WHERE email = ?", (name_or_email,))
+        return UserRow(*row) if row else None
+
+    def rooms_visible_to(self, user_id: str) -> list[RoomRow]:
+        """Public rooms plus the private rooms ``user_id`` belongs to, ordered by name."""
+        rows = self._db.execute(
+            f"{_ROOM_SELECT} WHERE r.is_private = 0 OR EXISTS"
+            " (SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = ?)"
+            " ORDER BY r.name COLLATE NOCASE, r.id",
+            (user_id,),
+        ).fetchall()
+        return [_room_row(row) for row in rows]
+
+    def all_rooms(self) -> list[RoomRow]:
+        """Every room, ordered by name."""
+        rows = self._db.execute(f"{_ROOM_SELECT} ORDER BY r.name COLLATE NOCASE, r.id")
+        return [_room_row(row) for row in rows.fetchall()]
+
+    def room(self, room_id: str) -> RoomRow | None:
+        """The room with this id (with its member count)."""
+        row = self._one(f"{_ROOM_SELECT} WHERE r.id = ?", (room_id,))
+        return _room_row(row) if row else None
+
+    def room_member_ids(self, room_id: str) -> set[str]:
+        """Ids of the members of ``room_id``."""
+        rows = self._db.execute("SELECT user_id FROM room_members WHERE room_id = ?", (room_id,))
+        return {row[0] for row in rows.fetchall()}
+
+    def member_role(self, room_id: str, user_id: str) -> str | None:
+        """``'member'`` or ``'owner'``, or None when ``user_id`` is not a member."""
+        row = self._one(
+            "SELECT role FROM room_members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+        )
+        return row[0] if row else None
+
+    def memberships_of(self, user_id: str) -> list[str]:
+        """Ids of the rooms ``user_id`` belongs to, sorted."""
+        rows = self._db.execute(
+            "SELECT room_id FROM room_members WHERE user_id = ? ORDER BY room_id", (user_id,)
+        )
+        return [row[0] for row in rows.fetchall()]
+
+    def messages_page(
+        self, room_id: str, *, before: int | None = None, after: int | None = None, limit: int
+    ) -> list[MessageRow]:
+        """Up to ``limit`` messages of a room, oldest first.
+
+        With ``before``: the newest ones with ``seq < before``; with ``after``: the oldest
+        ones with ``seq > after``; with neither: the newest ones.
+        """
+        if before is not None and after is not None:
+            raise ValueError("messages_page takes before or after, not both")
+        if limit <= 0:
+            return []
+        if after is not None:
+            rows = self._db.execute(PAGE_SQL["after"], (room_id, after, limit)).fetchall()
+            return [MessageRow(*row) for row in rows]
+        if before is not None:
+            rows = self._db.execute(PAGE_SQL["before"], (room_id, before, limit)).fetchall()
+        else:
+            rows = self._db.execute(PAGE_SQL["latest"], (room_id, limit)).fetchall()
+        return [MessageRow(*row) for row in reversed(rows)]
+
+    def message_by_id(self, message_id: str) -> MessageRow | None:
+        """The message with this id."""
+        row = self._one(f"{_MESSAGE_SELECT} WHERE id = ?", (message_id,))
+        return MessageRow(*row) if row else None
+
+    def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
+        """The message ``user_id`` sent with this client id (for idempotent retries)."""
+        row = self._one(
+            f"{_MESSAGE_SELECT} WHERE user_id = ? AND client_id = ?", (user_id, client_id)
+        )
+        return MessageRow(*row) if row else None
+
+    def dm_page(
+        self, user_a: str, user_b: str, *, before: int | None = None, limit: int
+    ) -> list[DirectMessageRow]:
+        """Up to ``limit`` direct messages between two users, the newest with
+        ``seq < before`` (or the newest at all), oldest first."""
+        if limit <= 0:
+            return []
+        pair = dm_pair(user_a, user_b)
+        if before is None:
+            rows = self._db.execute(PAGE_SQL["dm_latest"], (pair, limit)).fetchall()
+        else:
+            rows = self._db.execute(PAGE_SQL["dm_before"], (pair, before, limit)).fetchall()
+        return [DirectMessageRow(*row) for row in reversed(rows)]
+
+    def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
+        """The direct message ``sender_id`` sent with this client id."""
+        row = self._one(
+            f"{_DM_SELECT} WHERE sender_id = ? AND client_id = ?", (sender_id, client_id)
+        )
+        return DirectMessageRow(*row) if row else None
+
+    def active_mutes(self, now: float | None = None) -> list[tuple[str, str, float]]:
+        """``(room_id, user_id, until)`` of every mute still running at ``now``."""
+        now = time.time() if now is None else now
+        rows = self._db.execute("SELECT room_id, user_id, until FROM mutes WHERE until > ?", (now,))
+        return [(row[0], row[1], row[2]) for row in rows.fetchall()]
+
+    def audit_entries(self, *, limit: int, before_id: int | None = None) -> list[AuditRow]:
+        """Up to ``limit`` audit entries with ``id < before_id`` (if given), newest first."""
+        if limit <= 0:
+            return []
+        sql = f"SELECT {_columns(AuditRow)} FROM audit_log"
+        if before_id is None:
+            rows = self._db.execute(f"{sql} ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                f"{sql} WHERE id < ? ORDER BY id DESC LIMIT ?", (before_id, limit)
+            )
+        return [AuditRow(*row) for row in rows.fetchall()]
+
+    def file(self, file_id: str) -> FileRow | None:
+        """The uploaded file's record."""
+        row = self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = ?", (file_id,))
+        return FileRow(*row) if row else None
+
+
+# --------------------------------------------------------------------------- write operations
+
+STATEMENTS: dict[str, str] = {
+    "insert_user": "INSERT INTO users (id, username, email, password_hash, avatar_url, role,"
+    " created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "set_user_role": "UPDATE users SET role = ? WHERE id = ?",
+    "set_user_ban": "UPDATE users SET banned_until = ?, ban_reason = ? WHERE id = ?",
+    "touch_last_seen": "UPDATE users SET last_seen = ? WHERE id = ?",
+    "insert_room": "INSERT INTO rooms (id, name, description, is_private, created_by,"
+    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    # ON CONFLICT DO NOTHING rather than OR IGNORE, which would also hide a bad role.
+    "add_member": "INSERT INTO room_members (room_id, user_id, role, joined_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO NOTHING",
+    "remove_member": "DELETE FROM room_members WHERE room_id = ? AND user_id = ?",
+    "insert_message": "INSERT INTO messages (id, room_id, seq, user_id, content, message_type,"
+    " reply_to, client_id, attachment_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "edit_message": "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
+    "delete_message": "UPDATE messages SET content = '', deleted_at = ? WHERE id = ?",
+    "insert_dm": "INSERT INTO direct_messages (id, seq, pair, sender_id, recipient_id, content,"
+    " client_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "set_mute": "INSERT INTO mutes (room_id, user_id, until) VALUES (?, ?, ?)"
+    " ON CONFLICT (room_id, user_id) DO UPDATE SET until = excluded.until",
+    "clear_mute": "DELETE FROM mutes WHERE room_id = ? AND user_id = ?",
+    "insert_audit": "INSERT INTO audit_log (at, actor_id, action, target_user_id, room_id,"
+    " reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "insert_file": "INSERT INTO files (id, uploader_id, name, size, content_type, created_at,"
+    " room_id, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "attach_file": "UPDATE files SET room_id = ?, message_id = ? WHERE id = ?",
+}
+
+
+def insert_user(
+    *,
+    id: str,
+    username: str,
+    email: str | None,
+    password_hash: str,
+    created_at: str,
+    avatar_url: str | None = None,
+    role: str = "user",
+) -> Op:
+    """Create a user (``last_seen`` starts at ``created_at``)."""
+    return (
+        "insert_user",
+        (id, username, email, password_hash, avatar_url, role, created_at, created_at),
+    )
+
+
+def set_user_role(user_id: str, role: str) -> Op:
+    """Change a user's site role (user, moderator or admin)."""
+    return ("set_user_role", (role, user_id))
+
+
+def set_user_ban(user_id: str, banned_until: float | None, reason: str | None) -> Op:
+    """Ban until a Unix time (:data:`FOREVER` for permanent); ``None`` lifts the ban."""
+    return ("set_user_ban", (banned_until, reason, user_id))
+
+
+def touch_last_seen(user_id: str, at: str) -> Op:
+    """Record when the user was last seen."""
+    return ("touch_last_seen", (at, user_id))
+
+
+def insert_room(
+    *,
+    id: str,
+    name: str,
+    description: str | None,
+    is_private: bool,
+    created_by: str | None,
+    created_at: str,
+) -> Op:
+    """Create a room."""
+    return ("insert_room", (id, name, description, int(is_private), created_by, created_at))
+
+
+def add_member(room_id: str, user_id: str, role: str, joined_at: str) -> Op:
+    """Add a member (``'member'`` or ``'owner'``); does nothing if already a member."""
+    return ("add_member", (room_id, user_id, role, joined_at))
+
+
+def remove_member(room_id: str, user_id: str) -> Op:
+    """Remove a member from a room."""
+    return ("remove_member", (room_id, user_id))
+
+
+def insert_message(
+    *,
+    id: str,
+    room_id: str,
+    seq: int,
+    user_id: str,
+    content: str,
+    created_at: str,
+    message_type: str = "text",
+    reply_to: str | None = None,
+    client_id: str | None = None,
+    attachment_id: str | None = None,
+) -> Op:
+    """Store a room message."""
+    return (
+        "insert_message",
+        (
+            id,
+            room_id,
+            seq,
+            user_id,
+            content,
+            message_type,
+            reply_to,
+            client_id,
+            attachment_id,
+            created_at,
+        ),
+    )
+
+
+def edit_message(id: str, content: str, edited_at: str) -> Op:
+    """Replace a message's content."""
+    return ("edit_message", (content, edited_at, id))
+
+
+def delete_message(id: str, deleted_at: str) -> Op:
+    """Soft-delete a message: its content is blanked and ``deleted_at`` set."""
+    return ("delete_message", (deleted_at, id))
+
+
+def insert_dm(
+    *,
+    id: str,
+    seq: int,
+    sender_id: str,
+    recipient_id: str,
+    content: str,
+    created_at: str,
+    client_id: str | None = None,
+) -> Op:
+    """Store a direct message (``seq`` is global across all conversations)."""
+    pair = dm_pair(sender_id, recipient_id)
+    return (
+        "insert_dm",
+        (id, seq, pair, sender_id, recipient_id, content, client_id, created_at),
+    )
+
+
+def set_mute(room_id: str, user_id: str, until: float) -> Op:
+    """Mute a user in a room until a Unix time (replacing any earlier mute)."""
+    return ("set_mute", (room_id, user_id, until))
+
+
+def clear_mute(room_id: str, user_id: str) -> Op:
+    """Lift a mute."""
+    return ("clear_mute", (room_id, user_id))
+
+
+def insert_audit(
+    *,
+    at: str,
+    actor_id: str | None,
+    action: str,
+    target_user_id: str | None = None,
+    room_id: str | None = None,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Op:
+    """Append to the audit log; ``detail`` is stored as JSON."""
+    detail_json = orjson.dumps(detail).decode() if detail is not None else None
+    return (
+        "insert_audit",
+        (at, actor_id, action, target_user_id, room_id, reason, detail_json),
+    )
+
+
+def insert_file(
+    *,
+    id: str,
+    uploader_id: str,
+    name: str,
+    size: int,
+    content_type: str,
+    created_at: str,
+    room_id: str | None = None,
+    message_id: str | None = None,
+) -> Op:
+    """Record an uploaded file."""
+    return (
+        "insert_file",
+        (id, uploader_id, name, size, content_type, created_at, room_id, message_id),
+    )
+
+
+def attach_file(file_id: str, room_id: str, message_id: str) -> Op:
+    """Link an uploaded file to the message that shares it."""
+    return ("attach_file", (room_id, message_id, file_id))
+
+
+# --------------------------------------------------------------------------- the writer
+
+# Errors that belong to one operation (a broken constraint, or a malformed op: a bug in the
+# caller that must not stall everyone else's writes). Every other apsw.Error is a storage
+# failure, retried until the disk is writable again.
+_OP_ERRORS = (
+    apsw.ConstraintError,
+    apsw.BindingsError,
+    apsw.MismatchError,
+    apsw.TooBigError,
+    apsw.RangeError,
+    apsw.SQLError,
+    KeyError,
+    TypeError,
+    ValueError,
+    OverflowError,
+)
+
+_Entry = tuple[Op, OnDone | None]
+
+
+class _Abandoned(Exception):
+    """close() ran out of time while the storage was failing."""
+
+
+def _entry_name(entry: _Entry) -> str:
+    return entry[0][0]
+
+
+def _describe(exc: apsw.Error) -> str:
+    kind = {
+        apsw.FullError: "disk full",
+        apsw.IOError: "I/O error",
+        apsw.BusyError: "database busy",
+        apsw.LockedError: "database locked",
+        apsw.ReadOnlyError: "read-only",
+        apsw.CantOpenError: "cannot open",
+        apsw.CorruptError: "database corrupt",
+    }.get(type(exc), type(exc).__name__)
+    return f"{kind}: {exc}"
+
+
+def _rollback(conn: apsw.Connection) -> None:
+    if not conn.in_transaction:  # SQLite rolls back by itself after some I/O errors
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except apsw.Error as exc:
+        # The next attempt's BEGIN fails while the transaction lingers and lands here again.
+        log.warning("storage writer: rollback failed: %s", _describe(exc))
+
+
+class WriteBehind:
+    """Commits queued write operations in batches on its own thread and connection.
+
+    ``submit`` is called on the loop thread; outcomes come back on the loop thread once the
+    batch holding the op has committed. The statistics attributes are written by the
+    writer thread and read by the metrics module.
+    """
+
+    def __init__(self, config: StorageConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self._config = config
+        self._loop = loop
+        self._queue: deque[_Entry] = deque()
+        self._batch: list[_Entry] = []  # taken from the queue, not yet committed
+        self._limit = config.queue_max  # set to 0 by close() to refuse new ops
+        self._batch_max = config.batch_max
+        self._interval = config.flush_interval_ms / 1000
+        self._wake = threading.Event()
+        self._abort = threading.Event()
+        self._sleeping = False
+        self._stopping = False
+        self._max_page_count: int | None = None
+        self._conn: apsw.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self.batches_committed = 0
+        self.ops_committed = 0
+        self.op_errors_total = 0
+        self.failures_total = 0
+        self.commit_seconds_total = 0.0
+        self.recent_commit_seconds: deque[float] = deque(maxlen=2048)
+        self.healthy = True
+        self.last_error: str | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        """Operations submitted and not yet committed."""
+        return len(self._queue) + len(self._batch)
+
+    def start(self) -> None:
+        """Open the writer connection and start the writer thread (after ``Store.open``)."""
+        self._conn = _connect(self._config, self._config.synchronous)
+        self._finished = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="fastchat-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: Op, on_done: OnDone | None = None) -> bool:
+        """Queue ``op``; False (nothing queued) when ``queue_max`` ops are pending.
+
+        ``on_done(None)`` or ``on_done(error)`` is called on the loop thread after the
+        op's batch commits.
+        """
+        queue = self._queue
+        if len(queue) + len(self._batch) >= self._limit:
+            return False
+        queue.append((op, on_done))
+        # Event.set() takes a lock: only wake a writer that sleeps, or cut a linger short
+        # once a full batch is waiting.
+        if (self._sleeping or len(queue) >= self._batch_max) and not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    async def execute(self, op: Op) -> None:
+        """Write ``op`` and wait for its commit; raises ``Overloaded`` or the op's error."""
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def done(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        if not self.submit(op, done):
+            raise Overloaded("storage queue is full")
+        await future
+
+    def set_max_page_count(self, pages: int) -> None:
+        """Test hook: cap the database size (SQLite then fails writes with SQLITE_FULL).
+
+        Applied by the writer thread before its next write attempt; a cap below the
+        current size means "no growth at all".
+        """
+        self._max_page_count = pages
+
+    async def close(self, timeout: float) -> int:
+        """Commit everything queued, stop the thread; return how many ops were NOT written.
+
+        If the storage is still failing after ``timeout`` seconds, the writer gives up: the
+        unwritten ops get ``on_done(StorageUnavailable)`` and are counted.
+        """
+        self._limit = 0
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._finished is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._finished), timeout)
+            except TimeoutError:
+                log.error(
+                    "storage writer: giving up after %.1fs (%s); %d ops not written",
+                    timeout,
+                    self.last_error,
+                    self.queue_depth,
+                )
+                self._abort.set()
+                await self._finished
+            self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+        unwritten = [*self._batch, *self._queue]
+        self._batch = []
+        self._queue.clear()
+        message = f"storage unavailable: {self.last_error}"
+        self._deliver(unwritten, {i: StorageUnavailable(message) for i in range(len(unwritten))})
+        return len(unwritten)
+
+    # -- writer thread
+
+    def _run(self) -> None:
+        assert self._finished is not None
+        try:
+            self._work()
+        except _Abandoned:
+            pass  # close() accounts for the ops left behind
+        except Exception as exc:
+            log.exception("storage writer crashed")
+            self._limit = 0
+            self.healthy = False
+            self.last_error = f"writer crashed: {exc!r}"
+        finally:
+            self._notify(self._finished.set_result, None)
+
+    def _work(self) -> None:
+        queue = self._queue
+        # Every op in the queue arrived at or after `since`: flushing at `since + interval`
+        # keeps each op's wait within flush_interval_ms without timestamping each submit.
+        since = time.monotonic()
+        while True:
+            self._wake.clear()
+            if not queue:
+                if self._stopping:
+                    return
+                self._sleeping = True
+                if not queue:
+                    self._wake.wait()
+                self._sleeping = False
+                since = time.monotonic()
+                continue
+            if len(queue) < self._batch_max and not self._stopping:
+                remaining = since + self._interval - time.monotonic()
+                if remaining > 0:
+                    self._wake.wait(remaining)
+                    continue
+            batch = self._batch
+            for _ in range(min(len(queue), self._batch_max)):
+                batch.append(queue.popleft())
+            if not queue:
+                since = time.monotonic()
+            errors = self._commit(batch)
+            self._batch = []
+            self._notify(self._deliver, batch, errors)
+
+    def _commit(self, batch: list[_Entry]) -> dict[int, BaseException] | None:
+        """Write ``batch`` in one transaction, retrying storage failures until it commits."""
+        conn = self._conn
+        assert conn is not None
+        delay = _BACKOFF_FIRST
+        failed_at = 0.0
+        while True:
+            if self._max_page_count is not None:
+                conn.pragma("max_page_count", self._max_page_count)
+                self._max_page_count = None
+            started = time.perf_counter()
+            try:
+                errors = self._write(conn, batch)
+                break
+            except apsw.Error as exc:
+                _rollback(conn)
+                self.failures_total += 1
+                self.last_error = _describe(exc)
+                if self.healthy:
+                    self.healthy = False
+                    failed_at = time.monotonic()
+                    log.error(
+                        "storage write failed: %s (%s); retrying a batch of %d ops, "
+                        "%d more queued, nothing acknowledged until it succeeds",
+                        self.last_error,
+                        self._config.path,
+                        len(batch),
+                        len(self._queue),
+                    )
+            if self._abort.wait(delay):
+                raise _Abandoned
+            delay = min(delay * 2, _BACKOFF_MAX)
+        elapsed = time.perf_counter() - started
+        if not self.healthy:
+            self.healthy = True
+            self.last_error = None
+            log.warning(
+                "storage recovered after %.1fs; %d queued",
+                time.monotonic() - failed_at,
+                len(self._queue),
+            )
+        self.batches_committed += 1
+        self.ops_committed += len(batch) - (len(errors) if errors else 0)
+        self.commit_seconds_total += elapsed
+        self.recent_commit_seconds.append(elapsed)
+        return errors
+
+    def _write(self, conn: apsw.Connection, batch: list[_Entry]) -> dict[int, BaseException] | None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name, entries in groupby(batch, key=_entry_name):
+                conn.executemany(STATEMENTS[name], [entry[0][1] for entry in entries])
+        except _OP_ERRORS:
+            _rollback(conn)
+            return self._write_isolated(conn, batch)
+        conn.execute("COMMIT")
+        return None
+
+    def _write_isolated(
+        self, conn: apsw.Connection, batch: list[_Entry]
+    ) -> dict[int, BaseException]:
+        """Re-run a batch op by op, each in a savepoint, so only the failing ops fail."""
+        errors: dict[int, BaseException] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        for index, (op, _) in enumerate(batch):
+            conn.execute("SAVEPOINT op")
+            try:
+                conn.execute(STATEMENTS[op[0]], op[1])
+            except _OP_ERRORS as exc:
+                conn.execute("ROLLBACK TO op")
+                errors[index] = exc
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+        self.op_errors_total += len(errors)
+        return errors
+
+    def _notify(self, callback: Callable[..., object], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            log.warning("storage writer: event loop closed, a result was not delivered")
+
+    @staticmethod
+    def _deliver(batch: list[_Entry], errors: dict[int, BaseException] | None) -> None:
+        for index, (_, on_done) in enumerate(batch):
+            if on_done is not None:
+                try:
+                    on_done(errors.get(index) if errors else None)
+                except Exception:
+                    log.exception("storage on_done callback failed")

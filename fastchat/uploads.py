@@ -1,0 +1,200 @@
+"""File sharing: streamed uploads, content sniffing, access-checked downloads.
+
+Uploads are the raw request body (``Content-Type`` = the file's type, ``X-Filename`` = the
+URL-encoded original name). The body goes to a temporary file as it arrives and is never
+held whole in memory; the stored name is a random id, the original name is metadata only.
+The served type is decided from the content: whitelisted images by their magic bytes,
+everything else ``application/octet-stream`` sent as an attachment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from fastchat import store as ops
+from fastchat.errors import ChatError, Forbidden, NotFound, RateLimited, ValidationError
+from fastchat.http import BodySink, Request, Response, json_response
+from fastchat.protocol import utc_now_iso
+from fastchat.ratelimit import KeyedLimiter
+
+if TYPE_CHECKING:
+    from fastchat.app import App
+    from fastchat.chat import User
+
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+_SNIFF_BYTES = 16
+_NAME_MAX = 200
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\<>:\"|?*]")
+_FILE_CSP = "default-src 'none'; sandbox"
+
+
+def sniff(head: bytes) -> str:
+    """The served content type: a whitelisted image by its magic bytes, else octet-stream."""
+    for magic, ctype in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return ctype
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def sanitize_name(raw: str | None) -> str:
+    """A display name without path parts, control characters or markup-relevant characters."""
+    name = unquote(raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE_NAME.sub("_", name).strip(" .")
+    return name[:_NAME_MAX] or "file"
+
+
+class _TempFileSink:
+    """Writes the body to a temporary file, remembering its size and first bytes."""
+
+    def __init__(self, directory: Path, user: User | None, error: ChatError | None):
+        self.user = user
+        self.error = error
+        self.size = 0
+        self.head = b""
+        self.path = directory / f".upload-{uuid.uuid4().hex}"
+        self._fd: int | None = None
+        if error is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def write(self, chunk: bytes) -> None:
+        if self._fd is None:
+            return
+        if len(self.head) < _SNIFF_BYTES:
+            self.head += chunk[: _SNIFF_BYTES - len(self.head)]
+        self.size += len(chunk)
+        os.write(self._fd, chunk)
+
+    def finish(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def abort(self) -> None:
+        self.finish()
+        self.path.unlink(missing_ok=True)
+
+
+class Uploads:
+    """The upload and download routes."""
+
+    def __init__(self, app: App):
+        self._app = app
+        self._dir = app.config.storage.uploads_dir
+        self._dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self._dir.glob(".upload-*"):
+            leftover.unlink(missing_ok=True)  # bodies of uploads cut off by a crash
+        self._limiter = KeyedLimiter(app.config.uploads.per_user_per_hour, 3600.0)
+
+    def sink(self, request: Request) -> BodySink:
+        """Called when the headers are complete: check who uploads before storing a byte."""
+        try:
+            user = self._app.api_user(request)
+            retry = self._limiter.hit(user.id, time.monotonic())
+            if retry is not None:
+                raise RateLimited("Upload limit reached, try again later", retry_after=retry)
+        except ChatError as err:
+            return _TempFileSink(self._dir, None, err)
+        return _TempFileSink(self._dir, user, None)
+
+    async def upload(self, request: Request, sink: BodySink | None) -> Response:
+        if not isinstance(sink, _TempFileSink):
+            raise ValidationError("The file must be the request body", field="body")
+        sink.finish()
+        if sink.error is not None:
+            sink.abort()
+            raise sink.error
+        if sink.size == 0:
+            sink.abort()
+            raise ValidationError("The file is empty", field="body")
+        assert sink.user is not None
+        file_id = uuid.uuid4().hex
+        content_type = sniff(sink.head)
+        name = sanitize_name(request.header("x-filename"))
+        os.replace(sink.path, self._dir / file_id)
+        await self._app.writer.execute(
+            ops.insert_file(
+                id=file_id,
+                uploader_id=sink.user.id,
+                name=name,
+                size=sink.size,
+                content_type=content_type,
+                created_at=utc_now_iso(),
+            )
+        )
+        return json_response(
+            201,
+            {
+                "file": {
+                    "id": file_id,
+                    "name": name,
+                    "size": sink.size,
+                    "contentType": content_type,
+                    "url": f"/api/chat/files/{file_id}",
+                }
+            },
+        )
+
+    async def download(self, request: Request, file_id: str) -> Response:
+        user = self._app.api_user(request, allow_query_token=True)
+        row = self._app.store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
+        if row is None:
+            raise NotFound("File not found")
+        if row.room_id is None:
+            if row.uploader_id != user.id:
+                raise NotFound("File not found")
+        else:
+            room = self._app.hub.rooms.get(row.room_id)
+            if room is None or (room.is_private and user.id not in room.member_ids):
+                raise Forbidden("You cannot see the room this file was posted in")
+        path = self._dir / row.id
+        data = path.read_bytes()  # files are at most uploads.max_bytes
+        headers = [
+            ("Content-Type", row.content_type),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Content-Security-Policy", _FILE_CSP),
+            ("Cache-Control", "private, max-age=3600"),
+            ("Accept-Ranges", "bytes"),
+        ]
+        disposition = "inline" if row.content_type.startswith("image/") else "attachment"
+        quoted = row.name.replace('"', "_")
+        headers.append(("Content-Disposition", f'{disposition}; filename="{_ascii(quoted)}"'))
+        range_header = request.header("range")
+        if range_header:
+            return _ranged(data, range_header, headers)
+        return Response(200, data if request.method == "GET" else b"", headers)
+
+
+def _ascii(name: str) -> str:
+    return name.encode("ascii", "replace").decode("ascii")
+
+
+def _ranged(data: bytes, header: str, headers: list[tuple[str, str]]) -> Response:
+    """A single ``bytes=start-end`` range (RFC 9110 section 14); anything else gets 416."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    size = len(data)
+    if match is None or match.group(1) == match.group(2) == "":
+        return Response(416, b"", [("Content-Range", f"bytes */{size}")])
+    first, last = match.groups()
+    if first == "":
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        return Response(416, b"", [("Content-Range", f"bytes */{size}")])
+    return Response(
+        206, data[start : end + 1], [*headers, ("Content-Range", f"bytes {start}-{end}/{size}")]
+    )

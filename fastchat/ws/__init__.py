@@ -1,0 +1,1 @@
+"""WebSocket layer: frame building, permessage-deflate, and the picows listener."""

@@ -1,0 +1,300 @@
+"""One WebSocket connection: what picows leaves to the application.
+
+picows parses frames and answers pings; this listener reassembles fragmented messages,
+inflates permessage-deflate messages (RFC 7692), validates UTF-8, enforces size limits,
+and owns the outgoing side: pre-built frames written straight to the socket, with
+backpressure (pause/resume from the transport) and a hard cap per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from fastchat.errors import (
+    CLOSE_INVALID_TEXT,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_UNSUPPORTED_DATA,
+)
+from fastchat.ws.deflate import (
+    ContextDeflater,
+    Inflater,
+    InvalidCompressedData,
+    MessageTooBig,
+    SharedDeflater,
+)
+from fastchat.ws.frames import build_close_frame
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from fastchat.config import WebSocketConfig
+    from fastchat.hub import Hub, Room
+    from fastchat.metrics import Metrics
+
+log = logging.getLogger("fastchat.ws")
+
+_TEXT = WSMsgType.TEXT
+_CONTINUATION = WSMsgType.CONTINUATION
+_BINARY = WSMsgType.BINARY
+_CLOSE = WSMsgType.CLOSE
+_SLOW_CLOSE_GRACE_SECONDS = 2.0
+
+
+class MessageHandler(Protocol):
+    """The chat side of a connection (see :mod:`fastchat.session`)."""
+
+    def on_open(self, conn: Connection) -> None: ...
+    def on_text(self, conn: Connection, text: str) -> None: ...
+    def on_close(self, conn: Connection) -> None: ...
+
+
+class Connection(WSListener):
+    """A picows listener with an outgoing queue, one per upgraded socket (see :mod:`.upgrade`)."""
+
+    __slots__ = (
+        "_config",
+        "_fragments",
+        "_fragments_rsv1",
+        "_fragments_size",
+        "_handler",
+        "_hub",
+        "_inflater",
+        "_metrics",
+        "client",
+        "closed",
+        "compress",
+        "deflater",
+        "held",
+        "held_bytes",
+        "out",
+        "paused",
+        "raw",
+        "rooms",
+        "session",
+        "transport",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        handler: MessageHandler,
+        config: WebSocketConfig,
+        metrics: Metrics,
+        *,
+        client: str,
+        compress: int,
+        deflater: SharedDeflater | ContextDeflater | None,
+    ):
+        self._hub = hub
+        self._handler = handler
+        self._config = config
+        self._metrics = metrics
+        self.client = client
+        self.compress = compress  # hub.PLAIN / SHARED / DEDICATED
+        self.deflater = deflater  # this connection's own compressor, when DEDICATED
+        # We always answer client_no_context_takeover: every incoming message stands alone.
+        self._inflater: Inflater | None = (
+            Inflater(config.max_message_bytes, context_takeover=False) if compress else None
+        )
+        self.transport: WSTransport | None = None
+        self.raw: asyncio.Transport | None = None
+        self.out: bytes | list[bytes] | None = None
+        self.paused = False
+        self.held: list[bytes] = []
+        self.held_bytes = 0
+        self.closed = False
+        self.rooms: set[Room] = set()
+        self.user_id: str | None = None
+        self.session: object = None  # the handler's per-connection state
+        self._fragments: list[bytes] = []
+        self._fragments_size = 0
+        self._fragments_rsv1 = False
+
+    # --- picows callbacks -----------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        raw = transport.underlying_transport
+        self.raw = raw
+        raw.set_write_buffer_limits(high=self._config.backpressure_soft_bytes)
+        self._metrics.connections_opened += 1
+        self._hub.connections.add(self)
+        self._handler.on_open(self)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+        self.held = []
+        self.held_bytes = 0
+        self.out = None
+        self._hub.connections.discard(self)
+        self._metrics.connections_closed += 1
+        self._handler.on_close(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        self._metrics.frames_in += 1
+        if msg_type is _TEXT:
+            if frame.fin and not self._fragments:
+                if frame.rsv1:
+                    self._deliver_compressed(frame.get_payload_as_bytes())
+                else:
+                    try:
+                        text = frame.get_payload_as_utf8_text()
+                    except UnicodeDecodeError:
+                        self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
+                        return
+                    self._handler.on_text(self, text)
+                return
+            if self._fragments:
+                self.close(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
+                return
+            self._fragments_rsv1 = frame.rsv1
+            self._add_fragment(frame)
+        elif msg_type is _CONTINUATION:
+            if not self._fragments:
+                self.close(CLOSE_PROTOCOL_ERROR, "continuation without a message")
+                return
+            if frame.rsv1:
+                self.close(CLOSE_PROTOCOL_ERROR, "RSV1 on a continuation frame")
+                return
+            self._add_fragment(frame)
+        elif msg_type is _CLOSE:
+            self._on_close_frame(frame)
+        elif msg_type is _BINARY:
+            self.close(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+        # PING is answered by picows; unsolicited PONGs are ignored (RFC 6455 section 5.5.3).
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self._metrics.write_pauses += 1
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.held and not self.closed and self.raw is not None:
+            held = self.held
+            self.held = []
+            self.held_bytes = 0
+            self.raw.write(b"".join(held))
+
+    # --- incoming -------------------------------------------------------------------------
+
+    def _add_fragment(self, frame: WSFrame) -> None:
+        if frame.rsv1 and self._inflater is None:
+            self.close(CLOSE_PROTOCOL_ERROR, "RSV1 set without negotiated compression")
+            return
+        self._fragments.append(frame.get_payload_as_bytes())
+        self._fragments_size += frame.payload_size
+        if self._fragments_size > self._config.max_message_bytes:
+            self.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
+            return
+        if len(self._fragments) > self._config.max_fragments:
+            self.close(CLOSE_MESSAGE_TOO_BIG, "too many fragments")
+            return
+        if not frame.fin:
+            return
+        payload = b"".join(self._fragments)
+        compressed = self._fragments_rsv1
+        self._fragments = []
+        self._fragments_size = 0
+        self._fragments_rsv1 = False
+        if compressed:
+            self._deliver_compressed(payload)
+        else:
+            self._deliver_bytes(payload)
+
+    def _deliver_compressed(self, data: bytes) -> None:
+        if self._inflater is None:
+            self.close(CLOSE_PROTOCOL_ERROR, "RSV1 set without negotiated compression")
+            return
+        try:
+            payload = self._inflater.inflate(data)
+        except MessageTooBig:
+            self.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
+            return
+        except InvalidCompressedData:
+            self.close(CLOSE_PROTOCOL_ERROR, "invalid compressed data")
+            return
+        self._deliver_bytes(payload)
+
+    def _deliver_bytes(self, payload: bytes) -> None:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
+            return
+        self._handler.on_text(self, text)
+
+    def _on_close_frame(self, frame: WSFrame) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.is_close_frame_sent:
+            code = frame.get_close_code()
+            echo = (
+                code
+                if code not in (WSCloseCode.NO_INFO, WSCloseCode.ABNORMAL_CLOSURE)
+                else WSCloseCode.OK
+            )
+            self.flush()
+            transport.send_close(echo)
+        transport.disconnect()
+
+    # --- outgoing -------------------------------------------------------------------------
+
+    def deliver(self, blob: bytes) -> None:
+        """Write pre-built frames now (called by the hub's flush, nothing else pending)."""
+        if self.paused:
+            self.hold(blob)
+        elif not self.closed:
+            self.raw.write(blob)  # type: ignore[union-attr]
+
+    def flush(self) -> None:
+        out = self.out
+        if out is None:
+            return
+        self.out = None
+        if self.closed:
+            return
+        if self.paused:
+            self.hold(out if type(out) is bytes else b"".join(out))
+        else:
+            self.raw.write(out if type(out) is bytes else b"".join(out))  # type: ignore[union-attr, arg-type]
+
+    def hold(self, blob: bytes) -> None:
+        """Keep ``blob`` while the socket is paused; close the connection past the hard limit."""
+        if self.closed:
+            return
+        self.held.append(blob)
+        self.held_bytes += len(blob)
+        buffered = self.held_bytes + self.raw.get_write_buffer_size()  # type: ignore[union-attr]
+        if buffered > self._config.max_backpressure_bytes:
+            self._metrics.slow_consumer_closes += 1
+            log.info("closing slow consumer %s (%d bytes buffered)", self.client, buffered)
+            self.close(CLOSE_POLICY_VIOLATION, "slow consumer", slow=True)
+
+    def close(self, code: int, reason: str = "", *, slow: bool = False) -> None:
+        """Send a close frame and disconnect gracefully.
+
+        ``slow`` (a consumer over its limit) drops what is still queued here; what the
+        kernel and transport already hold is given a short grace period, then aborted.
+        """
+        if self.closed or self.transport is None:
+            return
+        if not slow:
+            self.flush()
+        self.closed = True
+        self.held = []
+        self.held_bytes = 0
+        self.out = None
+        raw = self.raw
+        assert raw is not None
+        raw.write(build_close_frame(code, reason))
+        self.transport.disconnect()
+        if slow:
+            self._hub.loop.call_later(_SLOW_CLOSE_GRACE_SECONDS, raw.abort)

@@ -1,0 +1,80 @@
+"""Hand an upgraded HTTP socket over to picows (the only place that builds a picows protocol).
+
+picows can only accept WebSocket connections on its own listening socket; fastchat serves
+HTTP and WebSocket on one port, so the HTTP protocol parses the request and this module
+builds picows' ``WSProtocol`` on the same transport and replays the request bytes into it.
+picows then validates the handshake itself and answers 101 with our extension header.
+``WSProtocol``'s constructor is internal API, hence the exact picows pin in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithListener
+from picows.picows import WSProtocol  # type: ignore[attr-defined]
+
+from fastchat.config import WebSocketConfig
+from fastchat.http import Request
+from fastchat.ws.connection import Connection
+
+# A LoggerAdapter, not a Logger: picows would create a child Logger per connection otherwise.
+_PICOWS_LOG = logging.LoggerAdapter(logging.getLogger("fastchat.picows"), {})
+_HANDSHAKE_TIMEOUT_SECONDS = 5.0
+
+
+def raw_request(request: Request, target: bytes) -> bytes:
+    """Rebuild the request head from what the HTTP parser saw, for picows to parse again."""
+    lines = [b"GET " + target + b" HTTP/1.1\r\n"]
+    lines.extend(name + b": " + value + b"\r\n" for name, value in request.raw_headers)
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def hand_over(
+    transport: asyncio.Transport,
+    head: bytes,
+    tail: bytes,
+    config: WebSocketConfig,
+    connection: Connection,
+    extension_header: str | None,
+) -> None:
+    """Make picows own ``transport``; ``connection`` becomes its listener."""
+    headers = {"Sec-WebSocket-Extensions": extension_header} if extension_header else None
+
+    def listener_factory(_request: object) -> WSUpgradeResponseWithListener:
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_101_response(headers), connection
+        )
+
+    protocol = WSProtocol(
+        None,
+        None,
+        False,
+        listener_factory,
+        _PICOWS_LOG,
+        True,  # disconnect on exception from the listener
+        _HANDSHAKE_TIMEOUT_SECONDS,
+        True,  # ping idle peers
+        config.ping_interval_seconds,
+        config.ping_timeout_seconds,
+        WSAutoPingStrategy.PING_WHEN_IDLE,
+        True,  # answer pings
+        config.max_message_bytes,
+        None,
+        config.read_buffer_bytes,
+    )
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    _feed(protocol, head + tail)
+
+
+def _feed(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        buffer = protocol.get_buffer(len(view))
+        n = min(len(buffer), len(view))
+        buffer[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]

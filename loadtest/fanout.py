@@ -1,0 +1,625 @@
+"""Room fan-out benchmark: N receivers in one room, P publishers, saturated or at a fixed rate.
+
+Receivers are raw-socket WebSocket clients (:mod:`loadtest.wsraw`) that count frames by
+walking headers; ``--sample`` of them parse every message to measure latency from the
+*scheduled* send time (embedded in the content), so a stalled server cannot hide its
+queueing delay (no coordinated omission). ``python -m loadtest.fanout --help`` for options;
+loadtest/README.md has the command for each measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from loadtest import procs
+from loadtest.accounts import Account, register_many, source_address
+from loadtest.wsraw import RawClient, connect
+
+CONNECTIONS_PER_ACCOUNT = 20  # the server's default max_connections_per_user
+SETUP_CONCURRENCY = 200
+ACK_WINDOW = 64  # saturate mode: unacknowledged messages allowed per publisher
+DRAIN_SECONDS = 5.0
+_NEW_MESSAGE = b'{"type":"new_message"'
+_ACK = b'{"type":"message_ack"'
+_ERROR = b'{"type":"error"'
+
+
+class SetupError(Exception):
+    """A client could not authenticate, create or join the room."""
+
+
+@dataclass
+class Target:
+    """A server under test."""
+
+    name: str
+    url: str
+    pid: int | None
+    auth: bool  # fastchat needs accounts; the relay ignores authenticate
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path or "/"
+
+
+# --- connections ----------------------------------------------------------------------------
+
+
+def _kind(payload: bytes) -> tuple[str, dict]:
+    event = orjson.loads(payload)
+    return event.get("type", ""), event.get("data") or {}
+
+
+async def request(client: RawClient, messages: list[dict], expect: str) -> dict:
+    """Send ``messages`` and wait for an ``expect`` event (its data); errors raise SetupError."""
+    waiter: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+
+    def setup(payload: bytes, _received_ns: int) -> None:
+        if waiter.done():
+            return
+        kind, data = _kind(payload)
+        if kind == expect:
+            waiter.set_result(data)
+        elif kind == "error":
+            waiter.set_exception(SetupError(f"{data.get('code')}: {data.get('message')}"))
+
+    client.on_message = setup
+    for message in messages:
+        client.send(orjson.dumps(message))
+    try:
+        return await asyncio.wait_for(waiter, 60)
+    except (TimeoutError, SetupError):
+        client.close()
+        raise
+
+
+async def open_client(
+    target: Target,
+    index: int,
+    token: str,
+    first: list[dict],
+    expect: str,
+    *,
+    compression: bool = False,
+) -> tuple[RawClient, dict]:
+    """Connect, authenticate, send ``first`` and wait for an ``expect`` event."""
+    source = source_address(target.host, index)
+    client = await connect(
+        target.host,
+        target.port,
+        target.path,
+        compression=compression,
+        local_addr=(source, 0) if source else None,
+    )
+    data = await request(client, [{"type": "authenticate", "token": token}, *first], expect)
+    return client, data
+
+
+async def open_receivers(
+    target: Target,
+    tokens: list[str],
+    room_id: str,
+    compression: bool,
+    first_index: int,
+    sample: int = 0,
+    on_sample: Callable[[bytes, int], None] | None = None,
+) -> list[RawClient]:
+    """One joined receiver per token; the first ``sample`` hand messages to ``on_sample``."""
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+    join = [{"type": "join_room", "roomId": room_id}]
+
+    async def one(i: int) -> RawClient:
+        async with gate:
+            client, _ = await open_client(
+                target, first_index + i, tokens[i], join, "room_joined", compression=compression
+            )
+            client.on_message = on_sample if i < sample else None
+            return client
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(tokens)))))
+
+
+def spread_tokens(accounts: list[Account], count: int) -> list[str]:
+    """``count`` tokens, at most CONNECTIONS_PER_ACCOUNT per account."""
+    return [accounts[i // CONNECTIONS_PER_ACCOUNT].token for i in range(count)]
+
+
+# --- measurement ----------------------------------------------------------------------------
+
+
+@dataclass
+class Sampler:
+    """Latency of room messages whose scheduled send time falls in the measuring window."""
+
+    start_ns: int = 0
+    end_ns: int = 0
+    latencies: list[int] = field(default_factory=list)
+    received: int = 0
+
+    def on_message(self, payload: bytes, received_ns: int) -> None:
+        if not payload.startswith(_NEW_MESSAGE):
+            return
+        content: str = orjson.loads(payload)["data"]["message"]["content"]
+        if not content.startswith("@"):
+            return
+        scheduled = int(content[1 : content.index(":")])
+        if self.start_ns <= scheduled < self.end_ns:
+            self.received += 1
+            self.latencies.append(received_ns - scheduled)
+
+
+class Publisher:
+    """One sending connection; counts its acks and the error codes it gets back."""
+
+    def __init__(self, client: RawClient, index: int, room_id: str, size: int, run: str):
+        self.client = client
+        self.index = index
+        self.room_id = room_id
+        self.size = size
+        self.run = run
+        self.sent = 0
+        self.sent_in_window = 0
+        self.acked = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.window = (0, 0)
+        self.wake = asyncio.Event()
+        client.on_message = self.on_message
+
+    @property
+    def settled(self) -> int:
+        return self.acked + sum(self.errors.values())
+
+    def on_message(self, payload: bytes, _received_ns: int) -> None:
+        if payload.startswith(_ACK):
+            self.acked += 1
+            self.wake.set()
+        elif payload.startswith(_ERROR):
+            self.errors[orjson.loads(payload)["data"].get("code", "?")] += 1
+            self.wake.set()
+
+    def send(self, scheduled: list[int]) -> None:
+        """Send one message per scheduled time (monotonic ns) in one write."""
+        frames = []
+        for at in scheduled:
+            self.sent += 1
+            if self.window[0] <= at < self.window[1]:
+                self.sent_in_window += 1
+            head = f"@{at}:{self.index}:{self.sent} "
+            message = {
+                "type": "send_message",
+                "roomId": self.room_id,
+                "content": head + "x" * max(0, self.size - len(head)),
+                "clientId": f"{self.run}-{self.index}-{self.sent}",
+            }
+            frames.append(orjson.dumps(message))
+        self.client.send_many(frames)
+
+    async def saturate(self, stop: asyncio.Event) -> None:
+        """As fast as the acks come back, at most ACK_WINDOW messages in flight."""
+        while not stop.is_set():
+            room = ACK_WINDOW - (self.sent - self.settled)
+            if room > 0:
+                now = time.monotonic_ns()
+                self.send([now] * room)
+            self.wake.clear()
+            if self.sent - self.settled >= ACK_WINDOW:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), 0.5)
+                except TimeoutError:
+                    continue
+            else:
+                await asyncio.sleep(0)
+
+    async def fixed_rate(
+        self, stop: asyncio.Event, start_ns: int, rate: float, publishers: int
+    ) -> None:
+        """This publisher's share of ``rate`` messages/s, on a fixed schedule from ``start_ns``."""
+        interval = publishers * 1e9 / rate
+        due = start_ns + self.index * 1e9 / rate
+        while not stop.is_set():
+            now = time.monotonic_ns()
+            batch = []
+            while due <= now:
+                batch.append(int(due))
+                due += interval
+            if batch:
+                self.send(batch)
+            await asyncio.sleep(max(0.0, (due - time.monotonic_ns()) / 1e9))
+
+
+@dataclass
+class Snapshot:
+    at: float
+    frames: int
+    sent: int
+    acked: int
+    server_cpu: float | None
+    generator_cpu: list[float]
+
+
+class Children:
+    """Extra generator processes, each holding a share of the receivers (``--procs``)."""
+
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self, target: Target, shares: list[list[str]], room_id: str, args: Any) -> None:
+        for number, tokens in enumerate(shares, 1):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "loadtest.fanout",
+                "--child",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            spec = {
+                "url": target.url,
+                "tokens": tokens,
+                "room": room_id,
+                "compression": args.compression,
+                "first_index": number * 100_000,
+                "cpus": sorted(args.generator_cpus),
+            }
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(orjson.dumps(spec) + b"\n")
+            self.procs.append(proc)
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = await proc.stdout.readline()
+            if not line.startswith(b"ready"):
+                raise SetupError(f"generator child failed: {line!r}")
+
+    async def ask(self, command: bytes) -> list[dict]:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(command + b"\n")
+        replies = []
+        for proc in self.procs:
+            assert proc.stdout is not None
+            replies.append(orjson.loads(await proc.stdout.readline()))
+        return replies
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"exit\n")
+            await proc.wait()
+
+
+async def child_main() -> None:
+    """A receiver-only generator process driven over stdin/stdout by the parent."""
+    loop = asyncio.get_running_loop()
+    spec = orjson.loads(await loop.run_in_executor(None, sys.stdin.readline))
+    procs.pin(set(spec["cpus"]))
+    target = Target("child", spec["url"], None, True)
+    receivers = await open_receivers(
+        target, spec["tokens"], spec["room"], spec["compression"], spec["first_index"]
+    )
+    print("ready", flush=True)
+    while (await loop.run_in_executor(None, sys.stdin.readline)).strip() not in ("exit", ""):
+        state = {
+            "frames": sum(r.frames for r in receivers),
+            "cpu": time.process_time(),
+            "closed": sum(r.closed.done() for r in receivers),
+        }
+        print(orjson.dumps(state).decode(), flush=True)
+    for receiver in receivers:
+        receiver.close()
+
+
+# --- one measurement ------------------------------------------------------------------------
+
+
+async def make_accounts(target: Target, receivers: int, extra: int) -> tuple[list[str], list[str]]:
+    """Tokens for ``receivers`` receiver connections and ``extra`` other connections."""
+    if not target.auth:
+        return ["relay"] * receivers, ["relay"] * extra
+    n = math.ceil(receivers / CONNECTIONS_PER_ACCOUNT)
+    loop = asyncio.get_running_loop()
+    accounts = await loop.run_in_executor(
+        None, register_many, target.host, target.port, n + extra, "lt"
+    )
+    return spread_tokens(accounts[:n], receivers), [a.token for a in accounts[n:]]
+
+
+def _snapshot(
+    target: Target, receivers: list[RawClient], pubs: list[Publisher], children: list[dict]
+) -> Snapshot:
+    return Snapshot(
+        at=time.monotonic(),
+        frames=sum(r.frames for r in receivers) + sum(c["frames"] for c in children),
+        sent=sum(p.sent for p in pubs),
+        acked=sum(p.acked for p in pubs),
+        server_cpu=procs.cpu_seconds(target.pid) if target.pid else None,
+        generator_cpu=[time.process_time(), *(c["cpu"] for c in children)],
+    )
+
+
+def _percentiles(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    values.sort()
+    pick = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+    out = {
+        name: values[min(len(values) - 1, int(q * len(values)))] / 1e6 for name, q in pick.items()
+    }
+    out["max"] = values[-1] / 1e6
+    return out
+
+
+async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    """Set up the room, publish for warm-up + ``args.seconds``, and measure."""
+    run = uuid.uuid4().hex[:8]
+    receiver_tokens, publisher_tokens = await make_accounts(target, args.clients, args.publishers)
+    first, *others = publisher_tokens
+    if args.room:
+        room_id = args.room
+        client, _ = await open_client(target, 0, first, [], "authenticated" if target.auth else "")
+        creator = client
+    else:
+        create = {"type": "create_room", "name": f"load-{run}", "isPrivate": False}
+        creator, data = await open_client(target, 0, first, [create], "room_created")
+        room_id = data["room"]["id"]
+    await request(creator, [{"type": "join_room", "roomId": room_id}], "room_joined")
+    clients = [creator]
+    for i, token in enumerate(others, 1):
+        join = [{"type": "join_room", "roomId": room_id}]
+        clients.append((await open_client(target, i, token, join, "room_joined"))[0])
+    pubs = [Publisher(c, i, room_id, args.size, run) for i, c in enumerate(clients)]
+
+    share = math.ceil(args.clients / args.procs)
+    shares = [receiver_tokens[i : i + share] for i in range(0, args.clients, share)]
+    sampler = Sampler()
+    receivers = await open_receivers(
+        target,
+        shares[0],
+        room_id,
+        args.compression,
+        args.publishers,
+        args.sample,
+        sampler.on_message,
+    )
+    children = Children()
+    await children.start(target, shares[1:], room_id, args)
+    await asyncio.sleep(1.0)  # let the join announcements drain before the clock starts
+
+    stop = asyncio.Event()
+    start = time.monotonic_ns()
+    sampler.start_ns = start + int(args.warmup * 1e9)
+    sampler.end_ns = sampler.start_ns + int(args.seconds * 1e9)
+    for pub in pubs:
+        pub.window = (sampler.start_ns, sampler.end_ns)
+    if args.rate > 0:
+        tasks = [asyncio.create_task(p.fixed_rate(stop, start, args.rate, len(pubs))) for p in pubs]
+    else:
+        tasks = [asyncio.create_task(p.saturate(stop)) for p in pubs]
+    await asyncio.sleep(args.warmup)
+    before = _snapshot(target, receivers, pubs, await children.ask(b"snap"))
+    await asyncio.sleep(args.seconds)
+    after_replies = await children.ask(b"snap")
+    after = _snapshot(target, receivers, pubs, after_replies)
+    rss = procs.rss_kib(target.pid) if target.pid else None
+    stop.set()
+    await asyncio.gather(*tasks)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline and any(p.settled < p.sent for p in pubs):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+
+    closes = collections.Counter(str(r.close_code) for r in receivers if r.closed.done())
+    closes["children"] = sum(c["closed"] for c in after_replies)
+    for client in [*receivers, *clients]:
+        client.close()
+    await children.stop()
+
+    elapsed = after.at - before.at
+    errors: collections.Counter[str] = collections.Counter()
+    for pub in pubs:
+        errors.update(pub.errors)
+    accepted = (after.acked - before.acked) / elapsed
+    sampled = min(args.sample, len(receivers))
+    return {
+        "target": target.name,
+        "clients": args.clients,
+        "publishers": args.publishers,
+        "offered_per_s": args.rate or "saturate",
+        "size": args.size,
+        "compression": args.compression,
+        "seconds": round(elapsed, 2),
+        "sent_per_s": round((after.sent - before.sent) / elapsed),
+        "accepted_per_s": round(accepted),
+        "deliveries_per_s": round((after.frames - before.frames) / elapsed),
+        "expected_deliveries_per_s": round(accepted * args.clients),
+        "latency_ms": _percentiles(sampler.latencies),
+        "latency_samples": len(sampler.latencies),
+        "sample_expected": sum(p.sent_in_window for p in pubs) * sampled,
+        "server_cpu_pct": round(100 * (after.server_cpu - before.server_cpu) / elapsed, 1)
+        if after.server_cpu is not None and before.server_cpu is not None
+        else None,
+        "server_rss_mib": round(rss / 1024, 1) if rss else None,
+        "generator_cpu_pct": [
+            round(100 * (b - a) / elapsed, 1)
+            for a, b in zip(before.generator_cpu, after.generator_cpu, strict=True)
+        ],
+        "errors": dict(errors),
+        "receiver_closes": {k: v for k, v in closes.items() if v},
+    }
+
+
+async def run_idle(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    """Server RSS per idle, authenticated, joined connection."""
+    if target.pid is None:
+        raise SystemExit("--idle-memory needs the server pid: --spawn-server or --server-pid")
+    tokens, (warm_token,) = await make_accounts(target, args.clients, 1)
+    room_id = args.room or "general"
+    join = [{"type": "join_room", "roomId": room_id}]
+    warm, _ = await open_client(
+        target, 0, warm_token, join, "room_joined", compression=args.compression
+    )
+    await asyncio.sleep(1.0)
+    before = procs.rss_kib(target.pid)
+    receivers = await open_receivers(target, tokens, room_id, args.compression, 1)
+    await asyncio.sleep(2.0)
+    after = procs.rss_kib(target.pid)
+    closed = sum(r.closed.done() for r in receivers)
+    for client in [warm, *receivers]:
+        client.close()
+    return {
+        "target": target.name,
+        "mode": "idle-memory",
+        "connections": args.clients,
+        "compression": args.compression,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": round((after - before) / args.clients, 2),
+        "closed_early": closed,
+    }
+
+
+# --- output and entry point -----------------------------------------------------------------
+
+
+def describe(result: dict[str, Any]) -> str:
+    """A human-readable block for one result."""
+    if result.get("mode") == "idle-memory":
+        return (
+            f"{result['target']:<10} idle connections={result['connections']} "
+            f"compression={'on' if result['compression'] else 'off'}: "
+            f"RSS {result['rss_before_kib'] / 1024:.1f} -> "
+            f"{result['rss_after_kib'] / 1024:.1f} MiB, "
+            f"{result['kib_per_connection']:.1f} KiB per connection"
+            + (f" ({result['closed_early']} closed early!)" if result["closed_early"] else "")
+        )
+    r = result
+    lat = r["latency_ms"]
+    latency = " ".join(f"{k} {v:.2f}" for k, v in lat.items()) if lat else "no samples"
+    expected = r["sample_expected"]
+    got = f"{100 * r['latency_samples'] / expected:.1f}%" if expected else "-"
+    cpu = "?" if r["server_cpu_pct"] is None else r["server_cpu_pct"]
+    rss = "?" if r["server_rss_mib"] is None else r["server_rss_mib"]
+    return "\n".join(
+        [
+            f"{r['target']:<10} clients={r['clients']} publishers={r['publishers']} "
+            f"offered={r['offered_per_s']} size={r['size']} "
+            f"compression={'on' if r['compression'] else 'off'} window={r['seconds']}s",
+            f"  sent {r['sent_per_s']:,}/s  accepted {r['accepted_per_s']:,}/s  "
+            f"deliveries {r['deliveries_per_s']:,}/s "
+            f"(accepted x clients = {r['expected_deliveries_per_s']:,}/s)",
+            f"  latency ms {latency}  (n={r['latency_samples']:,}, {got} of sampled deliveries)",
+            f"  server cpu {cpu}%  rss {rss} MiB"
+            f"  generator cpu {r['generator_cpu_pct']}% per process",
+            f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}",
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.fanout", description=__doc__.splitlines()[0]
+    )
+    add = parser.add_argument
+    add(
+        "--url",
+        default="ws://127.0.0.1:3000/ws",
+        help="fastchat WebSocket URL (HTTP base is derived)",
+    )
+    add("--clients", type=int, default=100, help="receivers in the room")
+    add("--publishers", type=int, default=10)
+    add("--rate", type=float, default=0.0, help="total messages/s offered; 0 = saturate")
+    add("--seconds", type=float, default=10.0, help="measuring window")
+    add("--warmup", type=float, default=2.0)
+    add("--size", type=int, default=100, help="message content bytes")
+    add("--room", help="room id to use (default: a fresh public room via create_room)")
+    add("--compression", action="store_true", help="receivers offer permessage-deflate")
+    add(
+        "--spawn-server",
+        action="store_true",
+        help="start fastchat pinned to CPU 0 (persistence on)",
+    )
+    add("--server-pid", type=int, help="pid of an already running server, for CPU and RSS")
+    add("--relay", choices=["websockets"], help="also measure the websockets relay, side by side")
+    add("--relay-only", action="store_true", help="with --relay: skip fastchat")
+    add("--json", help="write the results to this file")
+    add("--sample", type=int, default=20, help="receivers that parse messages for latency")
+    add("--procs", type=int, default=1, help="generator processes sharing the receivers")
+    add("--idle-memory", action="store_true", help="measure server RSS per idle connection")
+    add("--server-cpu", type=int, default=0, help="CPU the spawned servers are pinned to")
+    add("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    others = set(range(os.cpu_count() or 1)) - {args.server_cpu}
+    args.generator_cpus = others or {args.server_cpu}
+    return args
+
+
+def _targets(args: argparse.Namespace, compression: str) -> list[Callable[[], tuple[Target, Any]]]:
+    """Factories that start (if needed) each server under test: fastchat, then the relay."""
+
+    def fastchat() -> tuple[Target, Any]:
+        if args.spawn_server:
+            spawned = procs.spawn_fastchat(args.server_cpu, compression=compression)
+            return Target("fastchat", spawned.url, spawned.pid, True), spawned
+        return Target("fastchat", args.url, args.server_pid, True), None
+
+    def relay() -> tuple[Target, Any]:
+        spawned = procs.spawn_relay(args.server_cpu)
+        return Target("websockets", spawned.url, spawned.pid, False), spawned
+
+    factories = [] if args.relay_only else [fastchat]
+    return factories + ([relay] if args.relay else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import uvloop
+
+    if args.child:
+        uvloop.run(child_main())
+        return 0
+    if args.spawn_server or args.relay:
+        procs.pin(args.generator_cpus)
+    results = []
+    variants = [False, True] if args.idle_memory and args.spawn_server else [args.compression]
+    for compression in variants:
+        args.compression = compression
+        for factory in _targets(args, "shared"):
+            target, spawned = factory()
+            try:
+                runner = run_idle if args.idle_memory else run_fanout
+                result = uvloop.run(runner(target, args))
+            finally:
+                if spawned is not None:
+                    spawned.stop()
+            print(describe(result), flush=True)
+            results.append(result)
+    if args.json:
+        with open(args.json, "wb") as out:
+            out.write(
+                orjson.dumps({"argv": sys.argv[1:], "results": results}, option=orjson.OPT_INDENT_2)
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

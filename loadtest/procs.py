@@ -1,0 +1,150 @@
+"""Servers under test: spawn them pinned to a CPU, and read their CPU time and RSS from /proc."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_FASTCHAT_URL = re.compile(r"fastchat listening on http://(\S+)")
+_RELAY_URL = re.compile(r"relay listening on (ws://\S+)")
+
+# Limits lifted so the generator measures fan-out, not the per-user flood protection.
+LOAD_LIMITS = {
+    "messages_per_second": 1_000_000.0,
+    "burst": 1_000_000,
+    "flood_strikes": 1_000_000,
+    "auth_per_minute": 1_000_000,
+    "max_connections_per_ip": 1_000_000,
+    "max_connections_per_user": 1_000_000,
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (all threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def pin(cpus: set[int], pid: int = 0) -> set[int]:
+    """Pin ``pid`` (0 = this process) to ``cpus`` where they exist; returns the set applied."""
+    available = set(range(os.cpu_count() or 1))
+    usable = cpus & available or available
+    os.sched_setaffinity(pid, usable)
+    return usable
+
+
+@dataclass
+class Spawned:
+    """A server process we started; ``url`` is its WebSocket URL."""
+
+    name: str
+    process: subprocess.Popen[str]
+    url: str = ""
+    log: list[str] = field(default_factory=list)
+    directory: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.directory is not None:
+            self.directory.cleanup()
+
+
+def _start(name: str, argv: list[str], pattern: re.Pattern[str], cpu: int | None) -> Spawned:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FASTCHAT_JWT_SECRET", None)
+    process = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=(lambda: pin({cpu})) if cpu is not None else None,
+    )
+    spawned = Spawned(name, process)
+    started = threading.Event()
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            spawned.log.append(line.rstrip("\n"))
+            match = pattern.search(line)
+            if match and not spawned.url:
+                spawned.url = match.group(1)
+                started.set()
+        started.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not started.wait(0.1):
+        if time.monotonic() > deadline:
+            break
+    if not spawned.url:
+        spawned.stop()
+        raise RuntimeError(f"{name} did not start:\n" + "\n".join(spawned.log[-30:]))
+    return spawned
+
+
+def spawn_fastchat(cpu: int | None, *, compression: str = "shared") -> Spawned:
+    """``python -m fastchat run`` on port 0 with a temporary data folder (persistence on)."""
+    directory = tempfile.TemporaryDirectory(prefix="fastchat-load-")
+    base = Path(directory.name)
+    sections: dict[str, dict[str, object]] = {
+        "server": {"host": "127.0.0.1", "port": 0, "static_dir": str(ROOT / "static")},
+        "websocket": {"compression": compression},
+        "storage": {"path": str(base / "chat.db"), "uploads_dir": str(base / "uploads")},
+        "auth": {"bcrypt_rounds": 4},
+        "limits": LOAD_LIMITS,
+        "log": {"level": "info"},
+    }
+    config = base / "config.toml"
+    config.write_text(
+        "".join(
+            f"[{name}]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in values.items())
+            for name, values in sections.items()
+        )
+    )
+    argv = [sys.executable, "-m", "fastchat", "run", "-c", str(config)]
+    spawned = _start("fastchat", argv, _FASTCHAT_URL, cpu)
+    spawned.url = f"ws://{spawned.url}/ws"
+    spawned.directory = directory
+    return spawned
+
+
+def spawn_relay(cpu: int | None) -> Spawned:
+    """The ``websockets`` baseline relay (:mod:`loadtest.ws_relay`) on port 0."""
+    argv = [sys.executable, "-m", "loadtest.ws_relay", "--port", "0"]
+    return _start("websockets", argv, _RELAY_URL, cpu)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)

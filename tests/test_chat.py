@@ -1,0 +1,325 @@
+"""The chat protocol end to end: real server, real picows clients, two or more per scenario."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+
+from tests.client import PASSWORD, ChatClient, joined, register
+
+
+async def test_accounts_register_login_me_and_rooms(server):
+    account = register(server.base_url, "alice_1")
+    assert account["user"]["username"] == "alice_1"
+    duplicate = httpx.post(
+        server.base_url + "/api/auth/register",
+        json={"username": "ALICE_1", "email": "other@example.com", "password": PASSWORD},
+    )
+    assert duplicate.status_code == 409
+    bad = httpx.post(
+        server.base_url + "/api/auth/register",
+        json={"username": "x", "email": "a@b.co", "password": PASSWORD},
+    )
+    assert bad.status_code == 400 and bad.json()["field"] == "username"
+    login = httpx.post(
+        server.base_url + "/api/auth/login",
+        json={"username": "alice_1@example.com", "password": PASSWORD},
+    )
+    assert login.status_code == 200
+    assert login.json()["user"]["role"] == "user"
+    token = login.json()["token"]
+    for wrong in (
+        {"username": "alice_1", "password": "wrong password"},
+        {"username": "nobody", "password": PASSWORD},
+    ):
+        response = httpx.post(server.base_url + "/api/auth/login", json=wrong)
+        assert response.status_code == 401
+        assert response.json()["error"] == "Invalid credentials"
+    long_password = httpx.post(
+        server.base_url + "/api/auth/login", json={"username": "alice_1", "password": "é" * 40}
+    )
+    assert long_password.status_code == 401
+    me = httpx.get(server.base_url + "/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json()["user"]["id"] == account["user"]["id"]
+    assert httpx.get(server.base_url + "/api/auth/me").status_code == 401
+    assert (
+        httpx.get(
+            server.base_url + "/api/auth/me", headers={"Authorization": "Bearer nope"}
+        ).status_code
+        == 401
+    )
+    rooms = httpx.get(
+        server.base_url + "/api/chat/rooms", headers={"Authorization": f"Bearer {token}"}
+    ).json()["rooms"]
+    assert {r["id"] for r in rooms} >= {"general", "random", "tech"}
+    assert all("member_count" in r for r in rooms)
+
+
+async def test_nothing_but_authenticate_before_auth_and_bad_token(server):
+    client = await ChatClient.connect(server.ws_url)
+    client.send(type="join_room", roomId="general")
+    error = await client.expect_error("auth_required")
+    assert error["type"] == "join_room"
+    client.send(type="authenticate", token="not-a-jwt")
+    await client.expect_error("invalid_token")
+    await client.close()
+
+
+async def test_bad_input_gets_precise_errors(server):
+    client, _ = await joined(server.ws_url, server.base_url)
+    client.send_raw(b"{not json")
+    await client.expect_error("invalid_json")
+    client.send(type="no_such_thing")
+    await client.expect_error("unknown_type")
+    client.send(type="send_message", roomId=5, content="x")
+    error = await client.expect_error("validation")
+    assert error["type"] == "send_message"
+    client.send(type="send_message", roomId="general", content="   ")
+    await client.expect_error("validation")
+    client.send(type="send_message", roomId="general", content="x" * 2001)
+    await client.expect_error("validation")
+    client.send(type="send_message", roomId="nope", content="hi")
+    await client.expect_error("not_found")
+    client.send(type="send_message", roomId="random", content="hi")
+    await client.expect_error("not_member")
+    # the connection is still fine
+    client.send(type="send_message", roomId="general", content="still here")
+    await client.expect("new_message")
+    await client.close()
+
+
+async def test_message_fan_out_ack_and_history(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob, bob_account = await joined(server.ws_url, server.base_url)
+    joined_event = await alice.expect("user_joined", roomId="general")
+    assert joined_event["user"]["id"] == bob_account["user"]["id"]
+
+    alice.send(type="send_message", roomId="general", content="hello <b>bob</b>", clientId="c1")
+    seen_by_bob = (await bob.expect("new_message"))["message"]
+    seen_by_alice = (await alice.expect("new_message"))["message"]
+    assert seen_by_bob == seen_by_alice
+    assert seen_by_bob["content"] == "hello <b>bob</b>"
+    assert seen_by_bob["clientId"] == "c1"
+    ack = await alice.expect("message_ack", clientId="c1")
+    assert ack["messageId"] == seen_by_bob["id"] and ack["seq"] == seen_by_bob["seq"]
+
+    bob.send(type="send_message", roomId="general", content="hi alice", replyTo=seen_by_bob["id"])
+    reply = (await alice.expect("new_message"))["message"]
+    assert reply["replyTo"] == seen_by_bob["id"]
+    assert reply["seq"] == seen_by_bob["seq"] + 1
+
+    bob.send(type="get_room_history", roomId="general", limit=10)
+    history = await bob.expect("room_history")
+    assert [m["content"] for m in history["messages"]][-2:] == ["hello <b>bob</b>", "hi alice"]
+    assert history["hasMore"] is False
+    bob.send(type="get_room_history", roomId="general", before=reply["seq"], limit=1)
+    page = await bob.expect("room_history")
+    assert [m["seq"] for m in page["messages"]] == [seen_by_bob["seq"]]
+    await alice.close()
+    await bob.close()
+
+
+async def test_reply_to_other_room_is_refused(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    alice.send(type="join_room", roomId="random")
+    await alice.expect("room_joined", roomId="random")
+    alice.send(type="send_message", roomId="random", content="over here")
+    other = (await alice.expect("new_message"))["message"]
+    alice.send(type="send_message", roomId="general", content="reply", replyTo=other["id"])
+    error = await alice.expect_error("validation")
+    assert "replyTo" in error["message"]
+    await alice.close()
+
+
+async def test_idempotent_resend_is_not_stored_twice(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    alice.send(type="send_message", roomId="general", content="once", clientId="same-id")
+    first = await alice.expect("message_ack", clientId="same-id")
+    alice.send(type="send_message", roomId="general", content="once", clientId="same-id")
+    again = await alice.expect("message_ack", clientId="same-id")
+    assert again["messageId"] == first["messageId"] and again["seq"] == first["seq"]
+    alice.send(type="get_room_history", roomId="general")
+    history = await alice.expect("room_history")
+    assert sum(1 for m in history["messages"] if m["clientId"] == "same-id") == 1
+    await alice.close()
+
+
+async def test_catch_up_after_reconnect_with_since(server):
+    alice, alice_account = await joined(server.ws_url, server.base_url)
+    bob, _ = await joined(server.ws_url, server.base_url)
+    bob.send(type="send_message", roomId="general", content="before")
+    last_seen = (await alice.expect("new_message"))["message"]["seq"]
+    await alice.close()
+    for i in range(3):
+        bob.send(type="send_message", roomId="general", content=f"missed {i}", clientId=f"m{i}")
+        await bob.expect("message_ack", clientId=f"m{i}")
+    alice = await ChatClient.connect(server.ws_url, alice_account["token"])
+    alice.send(type="join_room", roomId="general", since=last_seen)
+    await alice.expect("room_joined")
+    catch_up = await alice.expect("room_history")
+    assert [m["content"] for m in catch_up["messages"]] == ["missed 0", "missed 1", "missed 2"]
+    await alice.close()
+    await bob.close()
+
+
+async def test_presence_status_and_leave(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob_account = register(server.base_url)
+    bob = await ChatClient.connect(server.ws_url, bob_account["token"])
+    bob.send(type="join_room", roomId="general")
+    joined_data = await bob.expect("room_joined")
+    assert len(joined_data["members"]) >= 2
+    await bob.close()
+    left = await alice.expect("user_left", roomId="general")
+    assert left["user"]["id"] == bob_account["user"]["id"]
+    status = await alice.expect("user_status", status="offline")
+    assert status["userId"] == bob_account["user"]["id"]
+    bob = await ChatClient.connect(server.ws_url, bob_account["token"])
+    online = await alice.expect("user_status", status="online")
+    assert online["userId"] == bob_account["user"]["id"]
+    bob.send(type="join_room", roomId="general")
+    await bob.expect("room_joined")
+    bob.send(type="leave_room", roomId="general")
+    assert (await bob.expect("room_left"))["roomId"] == "general"
+    await alice.expect("user_left", roomId="general")
+    await alice.close()
+    await bob.close()
+
+
+async def test_typing_start_stop_and_clear_on_message(server):
+    alice, alice_account = await joined(server.ws_url, server.base_url)
+    bob, _ = await joined(server.ws_url, server.base_url)
+    alice.send(type="typing_start", roomId="general")
+    typing = await bob.expect("user_typing")
+    assert typing == {
+        "userId": alice_account["user"]["id"],
+        "username": alice_account["user"]["username"],
+        "roomId": "general",
+        "typing": True,
+    }
+    alice.send(type="send_message", roomId="general", content="done typing")
+    stopped = await bob.expect("user_typing")
+    assert stopped["typing"] is False
+    await alice.close()
+    await bob.close()
+
+
+async def test_direct_messages_online_and_offline(server):
+    alice, alice_account = await joined(server.ws_url, server.base_url)
+    bob_account = register(server.base_url)
+    alice.send(
+        type="private_message",
+        targetUserId=bob_account["user"]["id"],
+        content="are you there?",
+        clientId="d1",
+    )
+    sent = await alice.expect("private_message_sent")
+    assert sent["targetUserId"] == bob_account["user"]["id"]
+    await alice.expect("message_ack", clientId="d1")
+    bob = await ChatClient.connect(server.ws_url, bob_account["token"])
+    bob.send(type="get_private_history", userId=alice_account["user"]["id"])
+    history = await bob.expect("private_history")
+    assert [m["content"] for m in history["messages"]] == ["are you there?"]
+    bob.send(type="private_message", targetUserId=alice_account["user"]["id"], content="yes")
+    received = await alice.expect("private_message")
+    assert received["from"]["id"] == bob_account["user"]["id"] and received["content"] == "yes"
+    bob.send(type="private_message", targetUserId="no-such-user", content="x")
+    await bob.expect_error("not_found")
+    await alice.close()
+    await bob.close()
+
+
+async def test_edit_and_delete_own_messages_only(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob, _ = await joined(server.ws_url, server.base_url)
+    alice.send(type="send_message", roomId="general", content="typo", clientId="e1")
+    message = (await bob.expect("new_message"))["message"]
+    bob.send(type="edit_message", messageId=message["id"], content="hacked")
+    await bob.expect_error("forbidden")
+    bob.send(type="delete_message", messageId=message["id"])
+    await bob.expect_error("forbidden")
+    alice.send(type="edit_message", messageId=message["id"], content="fixed")
+    edited = (await bob.expect("message_edited"))["message"]
+    assert (
+        edited["content"] == "fixed"
+        and edited["edited"] is True
+        and edited["seq"] == message["seq"]
+    )
+    alice.send(type="delete_message", messageId=message["id"])
+    deleted = await bob.expect("message_deleted")
+    assert deleted == {"messageId": message["id"], "roomId": "general"}
+    bob.send(type="get_room_history", roomId="general")
+    history = await bob.expect("room_history")
+    gone = next(m for m in history["messages"] if m["id"] == message["id"])
+    assert gone["content"] == "" and gone["deleted"] is True
+    alice.send(type="edit_message", messageId=message["id"], content="again")
+    await alice.expect_error("not_found")
+    await alice.close()
+    await bob.close()
+
+
+async def test_private_rooms_are_invisible_until_invited(server):
+    owner, _ = await joined(server.ws_url, server.base_url)
+    outsider_account = register(server.base_url)
+    outsider = await ChatClient.connect(server.ws_url, outsider_account["token"])
+    owner.send(type="create_room", name="Secret", description="shh", isPrivate=True)
+    room = (await owner.expect("room_created"))["room"]
+    assert room["is_private"] is True and room["member_count"] == 1
+    owner.send(type="join_room", roomId=room["id"])
+    await owner.expect("room_joined", roomId=room["id"])
+    owner.send(type="send_message", roomId=room["id"], content="private stuff")
+    await owner.expect("new_message")
+    for request in (
+        {"type": "join_room", "roomId": room["id"]},
+        {"type": "get_room_history", "roomId": room["id"]},
+    ):
+        outsider.send(**request)
+        await outsider.expect_error("not_found")
+    rooms = httpx.get(
+        server.base_url + "/api/chat/rooms",
+        headers={"Authorization": f"Bearer {outsider_account['token']}"},
+    ).json()["rooms"]
+    assert room["id"] not in {r["id"] for r in rooms}
+    outsider.send(type="invite_to_room", roomId="general", userId=outsider_account["user"]["id"])
+    await outsider.expect_error("forbidden")
+    owner.send(type="invite_to_room", roomId=room["id"], userId=outsider_account["user"]["id"])
+    invited = await outsider.expect("room_invited")
+    assert invited["room"]["id"] == room["id"]
+    outsider.send(type="join_room", roomId=room["id"], since=0)
+    await outsider.expect("room_joined", roomId=room["id"])
+    history = await outsider.expect("room_history")
+    assert [m["content"] for m in history["messages"]] == ["private stuff"]
+    await owner.close()
+    await outsider.close()
+
+
+async def test_multiple_tabs_count_for_presence(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob_account = register(server.base_url)
+    tab1 = await ChatClient.connect(server.ws_url, bob_account["token"])
+    tab1.send(type="join_room", roomId="general")
+    await tab1.expect("room_joined")
+    tab2 = await ChatClient.connect(server.ws_url, bob_account["token"])
+    await tab1.close()
+    alice.send(type="ping")
+    await alice.expect("pong")
+    assert not any(
+        e["type"] == "user_status" and e["data"]["status"] == "offline"
+        for e in alice.seen + alice.drain()
+    )
+    await tab2.close()
+    await alice.expect("user_status", status="offline")
+    await alice.close()
+
+
+@pytest.mark.parametrize("frame", [b"\xff\xfe", orjson.dumps([1, 2]), b"null"])
+async def test_garbage_frames_never_break_others(server, frame):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob, _ = await joined(server.ws_url, server.base_url)
+    alice.send_raw(frame)
+    bob.send(type="send_message", roomId="general", content="unaffected")
+    assert (await bob.expect("new_message"))["message"]["content"] == "unaffected"
+    await asyncio.gather(alice.close(), bob.close())

@@ -1,0 +1,621 @@
+"""Tests for fastchat.store: schema, reads, and the write-behind writer against real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import apsw
+import orjson
+import pytest
+
+from fastchat import store
+from fastchat.config import StorageConfig
+from fastchat.errors import Overloaded, StorageUnavailable
+
+T0 = "2026-01-01T00:00:00.000Z"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> StorageConfig:
+    return StorageConfig(path=tmp_path / "data" / "chat.db", batch_max=100, flush_interval_ms=1)
+
+
+@pytest.fixture
+def db(config: StorageConfig) -> Iterator[store.Store]:
+    s = store.Store(config)
+    s.open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+async def writer(db: store.Store, config: StorageConfig) -> AsyncIterator[store.WriteBehind]:
+    w = store.WriteBehind(config, asyncio.get_running_loop())
+    w.start()
+    yield w
+    assert await w.close(5) == 0
+
+
+async def start_writer(db: store.Store, config: StorageConfig, **changes: int) -> store.WriteBehind:
+    """A writer with some settings changed (``db`` only makes sure the schema exists)."""
+    w = store.WriteBehind(replace(config, **changes), asyncio.get_running_loop())
+    w.start()
+    return w
+
+
+def msg(seq: int, *, room: str = "general", user: str = "u1", **kw: str | None) -> store.Op:
+    return store.insert_message(
+        id=f"{room}-{seq}", room_id=room, seq=seq, user_id=user, content=f"m{seq}",
+        created_at=T0, **kw,
+    )  # fmt: skip
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll a statistic the writer thread updates (it has no event to await)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+class Results:
+    """Collects on_done outcomes in call order; ``wait(n)`` awaits the n-th one."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, BaseException | None, int]] = []
+        self._target = 0
+        self._reached = asyncio.Event()
+
+    def cb(self, name: str) -> store.OnDone:
+        def done(error: BaseException | None) -> None:
+            self.calls.append((name, error, threading.get_ident()))
+            if len(self.calls) >= self._target:
+                self._reached.set()
+
+        return done
+
+    async def wait(self, count: int, timeout: float = 5.0) -> None:
+        self._target = count
+        if len(self.calls) < count:
+            self._reached.clear()
+            await asyncio.wait_for(self._reached.wait(), timeout)
+
+
+def count_rows(config: StorageConfig, table: str) -> int:
+    conn = apsw.Connection(str(config.path))
+    try:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchall()[0][0]
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- schema, start-up
+
+
+def test_open_creates_folder_and_migrations_are_idempotent(config: StorageConfig) -> None:
+    assert not config.path.parent.exists()
+    first = store.Store(config)
+    state = first.open()
+    first.close()
+    second = store.Store(config)
+    second.open()
+    assert [r.id for r in second.all_rooms()] == ["general", "random", "tech"]
+    second.close()
+
+    conn = apsw.Connection(str(config.path))
+    assert conn.pragma("user_version") == len(store.MIGRATIONS)
+    assert conn.pragma("journal_mode") == "wal"
+    conn.close()
+    assert state.max_room_seq == {"general": 0, "random": 0, "tech": 0}
+    assert state.max_dm_seq == 0
+
+
+def test_newer_schema_is_refused(config: StorageConfig) -> None:
+    store.Store(config).open()
+    conn = apsw.Connection(str(config.path))
+    conn.pragma("user_version", len(store.MIGRATIONS) + 1)
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        store.Store(config).open()
+
+
+def test_default_rooms(db: store.Store) -> None:
+    rooms = db.all_rooms()
+    assert [(r.id, r.name, r.description) for r in rooms] == [
+        ("general", "General", "General discussion"),
+        ("random", "Random", "Random topics"),
+        ("tech", "Tech Talk", "Technology discussions"),
+    ]
+    assert all(not r.is_private and r.member_count == 0 for r in rooms)
+    assert rooms[0].created_at is not None and rooms[0].created_at.endswith("Z")
+
+
+def test_clean_shutdown_marker(config: StorageConfig) -> None:
+    def reopen(mark: bool) -> bool:
+        s = store.Store(config)
+        clean = s.open().clean
+        if mark:
+            s.mark_clean_shutdown()
+        s.close()
+        return clean
+
+    assert reopen(mark=False) is True  # a new database has lost nothing
+    assert reopen(mark=True) is False  # the previous run did not mark
+    assert reopen(mark=False) is True  # ...this one did
+    assert reopen(mark=False) is False  # the marker is consumed by open()
+
+
+async def test_startup_state_has_max_sequences(
+    db: store.Store, writer: store.WriteBehind, config: StorageConfig
+) -> None:
+    for seq in (1, 2, 7):
+        await writer.execute(msg(seq))
+    await writer.execute(msg(3, room="tech"))
+    for seq in (4, 9):
+        await writer.execute(
+            store.insert_dm(
+                id=f"d{seq}", seq=seq, sender_id="a", recipient_id="b", content="x",
+                created_at=T0,
+            )
+        )  # fmt: skip
+    reopened = store.Store(config)
+    state = reopened.open()
+    reopened.close()
+    assert state.max_room_seq == {"general": 7, "random": 0, "tech": 3}
+    assert state.max_dm_seq == 9
+
+
+# --------------------------------------------------------------------------- reads
+
+
+async def test_users_and_case_insensitive_login(db: store.Store, writer: store.WriteBehind) -> None:
+    await writer.execute(
+        store.insert_user(
+            id="u1", username="Alice", email="Alice@Example.com", password_hash="h",
+            created_at=T0,
+        )
+    )  # fmt: skip
+    user = db.user_by_id("u1")
+    assert user == store.UserRow(
+        "u1", "Alice", "Alice@Example.com", "h", None, "user", T0, T0, None, None
+    )
+    assert db.user_by_login("alice") == user
+    assert db.user_by_login("ALICE@example.COM") == user
+    assert db.user_by_name("aLiCe") == user
+    assert db.user_by_name("alice@example.com") is None
+    assert db.user_by_login("bob") is None
+    assert db.user_by_id("nope") is None
+
+    for op in (
+        store.insert_user(id="u2", username="ALICE", email="x@y", password_hash="h", created_at=T0),
+        store.insert_user(id="u3", username="carol", email="alice@EXAMPLE.com", password_hash="h",
+                          created_at=T0),
+    ):  # fmt: skip
+        with pytest.raises(apsw.ConstraintError):
+            await writer.execute(op)
+
+    await writer.execute(store.set_user_role("u1", "admin"))
+    await writer.execute(store.set_user_ban("u1", store.FOREVER, "spam"))
+    await writer.execute(store.touch_last_seen("u1", "2026-02-02T00:00:00.000Z"))
+    user = db.user_by_id("u1")
+    assert user is not None
+    assert (user.role, user.banned_until, user.ban_reason) == ("admin", store.FOREVER, "spam")
+    assert user.last_seen == "2026-02-02T00:00:00.000Z"
+    with pytest.raises(apsw.ConstraintError):
+        await writer.execute(store.set_user_role("u1", "overlord"))
+    await writer.execute(store.set_user_ban("u1", None, None))
+    user = db.user_by_id("u1")
+    assert user is not None and user.banned_until is None and user.role == "admin"
+
+
+async def test_rooms_membership_and_visibility(db: store.Store, writer: store.WriteBehind) -> None:
+    await writer.execute(
+        store.insert_room(
+            id="secret", name="Attic", description=None, is_private=True, created_by="u1",
+            created_at=T0,
+        )
+    )  # fmt: skip
+    for room, user, role in [
+        ("secret", "u1", "owner"),
+        ("secret", "u2", "member"),
+        ("general", "u1", "member"),
+        ("general", "u3", "member"),
+    ]:
+        await writer.execute(store.add_member(room, user, role, T0))
+    await writer.execute(store.add_member("secret", "u1", "member", T0))  # already in: ignored
+
+    assert [r.id for r in db.rooms_visible_to("u1")] == ["secret", "general", "random", "tech"]
+    assert [r.id for r in db.rooms_visible_to("u3")] == ["general", "random", "tech"]
+    counts = {r.id: r.member_count for r in db.all_rooms()}
+    assert counts == {"secret": 2, "general": 2, "random": 0, "tech": 0}
+    secret = db.room("secret")
+    assert secret == store.RoomRow("secret", "Attic", None, True, "u1", T0, 2)
+    assert db.room("missing") is None
+    assert db.room_member_ids("secret") == {"u1", "u2"}
+    assert db.member_role("secret", "u1") == "owner"
+    assert db.member_role("secret", "u3") is None
+    assert db.memberships_of("u1") == ["general", "secret"]
+
+    await writer.execute(store.remove_member("secret", "u2"))
+    assert db.room_member_ids("secret") == {"u1"}
+    assert db.memberships_of("u2") == []
+    with pytest.raises(apsw.ConstraintError):
+        await writer.execute(store.add_member("tech", "u1", "king", T0))
+
+
+async def test_messages_page_edges(db: store.Store, writer: store.WriteBehind) -> None:
+    for seq in range(1, 11):
+        writer.submit(msg(seq))
+    await writer.execute(msg(1, room="tech"))
+
+    def seqs(**kw: int | None) -> list[int]:
+        return [m.seq for m in db.messages_page("general", **kw)]  # type: ignore[arg-type]
+
+    assert seqs(limit=3) == [8, 9, 10]
+    assert seqs(limit=50) == list(range(1, 11))
+    assert seqs(before=5, limit=3) == [2, 3, 4]
+    assert seqs(before=3, limit=10) == [1, 2]
+    assert seqs(before=1, limit=10) == []
+    assert seqs(before=99, limit=2) == [9, 10]
+    assert seqs(after=5, limit=3) == [6, 7, 8]
+    assert seqs(after=8, limit=10) == [9, 10]
+    assert seqs(after=10, limit=10) == []
+    assert seqs(after=0, limit=2) == [1, 2]
+    assert seqs(limit=0) == []
+    assert [m.id for m in db.messages_page("tech", limit=10)] == ["tech-1"]
+    assert db.messages_page("random", limit=10) == []
+    with pytest.raises(ValueError):
+        db.messages_page("general", before=5, after=1, limit=3)
+
+
+async def test_message_lookup_edit_delete_and_client_id(
+    db: store.Store, writer: store.WriteBehind
+) -> None:
+    await writer.execute(msg(1, client_id="c1", reply_to="x", attachment_id="f1"))
+    await writer.execute(msg(2))
+    await writer.execute(msg(3))  # several messages without client_id are fine
+    first = db.message_by_id("general-1")
+    assert first == store.MessageRow(
+        "general-1", "general", 1, "u1", "m1", "text", "x", "c1", "f1", T0, None, None
+    )
+    assert db.message_by_client_id("u1", "c1") == first
+    assert db.message_by_client_id("u2", "c1") is None
+
+    with pytest.raises(apsw.ConstraintError):  # same user, same client id
+        await writer.execute(msg(4, client_id="c1"))
+    await writer.execute(msg(4, user="u2", client_id="c1"))  # another user may reuse it
+    with pytest.raises(apsw.ConstraintError):  # seq taken in the room
+        await writer.execute(
+            store.insert_message(
+                id="other", room_id="general", seq=2, user_id="u1", content="x", created_at=T0
+            )
+        )
+
+    await writer.execute(store.edit_message("general-2", "edited", "2026-01-02T00:00:00.000Z"))
+    await writer.execute(store.delete_message("general-3", "2026-01-03T00:00:00.000Z"))
+    edited, deleted = db.message_by_id("general-2"), db.message_by_id("general-3")
+    assert edited is not None and (edited.content, edited.edited_at) == (
+        "edited",
+        "2026-01-02T00:00:00.000Z",
+    )
+    assert deleted is not None and (deleted.content, deleted.deleted_at) == (
+        "",
+        "2026-01-03T00:00:00.000Z",
+    )
+    assert db.message_by_id("nope") is None
+
+
+async def test_direct_messages(db: store.Store, writer: store.WriteBehind) -> None:
+    assert store.dm_pair("b", "a") == store.dm_pair("a", "b") == "a:b"
+    for seq in range(1, 8):
+        sender, recipient = ("a", "b") if seq % 2 else ("b", "a")
+        await writer.execute(
+            store.insert_dm(
+                id=f"d{seq}", seq=seq, sender_id=sender, recipient_id=recipient,
+                content=f"hi {seq}", client_id=f"c{seq}", created_at=T0,
+            )
+        )  # fmt: skip
+    await writer.execute(
+        store.insert_dm(id="d8", seq=8, sender_id="a", recipient_id="c", content="x", created_at=T0)
+    )
+    assert [m.seq for m in db.dm_page("a", "b", limit=3)] == [5, 6, 7]
+    assert [m.seq for m in db.dm_page("b", "a", before=5, limit=3)] == [2, 3, 4]
+    assert [m.seq for m in db.dm_page("a", "b", before=2, limit=3)] == [1]
+    assert db.dm_page("a", "b", limit=0) == []
+    assert [m.id for m in db.dm_page("c", "a", limit=10)] == ["d8"]
+    row = db.dm_by_client_id("b", "c2")
+    assert row == store.DirectMessageRow("d2", 2, "a:b", "b", "a", "hi 2", "c2", T0)
+    assert db.dm_by_client_id("a", "c2") is None
+    with pytest.raises(apsw.ConstraintError):  # same sender, same client id
+        await writer.execute(store.insert_dm(
+            id="d9", seq=9, sender_id="b", recipient_id="c", content="x", client_id="c2",
+            created_at=T0))  # fmt: skip
+    with pytest.raises(apsw.ConstraintError):  # seq is global
+        await writer.execute(
+            store.insert_dm(
+                id="d10", seq=8, sender_id="c", recipient_id="d", content="x", created_at=T0
+            )
+        )
+
+
+async def test_mutes(db: store.Store, writer: store.WriteBehind) -> None:
+    now = time.time()
+    await writer.execute(store.set_mute("general", "u1", now + 60))
+    await writer.execute(store.set_mute("general", "u2", now - 1))  # already over
+    await writer.execute(store.set_mute("tech", "u1", now + 5))
+    await writer.execute(store.set_mute("tech", "u1", store.FOREVER))  # replaces
+    assert sorted(db.active_mutes()) == [
+        ("general", "u1", now + 60),
+        ("tech", "u1", store.FOREVER),
+    ]
+    assert db.active_mutes(now=now + 120) == [("tech", "u1", store.FOREVER)]
+    await writer.execute(store.clear_mute("tech", "u1"))
+    assert db.active_mutes(now=now + 120) == []
+
+
+async def test_audit_entries_newest_first_with_paging(
+    db: store.Store, writer: store.WriteBehind
+) -> None:
+    for i in range(5):
+        writer.submit(
+            store.insert_audit(
+                at=T0, actor_id="admin", action=f"act{i}", target_user_id="u1",
+                room_id="general", reason="why", detail={"i": i},
+            )
+        )  # fmt: skip
+    await writer.execute(store.insert_audit(at=T0, actor_id=None, action="system"))
+    entries = db.audit_entries(limit=3)
+    assert [e.action for e in entries] == ["system", "act4", "act3"]
+    assert entries[0] == store.AuditRow(6, T0, None, "system", None, None, None, None)
+    assert orjson.loads(entries[1].detail or "") == {"i": 4}
+    older = db.audit_entries(limit=10, before_id=entries[-1].id)
+    assert [e.action for e in older] == ["act2", "act1", "act0"]
+    assert db.audit_entries(limit=10, before_id=1) == []
+    assert db.audit_entries(limit=0) == []
+
+
+async def test_files(db: store.Store, writer: store.WriteBehind) -> None:
+    await writer.execute(
+        store.insert_file(
+            id="f1", uploader_id="u1", name="cat.png", size=123, content_type="image/png",
+            created_at=T0,
+        )
+    )  # fmt: skip
+    assert db.file("f1") == store.FileRow("f1", "u1", "cat.png", 123, "image/png", T0, None, None)
+    await writer.execute(store.attach_file("f1", "general", "general-1"))
+    row = db.file("f1")
+    assert row is not None and (row.room_id, row.message_id) == ("general", "general-1")
+    assert db.file("nope") is None
+
+
+def test_history_page_uses_index_on_100k_messages(config: StorageConfig) -> None:
+    s = store.Store(config)
+    s.open()
+    conn = apsw.Connection(str(config.path))
+    with conn:
+        conn.executemany(
+            store.STATEMENTS["insert_message"],
+            (msg(seq, room=("general", "tech")[seq % 2])[1] for seq in range(1, 100_001)),
+        )
+        conn.executemany(
+            store.STATEMENTS["insert_dm"],
+            (store.insert_dm(id=f"d{seq}", seq=seq, sender_id=f"u{seq % 50}", recipient_id="x",
+                             content="x", created_at=T0)[1] for seq in range(1, 20_001)),
+        )  # fmt: skip
+    plans = {
+        name: [
+            row[3]
+            for row in conn.execute(
+                f"EXPLAIN QUERY PLAN {sql}", ("general", 500, 50)[: sql.count("?")]
+            )
+        ]
+        for name, sql in store.PAGE_SQL.items()
+    }
+    conn.close()
+    for name, details in plans.items():
+        index = "direct_messages_pair_seq" if name.startswith("dm") else "messages_room_seq"
+        assert any(f"USING INDEX {index}" in d for d in details), (name, details)
+        assert not any(d.startswith("SCAN") or "TEMP B-TREE" in d for d in details), details
+
+    assert [m.seq for m in s.messages_page("general", limit=3)] == [99_996, 99_998, 100_000]
+    assert [m.seq for m in s.messages_page("tech", before=7, limit=2)] == [3, 5]
+    assert [m.seq for m in s.messages_page("general", after=99_990, limit=50)] == [
+        99_992, 99_994, 99_996, 99_998, 100_000,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    for before in range(1000, 100_000, 1000):
+        assert len(s.messages_page("general", before=before, limit=50)) == 50
+    # 99 indexed pages of 50 rows take a few ms; a table scan per page would take far longer.
+    assert time.perf_counter() - started < 1.0
+    s.close()
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+async def test_batching_and_callbacks_in_order_on_loop_thread(
+    db: store.Store, config: StorageConfig
+) -> None:
+    # A long flush interval: batches start only because batch_max ops are waiting.
+    writer = await start_writer(db, config, batch_max=100, flush_interval_ms=60_000)
+    results = Results()
+    for seq in range(1, 1001):
+        assert writer.submit(msg(seq), results.cb(str(seq)))
+    await results.wait(1000)
+    assert [name for name, _, _ in results.calls] == [str(seq) for seq in range(1, 1001)]
+    assert all(error is None for _, error, _ in results.calls)
+    assert {thread for _, _, thread in results.calls} == {threading.get_ident()}
+    assert writer.batches_committed == 10
+    assert writer.ops_committed == 1000
+    assert len(writer.recent_commit_seconds) == 10
+    assert writer.commit_seconds_total == pytest.approx(sum(writer.recent_commit_seconds))
+    assert writer.queue_depth == 0
+    assert await writer.close(5) == 0
+    assert count_rows(config, "messages") == 1000
+
+
+async def test_flush_interval_bounds_the_wait(db: store.Store, config: StorageConfig) -> None:
+    writer = await start_writer(db, config, batch_max=1000, flush_interval_ms=40)
+    results = Results()
+    started = time.monotonic()
+    for seq in (1, 2, 3):
+        writer.submit(msg(seq), results.cb(str(seq)))
+    await results.wait(3)
+    waited = time.monotonic() - started
+    assert 0.03 <= waited < 2.0
+    assert writer.batches_committed == 1  # the three ops shared one transaction
+    assert await writer.close(5) == 0
+
+
+async def test_zero_interval_commits_at_once(db: store.Store, config: StorageConfig) -> None:
+    writer = await start_writer(db, config, flush_interval_ms=0)
+    started = time.monotonic()
+    await writer.execute(msg(1))
+    assert time.monotonic() - started < 1.0
+    assert db.message_by_id("general-1") is not None
+    assert await writer.close(5) == 0
+
+
+async def test_constraint_failure_is_isolated(db: store.Store, config: StorageConfig) -> None:
+    writer = await start_writer(db, config, batch_max=5, flush_interval_ms=60_000)
+    results = Results()
+    ops = [
+        msg(1, client_id="c1"),
+        msg(2, client_id="c1"),  # duplicate client id
+        msg(3),
+        ("no_such_statement", ()),  # a malformed op fails alone too
+        msg(4),
+    ]
+    for i, op in enumerate(ops):
+        writer.submit(op, results.cb(str(i)))
+    await results.wait(5)
+    errors = [error for _, error, _ in results.calls]
+    assert [name for name, _, _ in results.calls] == ["0", "1", "2", "3", "4"]
+    assert errors[0] is None and errors[2] is None and errors[4] is None
+    assert isinstance(errors[1], apsw.ConstraintError)
+    assert isinstance(errors[3], KeyError)
+    assert writer.batches_committed == 1
+    assert writer.ops_committed == 3
+    assert writer.op_errors_total == 2
+    assert writer.healthy
+    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 3, 4]
+    assert await writer.close(5) == 0
+
+
+async def test_disk_full_is_retried_until_space_returns(
+    db: store.Store, config: StorageConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fastchat.store")
+    writer = await start_writer(db, config, batch_max=3, flush_interval_ms=60_000)
+    writer.set_max_page_count(1)  # clamped to the current size: the file may not grow
+    results = Results()
+    big = "x" * 50_000
+    for seq in (1, 2, 3):
+        writer.submit(
+            store.insert_message(id=f"m{seq}", room_id="general", seq=seq, user_id="u1",
+                                 content=big, created_at=T0),
+            results.cb(str(seq)),
+        )  # fmt: skip
+    await wait_until(lambda: writer.failures_total >= 3)  # retried with backoff
+    assert not writer.healthy
+    assert writer.last_error is not None and writer.last_error.startswith("disk full")
+    assert results.calls == []  # nothing acknowledged while failing
+    assert db.messages_page("general", limit=10) == []
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == 1  # logged once per episode, not per retry
+    assert "disk full" in failures[0].getMessage()
+
+    writer.set_max_page_count(1_000_000)
+    await results.wait(3)
+    assert [(name, error) for name, error, _ in results.calls] == [
+        ("1", None), ("2", None), ("3", None),
+    ]  # fmt: skip
+    assert writer.healthy and writer.last_error is None
+    assert writer.batches_committed == 1
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+    assert len(db.messages_page("general", limit=10)) == 3
+    assert await writer.close(5) == 0
+
+
+async def test_queue_max_refuses_new_ops(db: store.Store, config: StorageConfig) -> None:
+    writer = await start_writer(db, config, queue_max=3, flush_interval_ms=60_000)
+    assert all(writer.submit(msg(seq)) for seq in (1, 2, 3))
+    assert writer.queue_depth == 3
+    assert writer.submit(msg(4)) is False
+    with pytest.raises(Overloaded):
+        await writer.execute(msg(5))
+    assert writer.queue_depth == 3
+    assert await writer.close(5) == 0
+    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 2, 3]
+
+
+async def test_close_drains_everything_queued(db: store.Store, config: StorageConfig) -> None:
+    writer = await start_writer(db, config, batch_max=1000, flush_interval_ms=60_000)
+    results = Results()
+    for seq in range(1, 2501):
+        writer.submit(msg(seq), results.cb(str(seq)))
+    assert await writer.close(10) == 0
+    assert len(results.calls) == 2500  # every ack delivered before close() returned
+    assert writer.submit(msg(9999)) is False  # closed: nothing more is accepted
+    reopened = store.Store(config)
+    reopened.open()
+    assert len(reopened.messages_page("general", limit=5000)) == 2500
+    reopened.close()
+
+
+async def test_close_gives_up_on_a_failing_disk(db: store.Store, config: StorageConfig) -> None:
+    writer = await start_writer(db, config)
+    writer.set_max_page_count(1)
+    results = Results()
+    writer.submit(
+        store.insert_message(id="m1", room_id="general", seq=1, user_id="u1", content="x" * 50_000,
+                             created_at=T0),
+        results.cb("m1"),
+    )  # fmt: skip
+    writer.submit(msg(2), results.cb("m2"))
+    await wait_until(lambda: not writer.healthy)
+    assert await writer.close(0.2) == 2
+    assert [name for name, _, _ in results.calls] == ["m1", "m2"]
+    assert all(isinstance(error, StorageUnavailable) for _, error, _ in results.calls)
+    assert db.messages_page("general", limit=10) == []
+
+
+def test_acked_writes_survive_sigkill(config: StorageConfig) -> None:
+    config.path.parent.mkdir(parents=True)
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "store_crash_child.py"), str(config.path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert child.stdout is not None
+    acked: list[str] = []
+    try:
+        while len(acked) < 500:
+            line = child.stdout.readline()
+            assert line, "the child exited before acknowledging enough writes"
+            acked.append(line.strip())
+    finally:
+        child.send_signal(signal.SIGKILL)
+        acked += [line.strip() for line in child.stdout.read().splitlines()]
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    s = store.Store(config)
+    state = s.open()
+    assert state.clean is False
+    missing = [message_id for message_id in acked if s.message_by_id(message_id) is None]
+    assert missing == []
+    assert state.max_room_seq["general"] >= len(acked)
+    s.close()
