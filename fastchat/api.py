@@ -225,7 +225,7 @@ class Api:
         )
         hand_over(
             transport,
-            raw_request(request, request.target),
+            raw_request(request),
             tail,
             self._config.websocket,
             connection,

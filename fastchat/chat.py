@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from fastchat.auth import TokenService
     from fastchat.config import Config
     from fastchat.metrics import Metrics
-    from fastchat.store import StartupState, Store, UserRow, WriteBehind
+    from fastchat.store import FileRow, StartupState, Store, UserRow, WriteBehind
     from fastchat.ws.connection import Connection
 
 log = logging.getLogger("fastchat.chat")
@@ -107,6 +107,8 @@ class Chat:
         self._pending_messages: dict[str, tuple[Room, dict[str, Any]]] = {}
         self._pending_dms: dict[str, dict[str, Any]] = {}
         self._mutes: dict[tuple[str, str], float] = {}
+        # file id -> (room id, message id) of the message sharing it, until that is stored
+        self._attaching: dict[str, tuple[str, str]] = {}
         # After an unclean stop, messages may have been handed a seq and broadcast without
         # being stored; at most queue_max + batch_max of them. Skip past that many.
         gap = 0 if startup.clean else config.storage.queue_max + config.storage.batch_max
@@ -140,6 +142,17 @@ class Chat:
     def forget_user(self, user_id: str) -> None:
         """Drop the cached account (after a change made outside the chat, e.g. the CLI)."""
         self._users.pop(user_id, None)
+
+    def file_share(self, file: FileRow) -> tuple[str, str] | None:
+        """``(room id, message id)`` of the message sharing ``file``; None while unshared."""
+        if file.room_id is not None and file.message_id is not None:
+            return file.room_id, file.message_id
+        return self._attaching.get(file.id)
+
+    def message_deleted(self, message_id: str) -> bool:
+        """Whether a message is gone (deleting a message withdraws its attachment too)."""
+        found = self._find_message(message_id)
+        return found is None or bool(found[1].get("deleted"))
 
     def _room(self, room_id: str, user: User, request_type: str) -> Room:
         """The room, if ``user`` may see it; private rooms are invisible to non-members."""
@@ -429,7 +442,12 @@ class Chat:
             committed,
         )
         if attachment is not None:
-            self._submit(ops.attach_file(cmd.file_id, room.id, message_id))
+            file_id = attachment["id"]
+            self._attaching[file_id] = (room.id, message_id)
+            self._submit(
+                ops.attach_file(file_id, room.id, message_id),
+                lambda _error: self._attaching.pop(file_id, None),
+            )
 
     def _resend(self, conn: Connection, user: User, client_id: str) -> bool:
         """A clientId seen before: re-ack (now or on commit) instead of storing it twice."""
@@ -457,7 +475,7 @@ class Chat:
         row = self._store.file(cmd.file_id)  # type: ignore[arg-type]
         if row is None or row.uploader_id != user.id:
             raise NotFound("File not found", request_type=cmd.TYPE)
-        if row.message_id is not None:
+        if row.message_id is not None or row.id in self._attaching:
             raise Conflict("This file is already attached to a message", request_type=cmd.TYPE)
         return {
             "id": row.id,
@@ -497,7 +515,7 @@ class Chat:
         }
         if row.deleted_at:
             message["deleted"] = True
-        if row.attachment_id:
+        if row.attachment_id and not row.deleted_at:
             file = self._store.file(row.attachment_id)
             if file is not None:
                 message["attachment"] = {

@@ -124,6 +124,9 @@ class Router(Protocol):
         ...
 
 
+_NO_QUEUE: deque = deque(maxlen=0)  # the request queue of an upgraded connection
+
+
 class _Reject(Exception):
     """Raised from a parser callback to answer at once and close the connection."""
 
@@ -135,6 +138,29 @@ class _Reject(Exception):
 
 class HttpProtocol(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection. Requests are handled one at a time, in order."""
+
+    # uvloop's transport keeps a bound method of its first protocol for the life of the
+    # socket, so after a WebSocket upgrade this object lives on: keep it small.
+    __slots__ = (
+        "_body",
+        "_client",
+        "_config",
+        "_connections",
+        "_detached",
+        "_header_bytes",
+        "_in_request",
+        "_loop",
+        "_parser",
+        "_queue",
+        "_raw_headers",
+        "_request",
+        "_router",
+        "_sink",
+        "_task",
+        "_timer",
+        "_transport",
+        "_url",
+    )
 
     def __init__(self, router: Router, config: ServerConfig, connections: set[HttpProtocol]):
         self._router = router
@@ -315,6 +341,12 @@ class HttpProtocol(asyncio.Protocol):
             self._send(refusal)
         self._detached = True
         self._connections.discard(self)
+        # Drop everything but the slots themselves (see __slots__ above).
+        self._reset()
+        self._request = None
+        self._queue = _NO_QUEUE
+        self._parser = None  # type: ignore[assignment]
+        self._transport = None
 
     # --- helpers --------------------------------------------------------------------------
 

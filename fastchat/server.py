@@ -17,6 +17,7 @@ from fastchat.app import App
 from fastchat.config import Config
 from fastchat.errors import CLOSE_GOING_AWAY
 from fastchat.http import HttpProtocol
+from fastchat.ws.keepalive import Keepalive
 
 log = logging.getLogger("fastchat")
 
@@ -44,6 +45,10 @@ async def serve(config: Config, started: asyncio.Future[str] | None = None) -> i
     if started is not None:
         started.set_result(url)
 
+    ws_config = config.websocket
+    keepalive = Keepalive(
+        app.hub.connections, ws_config.ping_interval_seconds, ws_config.ping_timeout_seconds
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -51,6 +56,7 @@ async def serve(config: Config, started: asyncio.Future[str] | None = None) -> i
     log.info("shutting down")
 
     server.close()
+    keepalive.stop()
     for protocol in list(http_connections):
         protocol.close_if_idle()
     closing = [conn.transport.wait_disconnected() for conn in app.hub.connections if conn.transport]

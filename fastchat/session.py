@@ -22,6 +22,7 @@ from fastchat.errors import (
     AuthRequired,
     Banned,
     ChatError,
+    Conflict,
     RateLimited,
 )
 from fastchat.protocol import event, utc_now_iso
@@ -47,9 +48,7 @@ class Session:
     def __init__(self, limits: LimitsConfig, now: float):
         self.user: User | None = None
         self.bucket = TokenBucket(limits.messages_per_second, limits.burst, now)
-        self.typing_bucket = TokenBucket(
-            limits.typing_per_second, limits.typing_per_second * 2, now
-        )
+        self.typing_bucket: TokenBucket | None = None  # made on the first typing event
         self.strikes = 0
         self.auth_timer: asyncio.TimerHandle | None = None
 
@@ -132,11 +131,11 @@ class Sessions:
                 return
             if not isinstance(cmd, _FREE):
                 self._spend(conn, session, cmd)
-            elif isinstance(cmd, p.Typing) and not session.typing_bucket.take(time.monotonic()):
+            elif isinstance(cmd, p.Typing) and not self._may_type(session):
                 return  # typing is throttled silently: it is only a hint
             handler = self._handlers.get(type(cmd))
             if handler is None:  # authenticate again on an authenticated connection
-                raise ChatError("Already authenticated", request_type=cmd.TYPE)
+                raise Conflict("Already authenticated", request_type=cmd.TYPE)
             handler(conn, user, cmd)
         except ChatError as err:
             self._metrics.errors_sent += 1
@@ -181,6 +180,13 @@ class Sessions:
             retry_after=session.bucket.retry_after(now),
             request_type=cmd.TYPE,
         )
+
+    def _may_type(self, session: Session) -> bool:
+        now = time.monotonic()
+        if session.typing_bucket is None:
+            rate = self._limits.typing_per_second
+            session.typing_bucket = TokenBucket(rate, rate * 2, now)
+        return session.typing_bucket.take(now)
 
     def _auth_timeout(self, conn: Connection) -> None:
         session: Session = conn.session  # type: ignore[assignment]

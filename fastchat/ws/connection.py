@@ -71,6 +71,7 @@ class Connection(WSListener):
         "deflater",
         "held",
         "held_bytes",
+        "idle",
         "out",
         "paused",
         "raw",
@@ -106,19 +107,23 @@ class Connection(WSListener):
         self.raw: asyncio.Transport | None = None
         self.out: bytes | list[bytes] | None = None
         self.paused = False
-        self.held: list[bytes] = []
+        self.held: list[bytes] | None = None  # lists made on demand: most never need one
         self.held_bytes = 0
         self.closed = False
+        self.idle = 0  # see fastchat.ws.keepalive
         self.rooms: set[Room] = set()
         self.user_id: str | None = None
         self.session: object = None  # the handler's per-connection state
-        self._fragments: list[bytes] = []
+        self._fragments: list[bytes] | None = None
         self._fragments_size = 0
         self._fragments_rsv1 = False
 
     # --- picows callbacks -----------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
+        # picows keeps the handshake for the connection's lifetime; its headers are not needed.
+        transport.request.headers.clear()
+        transport.response.headers.clear()
         self.transport = transport
         raw = transport.underlying_transport
         self.raw = raw
@@ -129,7 +134,7 @@ class Connection(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = True
-        self.held = []
+        self.held = None
         self.held_bytes = 0
         self.out = None
         self._hub.connections.discard(self)
@@ -138,6 +143,7 @@ class Connection(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
+        self.idle = 0  # keepalive.ACTIVE: the peer is alive
         self._metrics.frames_in += 1
         if msg_type is _TEXT:
             if frame.fin and not self._fragments:
@@ -168,7 +174,7 @@ class Connection(WSListener):
             self._on_close_frame(frame)
         elif msg_type is _BINARY:
             self.close(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
-        # PING is answered by picows; unsolicited PONGs are ignored (RFC 6455 section 5.5.3).
+        # picows answers PINGs; a PONG only marks the peer alive (above).
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -178,7 +184,7 @@ class Connection(WSListener):
         self.paused = False
         if self.held and not self.closed and self.raw is not None:
             held = self.held
-            self.held = []
+            self.held = None
             self.held_bytes = 0
             self.raw.write(b"".join(held))
 
@@ -188,6 +194,8 @@ class Connection(WSListener):
         if frame.rsv1 and self._inflater is None:
             self.close(CLOSE_PROTOCOL_ERROR, "RSV1 set without negotiated compression")
             return
+        if self._fragments is None:
+            self._fragments = []
         self._fragments.append(frame.get_payload_as_bytes())
         self._fragments_size += frame.payload_size
         if self._fragments_size > self._config.max_message_bytes:
@@ -200,7 +208,7 @@ class Connection(WSListener):
             return
         payload = b"".join(self._fragments)
         compressed = self._fragments_rsv1
-        self._fragments = []
+        self._fragments = None
         self._fragments_size = 0
         self._fragments_rsv1 = False
         if compressed:
@@ -270,6 +278,8 @@ class Connection(WSListener):
         """Keep ``blob`` while the socket is paused; close the connection past the hard limit."""
         if self.closed:
             return
+        if self.held is None:
+            self.held = []
         self.held.append(blob)
         self.held_bytes += len(blob)
         buffered = self.held_bytes + self.raw.get_write_buffer_size()  # type: ignore[union-attr]
@@ -289,7 +299,7 @@ class Connection(WSListener):
         if not slow:
             self.flush()
         self.closed = True
-        self.held = []
+        self.held = None
         self.held_bytes = 0
         self.out = None
         raw = self.raw

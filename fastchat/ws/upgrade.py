@@ -24,10 +24,21 @@ _PICOWS_LOG = logging.LoggerAdapter(logging.getLogger("fastchat.picows"), {})
 _HANDSHAKE_TIMEOUT_SECONDS = 5.0
 
 
-def raw_request(request: Request, target: bytes) -> bytes:
+# What picows needs to validate the handshake; picows keeps the parsed request for the
+# connection's lifetime, so cookies, user agents and the like are not passed on.
+_HANDSHAKE_HEADERS = frozenset(
+    (b"host", b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version")
+)
+
+
+def raw_request(request: Request) -> bytes:
     """Rebuild the request head from what the HTTP parser saw, for picows to parse again."""
-    lines = [b"GET " + target + b" HTTP/1.1\r\n"]
-    lines.extend(name + b": " + value + b"\r\n" for name, value in request.raw_headers)
+    lines = [b"GET " + request.target + b" HTTP/1.1\r\n"]
+    lines.extend(
+        name + b": " + value + b"\r\n"
+        for name, value in request.raw_headers
+        if name.lower() in _HANDSHAKE_HEADERS
+    )
     lines.append(b"\r\n")
     return b"".join(lines)
 
@@ -56,7 +67,7 @@ def hand_over(
         _PICOWS_LOG,
         True,  # disconnect on exception from the listener
         _HANDSHAKE_TIMEOUT_SECONDS,
-        True,  # ping idle peers
+        False,  # no auto-ping task per connection: see fastchat.ws.keepalive
         config.ping_interval_seconds,
         config.ping_timeout_seconds,
         WSAutoPingStrategy.PING_WHEN_IDLE,
