@@ -30,6 +30,7 @@ from fastchat.errors import (
     NotFound,
     NotMember,
     Overloaded,
+    StorageUnavailable,
     ValidationError,
 )
 from fastchat.hub import Hub, Room
@@ -102,8 +103,8 @@ class Chat:
         self._history_cache = config.storage.history_cache
         self._queue_max = config.storage.queue_max
         self._users: dict[str, User] = {}
-        # (user id, client id) -> ack event of a message broadcast but not yet committed
-        self._pending_client_ids: dict[tuple[str, str], dict[str, Any]] = {}
+        # (user id, client id) -> connections to ack once the message is committed
+        self._pending_client_ids: dict[tuple[str, str], list[Connection]] = {}
         self._pending_messages: dict[str, tuple[Room, dict[str, Any]]] = {}
         self._pending_dms: dict[str, dict[str, Any]] = {}
         self._mutes: dict[tuple[str, str], float] = {}
@@ -169,8 +170,9 @@ class Chat:
             raise NotMember("You are not a member of this room", request_type=request_type)
         return room
 
-    def _check_capacity(self, request_type: str) -> None:
-        if self._writer.queue_depth >= self._queue_max:
+    def _check_capacity(self, request_type: str, ops_needed: int = 1) -> None:
+        # Checked before anything is broadcast, so a later _submit cannot fail half-way.
+        if self._writer.queue_depth + ops_needed > self._queue_max:
             raise Overloaded("Server is overloaded, try again shortly", request_type=request_type)
 
     def _submit(
@@ -368,9 +370,11 @@ class Chat:
                 raise Muted("You are muted in this room", request_type=cmd.TYPE)
             del self._mutes[(room.id, user.id)]
         client_id = cmd.client_id
-        if client_id is not None and self._resend(conn, user, client_id):
+        if client_id is not None and self._resend(
+            conn, user, client_id, lambda: self._store.message_by_client_id(user.id, client_id)
+        ):
             return
-        self._check_capacity(cmd.TYPE)
+        self._check_capacity(cmd.TYPE, 1 if cmd.file_id is None else 2)
         if cmd.reply_to is not None:
             original = self._find_message(cmd.reply_to)
             if original is None or original[0] is not room:
@@ -406,26 +410,15 @@ class Chat:
         self._remember(room, message)
         self._metrics.messages_accepted += 1
 
-        ack = {"clientId": client_id, "messageId": message_id, "seq": seq, "timestamp": timestamp}
-        key = (user.id, client_id) if client_id is not None else None
-        if key is not None:
-            self._pending_client_ids[key] = ack
         self._pending_messages[message_id] = (room, message)
-
-        def committed(error: BaseException | None) -> None:
-            self._pending_messages.pop(message_id, None)
-            if key is not None:
-                self._pending_client_ids.pop(key, None)
-            if error is not None:
-                log.error("message %s in %s was not stored: %s", message_id, room.id, error)
-                self._send_error(
-                    conn, ChatError("Message could not be stored", request_type=cmd.TYPE)
-                )
-                return
-            self._metrics.messages_acked += 1
-            if not conn.closed:
-                self._hub.send(conn, event("message_ack", ack))
-
+        committed = self._ack_when_stored(
+            conn,
+            user,
+            client_id,
+            {"clientId": client_id, "messageId": message_id, "seq": seq, "timestamp": timestamp},
+            lambda: self._pending_messages.pop(message_id, None),
+            cmd.TYPE,
+        )
         self._submit(
             ops.insert_message(
                 id=message_id,
@@ -449,27 +442,62 @@ class Chat:
                 lambda _error: self._attaching.pop(file_id, None),
             )
 
-    def _resend(self, conn: Connection, user: User, client_id: str) -> bool:
-        """A clientId seen before: re-ack (now or on commit) instead of storing it twice."""
-        key = (user.id, client_id)
-        if key in self._pending_client_ids:
-            return True  # still in flight: the ack goes to the original connection on commit
-        row = self._store.message_by_client_id(user.id, client_id)
+    def _resend(
+        self, conn: Connection, user: User, key: str, stored: Callable[[], Any | None]
+    ) -> bool:
+        """A clientId seen before: re-ack (now, or on commit) instead of storing it twice.
+
+        ``key`` is the clientId (prefixed by kind); ``stored`` looks the stored row up.
+        """
+        waiters = self._pending_client_ids.get((user.id, key))
+        if waiters is not None:
+            waiters.append(conn)  # still in flight: this connection is acked on commit too
+            return True
+        row = stored()
         if row is None:
             return False
-        self._hub.send(
-            conn,
-            event(
-                "message_ack",
-                {
-                    "clientId": client_id,
-                    "messageId": row.id,
-                    "seq": row.seq,
-                    "timestamp": row.created_at,
-                },
-            ),
-        )
+        ack = {
+            "clientId": row.client_id,
+            "messageId": row.id,
+            "seq": row.seq,
+            "timestamp": row.created_at,
+        }
+        self._hub.send(conn, event("message_ack", ack))
         return True
+
+    def _ack_when_stored(
+        self,
+        conn: Connection,
+        user: User,
+        key: str | None,
+        ack: dict[str, Any],
+        forget: Callable[[], object],
+        request_type: str,
+    ) -> Callable[[BaseException | None], None]:
+        """The writer's callback: ``message_ack`` to the sender (and resenders) once committed."""
+        waiters = [conn]
+        if key is not None:
+            self._pending_client_ids[(user.id, key)] = waiters
+
+        def committed(error: BaseException | None) -> None:
+            forget()
+            if key is not None:
+                self._pending_client_ids.pop((user.id, key), None)
+            if error is not None:
+                log.error("message %s was not stored: %s", ack["messageId"], error)
+                failure = StorageUnavailable(
+                    "Message could not be stored", request_type=request_type
+                )
+                for waiter in waiters:
+                    self._send_error(waiter, failure)
+                return
+            self._metrics.messages_acked += 1
+            payload = event("message_ack", ack)
+            for waiter in waiters:
+                if not waiter.closed:
+                    self._hub.send(waiter, payload)
+
+        return committed
 
     def _attachment(self, user: User, room: Room, cmd: p.SendMessage) -> dict[str, Any]:
         row = self._store.file(cmd.file_id)  # type: ignore[arg-type]
@@ -666,25 +694,10 @@ class Chat:
                 "You cannot message yourself", request_type=cmd.TYPE, field="targetUserId"
             )
         client_id = cmd.client_id
-        if client_id is not None:
-            key = (user.id, "dm:" + client_id)
-            if key in self._pending_client_ids:
-                return
-            row = self._store.dm_by_client_id(user.id, client_id)
-            if row is not None:
-                self._hub.send(
-                    conn,
-                    event(
-                        "message_ack",
-                        {
-                            "clientId": client_id,
-                            "messageId": row.id,
-                            "seq": row.seq,
-                            "timestamp": row.created_at,
-                        },
-                    ),
-                )
-                return
+        if client_id is not None and self._resend(
+            conn, user, "dm:" + client_id, lambda: self._store.dm_by_client_id(user.id, client_id)
+        ):
+            return
         self._check_capacity(cmd.TYPE)
         self._dm_seq = seq = self._dm_seq + 1
         dm_id = str(uuid.uuid4())
@@ -726,22 +739,14 @@ class Chat:
             "timestamp": timestamp,
         }
         self._pending_dms[dm_id] = record
-        ack = {"clientId": client_id, "messageId": dm_id, "seq": seq, "timestamp": timestamp}
-        key = (user.id, "dm:" + client_id) if client_id is not None else None
-        if key is not None:
-            self._pending_client_ids[key] = ack
-
-        def committed(error: BaseException | None) -> None:
-            self._pending_dms.pop(dm_id, None)
-            if key is not None:
-                self._pending_client_ids.pop(key, None)
-            if error is not None:
-                log.error("direct message %s was not stored: %s", dm_id, error)
-                self._send_error(
-                    conn, ChatError("Message could not be stored", request_type=cmd.TYPE)
-                )
-            elif not conn.closed:
-                self._hub.send(conn, event("message_ack", ack))
+        committed = self._ack_when_stored(
+            conn,
+            user,
+            "dm:" + client_id if client_id is not None else None,
+            {"clientId": client_id, "messageId": dm_id, "seq": seq, "timestamp": timestamp},
+            lambda: self._pending_dms.pop(dm_id, None),
+            cmd.TYPE,
+        )
 
         self._submit(
             ops.insert_dm(

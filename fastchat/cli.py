@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     create = user.add_parser("create", help="create an account (password from a prompt or stdin)")
     create.add_argument("username")
-    create.add_argument("--email", help="default: USERNAME@localhost")
+    create.add_argument("--email", help="default: USERNAME@localhost.invalid")
     create.add_argument("--role", choices=ROLES, default="user")
     set_role = user.add_parser("set-role", help="change an account's role")
     set_role.add_argument("username")
@@ -104,8 +104,10 @@ def _read_password() -> str:
 
 def _user_create(config: Config, username: str, email: str | None, role: str) -> int:
     password = _read_password()
+    # ".invalid" (RFC 2606): passes the email check and can never receive mail.
+    email = email or f"{username}@localhost.invalid"
     registration = validate_registration(
-        {"username": username, "email": email or f"{username}@localhost", "password": password}
+        {"username": username, "email": email, "password": password}
     )
     with _open_store(config) as store:
         if store.user_by_name(username) or store.user_by_login(normalize_email(registration.email)):

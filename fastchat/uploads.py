@@ -110,8 +110,9 @@ class Uploads:
         return _TempFileSink(self._dir, user, None)
 
     async def upload(self, request: Request, sink: BodySink | None) -> Response:
-        if not isinstance(sink, _TempFileSink):
-            raise ValidationError("The file must be the request body", field="body")
+        if not isinstance(sink, _TempFileSink):  # no sink: the body was empty
+            self._app.api_user(request)  # an anonymous request is refused as such first
+            raise ValidationError("The file is empty", field="body")
         sink.finish()
         if sink.error is not None:
             sink.abort()
@@ -152,13 +153,16 @@ class Uploads:
         row = self._app.store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
         if row is None:
             raise NotFound("File not found")
-        if row.room_id is None:
+        share = self._app.chat.file_share(row)
+        if share is None:
             if row.uploader_id != user.id:
                 raise NotFound("File not found")
         else:
-            room = self._app.hub.rooms.get(row.room_id)
+            room = self._app.hub.rooms.get(share[0])
             if room is None or (room.is_private and user.id not in room.member_ids):
                 raise Forbidden("You cannot see the room this file was posted in")
+            if self._app.chat.message_deleted(share[1]):
+                raise NotFound("File not found")
         path = self._dir / row.id
         data = path.read_bytes()  # files are at most uploads.max_bytes
         headers = [
