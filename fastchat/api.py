@@ -96,7 +96,7 @@ class StaticFiles:
             headers.append(("Content-Security-Policy", CLIENT_CSP))
         if request.header("if-none-match") == etag:
             return Response(304, b"", headers)
-        return Response(200, body if request.method == "GET" else b"", headers)
+        return Response(200, body, headers)
 
 
 class Api:

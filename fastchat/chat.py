@@ -505,6 +505,12 @@ class Chat:
             raise NotFound("File not found", request_type=cmd.TYPE)
         if row.message_id is not None or row.id in self._attaching:
             raise Conflict("This file is already attached to a message", request_type=cmd.TYPE)
+        if cmd.message_type == "image" and not row.content_type.startswith("image/"):
+            raise ValidationError(
+                "This file is not an image: send it as messageType file",
+                request_type=cmd.TYPE,
+                field="messageType",
+            )
         return {
             "id": row.id,
             "name": row.name,

@@ -64,12 +64,14 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     close: bool = False
+    content_length: int | None = None  # for HEAD: the length the GET body would have
 
     def encode(self, keep_alive: bool) -> bytes:
         lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, _REASONS.get(self.status, b"Unknown"))]
         for name, value in self.headers:
             lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
-        lines.append(b"Content-Length: %d\r\n" % len(self.body))
+        length = len(self.body) if self.content_length is None else self.content_length
+        lines.append(b"Content-Length: %d\r\n" % length)
         lines.append(b"Date: %s\r\n" % formatdate(usegmt=True).encode())
         lines.append(
             b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n"
@@ -306,6 +308,9 @@ class HttpProtocol(asyncio.Protocol):
                 response = error_response(500, "Internal server error")
             if not keep_alive:
                 response.close = True
+            if request.method == "HEAD":
+                response.content_length = len(response.body)
+                response.body = b""
             self._send(response)
         self._task = None
         if self._transport is not None and not self._transport.is_closing():

@@ -327,7 +327,6 @@ def _leave_room(d: _Fields) -> LeaveRoom:
 def _send_message(d: _Fields) -> SendMessage:
     t = "send_message"
     room_id = _id(d, t, "roomId")
-    content = _content(d, t)
     message_type = d.get("messageType")
     if message_type is None:
         message_type = "text"
@@ -339,6 +338,8 @@ def _send_message(d: _Fields) -> SendMessage:
             _fail(t, "fileId", "fileId is only allowed for image and file messages")
     elif file_id is None:
         _fail(t, "fileId", f"fileId is required for {message_type} messages")
+    # A caption is optional on attachments; text messages need content.
+    content = "" if message_type != "text" and d.get("content") in (None, "") else _content(d, t)
     return SendMessage(
         room_id, content, message_type, _opt_id(d, t, "replyTo"), _opt_id(d, t, "clientId"), file_id
     )

@@ -178,7 +178,7 @@ class Uploads:
         range_header = request.header("range")
         if range_header:
             return _ranged(data, range_header, headers)
-        return Response(200, data if request.method == "GET" else b"", headers)
+        return Response(200, data, headers)
 
 
 def _ascii(name: str) -> str:

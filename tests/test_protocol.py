@@ -577,3 +577,14 @@ def test_utc_now_iso_is_exact_across_second_changes(monkeypatch: pytest.MonkeyPa
         "2026-11-25T20:11:19.000Z",
         "2026-11-25T20:12:19.050Z",
     ]
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_attachment_caption_is_optional(content):
+    fields = {"type": "send_message", "roomId": "general", "messageType": "file", "fileId": "f1"}
+    if content is not None:
+        fields["content"] = content
+    cmd = p.parse(orjson.dumps(fields))
+    assert cmd.content == "" and cmd.file_id == "f1"
+    with pytest.raises(ValidationError):
+        p.parse(orjson.dumps({"type": "send_message", "roomId": "general", "content": content}))
