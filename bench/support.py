@@ -1,0 +1,97 @@
+"""Helpers shared by the microbenchmarks: typical payloads, configs, fake sockets, members."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fastchat.config import AuthConfig, Config, StorageConfig, WebSocketConfig
+from fastchat.hub import DEDICATED, PLAIN, Hub
+from fastchat.metrics import Metrics
+from fastchat.protocol import utc_now_iso
+from fastchat.ws.connection import Connection
+from fastchat.ws.deflate import ContextDeflater
+
+ROOM_SIZE = 1000
+USER_ID = "6f1c2d4e-8a9b-4c3d-9e2f-1a2b3c4d5e6f"
+ROOM_ID = "general"
+# A chat line of ordinary length: the encoded new_message event is ~440 bytes, above the
+# default compression threshold (256), so shared deflate applies to it.
+CONTENT = "Has anyone tried the new release yet? The fan-out numbers look really promising."
+
+
+def message_dict(seq: int, content: str = CONTENT) -> dict[str, Any]:
+    """A room message shaped exactly as ``Chat.send_message`` builds it."""
+    return {
+        "id": str(uuid.uuid4()),
+        "seq": seq,
+        "roomId": ROOM_ID,
+        "userId": USER_ID,
+        "username": "alice_wonder",
+        "avatar_url": None,
+        "content": content,
+        "messageType": "text",
+        "replyTo": None,
+        "clientId": str(uuid.uuid4()),
+        "timestamp": utc_now_iso(),
+        "edited": False,
+    }
+
+
+def new_message_event(seq: int) -> bytes:
+    """The encoded ``new_message`` broadcast, as ``Chat.send_message`` encodes it."""
+    return orjson.dumps({"type": "new_message", "data": {"message": message_dict(seq)}})
+
+
+def bench_config(data_dir: Path, **storage: Any) -> Config:
+    """A Config whose data lives in ``data_dir``; ``storage`` overrides StorageConfig fields."""
+    return Config(
+        storage=StorageConfig(
+            path=data_dir / "fastchat.db", uploads_dir=data_dir / "uploads", **storage
+        ),
+        auth=AuthConfig(jwt_secret="b" * 32, bcrypt_rounds=4, bcrypt_threads=1),
+    )
+
+
+class FakeTransport:
+    """Stands in for the socket transport under a Connection: counts what it is given."""
+
+    __slots__ = ("bytes", "last", "writes")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.writes = 0
+        self.last = b""
+
+    def write(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.writes += 1
+        self.last = data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def make_members(
+    hub: Hub, metrics: Metrics, count: int = ROOM_SIZE, compress: int = PLAIN
+) -> list[Connection]:
+    """``count`` real Connections over fake transports, authenticated as distinct users."""
+    config = WebSocketConfig()
+    members = []
+    for i in range(count):
+        conn = Connection(
+            hub,
+            None,  # type: ignore[arg-type]  # no incoming frames in these benchmarks
+            config,
+            metrics,
+            client=f"10.0.{i // 250}.{i % 250}",
+            compress=compress,
+            deflater=ContextDeflater(15) if compress == DEDICATED else None,
+        )
+        conn.raw = FakeTransport()  # type: ignore[assignment]
+        conn.user_id = f"user-{i}"
+        members.append(conn)
+    return members

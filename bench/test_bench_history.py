@@ -1,0 +1,81 @@
+"""History pages served from memory: ``Chat._page`` over a full 500-message cache.
+
+The Chat is the real one, built by :class:`fastchat.app.App` over a temporary database;
+the room's cache is filled with 500 messages so no page below touches SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench.support import ROOM_ID, bench_config, message_dict
+from fastchat.app import App
+from fastchat.chat import Chat
+from fastchat.hub import Room
+
+CACHE = 500
+LIMIT = 50
+
+
+async def _app(data_dir: Path) -> App:
+    return App(bench_config(data_dir, history_cache=CACHE))
+
+
+@pytest.fixture
+def chat_room(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> Iterator[tuple[Chat, Room]]:
+    """The real Chat and its 'general' room, whose cache holds seqs 1..500."""
+    app = loop.run_until_complete(_app(tmp_path))
+    room = app.hub.rooms[ROOM_ID]
+    room.history = deque((message_dict(seq) for seq in range(1, CACHE + 1)), maxlen=CACHE)
+    room.seq = CACHE
+    yield app.chat, room
+    assert loop.run_until_complete(app.close(5.0)) == 0
+
+
+@pytest.mark.benchmark(group="history")
+def test_page_before(benchmark, chat_room: tuple[Chat, Room]) -> None:
+    chat, room = chat_room
+    messages, has_more = benchmark(chat._page, room, 400, None, LIMIT)
+    assert [m["seq"] for m in messages] == list(range(350, 400))
+    assert has_more
+
+
+@pytest.mark.benchmark(group="history")
+def test_page_latest(benchmark, chat_room: tuple[Chat, Room]) -> None:
+    chat, room = chat_room
+    messages, has_more = benchmark(chat._page, room, None, None, LIMIT)
+    assert [m["seq"] for m in messages] == list(range(451, 501))
+    assert has_more
+
+
+@pytest.mark.benchmark(group="history")
+def test_page_after_catch_up(benchmark, chat_room: tuple[Chat, Room]) -> None:
+    """``join_room`` with ``since``: the messages missed while disconnected."""
+    chat, room = chat_room
+    messages, has_more = benchmark(chat._page, room, None, 450, LIMIT)
+    assert [m["seq"] for m in messages] == list(range(451, 501))
+    assert not has_more
+
+
+@pytest.mark.benchmark(group="history")
+def test_page_before_encoded(benchmark, chat_room: tuple[Chat, Room]) -> None:
+    """What a ``get_room_history`` reply costs in all: the page plus its encoding."""
+    chat, room = chat_room
+
+    def reply() -> bytes:
+        messages, has_more = chat._page(room, 400, None, LIMIT)
+        return orjson.dumps(
+            {
+                "type": "room_history",
+                "data": {"roomId": room.id, "messages": messages, "hasMore": has_more},
+            }
+        )
+
+    payload = benchmark(reply)
+    assert len(orjson.loads(payload)["data"]["messages"]) == LIMIT

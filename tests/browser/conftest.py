@@ -1,0 +1,92 @@
+"""Fixtures for the browser tests: one headless Chromium per module and a sign-up helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from chatpage import PASSWORD, Person, SignUp, unique_name
+from playwright import sync_api
+
+CHROMIUM = os.environ.get("FASTCHAT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    """A headless Chromium (the system one: no browser download)."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"Chromium not found at {CHROMIUM}")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    """The folder for screenshots (gitignored)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture
+def sign_up(browser: sync_api.Browser, module_server) -> Iterator[SignUp]:
+    """Factory: ``sign_up(prefix, viewport=None, route_ws=None, existing=None)`` registers a
+    new user (or signs in as the ``existing`` one) in a fresh browser context through the
+    form and waits for the live connection.
+
+    ``route_ws``, when given, sees every WebSocket the page opens (a man in the middle).
+    Contexts are closed at the end; uncaught page errors fail the test.
+    """
+    people: list[Person] = []
+
+    def make(
+        prefix: str,
+        viewport: dict[str, int] | None = None,
+        route_ws: Callable[[sync_api.WebSocketRoute], None] | None = None,
+        existing: str | None = None,
+    ) -> Person:
+        context = browser.new_context(viewport=viewport or {"width": 1200, "height": 800})
+        page = context.new_page()
+        if route_ws is not None:
+            page.route_web_socket(lambda url: url.endswith("/ws"), route_ws)
+        person = Person(page=page, username=existing or unique_name(prefix), user_id="")
+        page.on("pageerror", lambda exc: person.errors.append(str(exc)))
+        people.append(person)
+        page.goto(module_server.base_url + "/")
+        if existing:
+            page.fill("#login-username", existing)
+            page.fill("#login-password", PASSWORD)
+            page.click("#login-form button[type=submit]")
+        else:
+            page.click("#show-register")
+            page.fill("#register-username", person.username)
+            page.fill("#register-email", f"{person.username}@example.com")
+            page.fill("#register-password", PASSWORD)
+            page.click("#register-form button[type=submit]")
+        sync_api.expect(page.locator("#connection-status")).to_have_attribute(
+            "data-state", "connected"
+        )
+        session = json.loads(page.evaluate("localStorage.getItem('fastchat.session')"))
+        person.user_id = session["user"]["id"]
+        return person
+
+    yield make
+    errors = {p.username: p.errors for p in people if p.errors}
+    for person in people:
+        person.page.context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
