@@ -199,13 +199,18 @@ class Chat:
 
     # --- connection lifecycle -------------------------------------------------------------
 
-    def authenticate(self, conn: Connection, cmd: p.Authenticate) -> User:
+    def identify(self, cmd: p.Authenticate) -> User:
+        """The account behind a token; raises InvalidToken or Banned."""
         claims = self._tokens.verify(cmd.token)
         user = self.user(claims.user_id)
         if user is None:
             raise InvalidToken("User not found", request_type=cmd.TYPE)
         if user.is_banned(time.time()):
             raise Banned("This account is banned", request_type=cmd.TYPE)
+        return user
+
+    def authenticate(self, conn: Connection, user: User) -> None:
+        """Bind ``conn`` to ``user``: ``authenticated`` reply, presence, last seen."""
         conns = self._hub.users.setdefault(user.id, set())
         first = not conns
         conns.add(conn)
@@ -217,7 +222,6 @@ class Chat:
         if first:
             self._presence(user, "online")
         self._writer.submit(ops.touch_last_seen(user.id, utc_now_iso()))
-        return user
 
     def disconnect(self, conn: Connection, user: User) -> None:
         for room in list(conn.rooms):

@@ -151,16 +151,15 @@ class Sessions:
         if not isinstance(cmd, p.Authenticate):
             raise AuthRequired("Authentication required", request_type=cmd.TYPE)
         try:
-            user = self._chat.authenticate(conn, cmd)
+            user = self._chat.identify(cmd)
         except Banned as err:
             self._hub.send(conn, p.error_event(err))
             conn.close(CLOSE_BANNED, "banned")
             return
         if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
-            self._chat.disconnect(conn, user)
-            conn.user_id = None
             conn.close(CLOSE_POLICY_VIOLATION, "too many connections for this user")
             return
+        self._chat.authenticate(conn, user)
         session.user = user
         if session.auth_timer is not None:
             session.auth_timer.cancel()

@@ -132,6 +132,7 @@ async def test_connection_caps_per_address_and_per_user(make_server):
     third = await ChatClient.connect(server.ws_url)
     third.send(type="authenticate", token=account["token"])
     assert await third.closed() == 1008  # a third connection of the same user
+    assert all(event["type"] != "authenticated" for event in third.seen + third.drain())
     anonymous = await ChatClient.connect(server.ws_url)  # the address's third connection
     refused = await raw_connect(server.ws_url)
     assert await refused.closed() == 1013  # a fourth from the same address

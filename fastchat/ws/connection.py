@@ -42,7 +42,8 @@ _TEXT = WSMsgType.TEXT
 _CONTINUATION = WSMsgType.CONTINUATION
 _BINARY = WSMsgType.BINARY
 _CLOSE = WSMsgType.CLOSE
-_SLOW_CLOSE_GRACE_SECONDS = 2.0
+_PING = WSMsgType.PING
+_CLOSE_TIMEOUT_SECONDS = 2.0  # longest wait for the peer's side of the closing handshake
 
 
 class MessageHandler(Protocol):
@@ -145,6 +146,13 @@ class Connection(WSListener):
         msg_type = frame.msg_type
         self.idle = 0  # keepalive.ACTIVE: the peer is alive
         self._metrics.frames_in += 1
+        if self.closed:  # our close frame is out: wait for the peer's, ignore the rest
+            if msg_type is _CLOSE:
+                transport.disconnect()
+            return
+        if frame.rsv2 or frame.rsv3:  # no extension defines them (RFC 6455 section 5.2)
+            self.close(CLOSE_PROTOCOL_ERROR, "reserved bits set")
+            return
         if msg_type is _TEXT:
             if frame.fin and not self._fragments:
                 if frame.rsv1:
@@ -170,11 +178,15 @@ class Connection(WSListener):
                 self.close(CLOSE_PROTOCOL_ERROR, "RSV1 on a continuation frame")
                 return
             self._add_fragment(frame)
-        elif msg_type is _CLOSE:
-            self._on_close_frame(frame)
         elif msg_type is _BINARY:
             self.close(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
-        # picows answers PINGs; a PONG only marks the peer alive (above).
+        elif frame.rsv1:  # RFC 7692 section 6: RSV1 belongs to data frames only
+            self.close(CLOSE_PROTOCOL_ERROR, "RSV1 on a control frame")
+        elif msg_type is _PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif msg_type is _CLOSE:
+            self._on_close_frame(frame)
+        # A PONG only marks the peer alive (above).
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -289,10 +301,12 @@ class Connection(WSListener):
             self.close(CLOSE_POLICY_VIOLATION, "slow consumer", slow=True)
 
     def close(self, code: int, reason: str = "", *, slow: bool = False) -> None:
-        """Send a close frame and disconnect gracefully.
+        """Start the closing handshake (RFC 6455 section 7): our close frame, then FIN.
 
-        ``slow`` (a consumer over its limit) drops what is still queued here; what the
-        kernel and transport already hold is given a short grace period, then aborted.
+        The socket stays open for reading until the peer answers or a timeout: closing it
+        with the peer's data unread would reset the connection and could destroy the close
+        frame before the peer reads it. ``slow`` (a consumer over its limit) drops what is
+        still queued here and gives the rest a short grace period before aborting.
         """
         if self.closed or self.transport is None:
             return
@@ -305,6 +319,8 @@ class Connection(WSListener):
         raw = self.raw
         assert raw is not None
         raw.write(build_close_frame(code, reason))
-        self.transport.disconnect()
-        if slow:
-            self._hub.loop.call_later(_SLOW_CLOSE_GRACE_SECONDS, raw.abort)
+        if slow or not raw.can_write_eof():
+            raw.close()
+        else:
+            raw.write_eof()
+        self._hub.loop.call_later(_CLOSE_TIMEOUT_SECONDS, raw.abort)

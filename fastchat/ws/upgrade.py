@@ -37,9 +37,11 @@ def raw_request(request: Request) -> bytes:
     lines.extend(
         name + b": " + value + b"\r\n"
         for name, value in request.raw_headers
-        if name.lower() in _HANDSHAKE_HEADERS
+        if name.lower() in _HANDSHAKE_HEADERS and name.lower() != b"connection"
     )
-    lines.append(b"\r\n")
+    # httptools has accepted the upgrade; picows wants exactly "Upgrade", while browsers
+    # may send a list such as Firefox's "keep-alive, Upgrade".
+    lines.append(b"Connection: Upgrade\r\n\r\n")
     return b"".join(lines)
 
 
@@ -71,7 +73,7 @@ def hand_over(
         config.ping_interval_seconds,
         config.ping_timeout_seconds,
         WSAutoPingStrategy.PING_WHEN_IDLE,
-        True,  # answer pings
+        False,  # pings are answered by the listener, after checking reserved bits
         config.max_message_bytes,
         None,
         config.read_buffer_bytes,
