@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
     from fastchat.ws.connection import Connection
 
 log = logging.getLogger("fastchat.chat")
+
+_seq = itemgetter("seq")
 
 TYPING_EXPIRES_SECONDS = 6.0
 CATCH_UP_LIMIT = 200
@@ -647,14 +652,16 @@ class Chat:
         # A cache that never filled up holds every message the room has.
         complete = len(history) < self._history_cache
         if after is not None:
-            newer = [m for m in history if m["seq"] > after]
+            start = bisect_right(history, after, key=_seq)
+            newer = list(islice(history, start, start + limit + 1))
             if not complete and not (history and history[0]["seq"] <= after + 1):
                 rows = self._store.messages_page(room.id, after=after, limit=limit + 1)
                 merged = {m["seq"]: m for m in map(self._message_from_row, rows)}
                 merged.update((m["seq"], m) for m in newer)
                 newer = [merged[seq] for seq in sorted(merged)]
             return newer[:limit], len(newer) > limit
-        older = [m for m in history if before is None or m["seq"] < before]
+        end = len(history) if before is None else bisect_left(history, before, key=_seq)
+        older = list(islice(history, max(0, end - limit - 1), end))
         if len(older) <= limit and not complete:
             rows = self._store.messages_page(
                 room.id,

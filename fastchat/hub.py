@@ -137,7 +137,10 @@ class Hub:
 
     def send(self, conn: Connection, payload: bytes, *, droppable: bool = False) -> None:
         """Queue ``payload`` for one connection (replies, acks, errors)."""
-        if conn.closed or (droppable and conn.paused):
+        if conn.closed:
+            return
+        if droppable and conn.paused:
+            self._metrics.dropped_events += 1
             return
         compress = conn.compress
         if compress == PLAIN or len(payload) < self._threshold:
@@ -217,21 +220,32 @@ class Hub:
         room._special = []
 
     def _flush_special(self, room: Room, plain: bytes, zplain: bytes | None) -> int:
-        """Slow path: some entries are droppable or exclude someone, or a member deflates alone."""
-        special = {index: (droppable, excluded) for index, droppable, excluded in room._special}
+        """Some entries are droppable or exclude someone, or a member deflates alone.
+
+        Only the connections concerned (excluded, paused, or with their own compressor)
+        get bytes of their own; everyone else still shares the joined batch.
+        """
+        special = room._special
+        concerned: set[Connection] = set()
+        droppable = False
+        for _, entry_droppable, excluded in special:
+            concerned.update(excluded)
+            droppable = droppable or entry_droppable
         recipients = 0
         for conn in room.conns:
             compress = conn.compress
-            skip = [
-                index
-                for index, (droppable, excluded) in special.items()
-                if conn in excluded or (droppable and conn.paused)
-            ]
-            if not skip and compress != DEDICATED:
+            if compress != DEDICATED and conn not in concerned and not (droppable and conn.paused):
                 conn.deliver(zplain if compress else plain)
                 recipients += 1
                 continue
-            blob = self._variant(room, conn, set(skip))
+            skip = {
+                index
+                for index, entry_droppable, excluded in special
+                if conn in excluded or (entry_droppable and conn.paused)
+            }
+            if droppable and conn.paused:
+                self._metrics.dropped_events += sum(1 for _, d, _ in special if d)
+            blob = self._variant(room, conn, skip)
             if blob:
                 conn.deliver(blob)
                 recipients += 1

@@ -2,9 +2,13 @@
 
 Pure (no I/O) and on the hot path: every incoming frame goes through :func:`parse`, which
 decodes with orjson and dispatches on ``type`` through a dict of per-type parsers. Each
-parser validates its fields and builds a frozen command; anything wrong raises a
+parser validates its fields and builds a command; anything wrong raises a
 :class:`~fastchat.errors.ChatError` subclass naming the request type and the wire field.
 Unknown extra fields are ignored, and an optional field sent as ``null`` counts as absent.
+
+Commands are slotted dataclasses that nobody mutates; they are not ``frozen`` because a
+frozen dataclass sets each field through ``object.__setattr__``, which made building one
+about 5x slower (2.5 vs 0.5 µs for SendMessage) — the largest part of a parse.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ MESSAGE_TYPES = frozenset({"text", "image", "file"})
 ROLES = frozenset({"user", "moderator", "admin"})
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Authenticate:
     """Log this connection in with a JWT."""
 
@@ -38,7 +42,7 @@ class Authenticate:
     token: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class JoinRoom:
     """Join a room; with ``since``, also replay every message with a greater seq."""
 
@@ -47,7 +51,7 @@ class JoinRoom:
     since: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class LeaveRoom:
     """Leave a room."""
 
@@ -55,7 +59,7 @@ class LeaveRoom:
     room_id: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SendMessage:
     """Post a message to a room; ``file_id`` is set exactly for image/file messages."""
 
@@ -68,7 +72,7 @@ class SendMessage:
     file_id: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class EditMessage:
     """Replace the content of one's own message."""
 
@@ -77,7 +81,7 @@ class EditMessage:
     content: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class DeleteMessage:
     """Delete a message."""
 
@@ -85,7 +89,7 @@ class DeleteMessage:
     message_id: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class GetRoomHistory:
     """Page through a room's messages by seq (``before``/``after`` are exclusive)."""
 
@@ -96,7 +100,7 @@ class GetRoomHistory:
     after: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Typing:
     """``typing_start`` (``typing=True``) or ``typing_stop`` (``typing=False``)."""
 
@@ -109,7 +113,7 @@ class Typing:
         return "typing_start" if self.typing else "typing_stop"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class PrivateMessage:
     """Send a direct message to another user."""
 
@@ -119,7 +123,7 @@ class PrivateMessage:
     client_id: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class GetPrivateHistory:
     """Page through the direct messages with one user by dm seq."""
 
@@ -129,7 +133,7 @@ class GetPrivateHistory:
     before: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class CreateRoom:
     """Create a room; ``name`` is stripped."""
 
@@ -139,7 +143,7 @@ class CreateRoom:
     is_private: bool = False
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class InviteToRoom:
     """Add a user to a (private) room."""
 
@@ -148,7 +152,7 @@ class InviteToRoom:
     user_id: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class KickUser:
     """Remove a user from a room."""
 
@@ -158,7 +162,7 @@ class KickUser:
     reason: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class MuteUser:
     """Stop a user posting in a room for a while."""
 
@@ -168,7 +172,7 @@ class MuteUser:
     duration_seconds: int
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class BanUser:
     """Ban a user from the server; ``duration_seconds=None`` means permanently."""
 
@@ -178,7 +182,7 @@ class BanUser:
     duration_seconds: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class UnbanUser:
     """Lift a ban."""
 
@@ -186,7 +190,7 @@ class UnbanUser:
     user_id: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SetRole:
     """Change a user's server-wide role."""
 
@@ -195,7 +199,7 @@ class SetRole:
     role: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Ping:
     """App-level ping, answered with ``pong``."""
 

@@ -323,3 +323,32 @@ async def test_garbage_frames_never_break_others(server, frame):
     bob.send(type="send_message", roomId="general", content="unaffected")
     assert (await bob.expect("new_message"))["message"]["content"] == "unaffected"
     await asyncio.gather(alice.close(), bob.close())
+
+
+async def test_history_pages_across_memory_and_disk(make_server):
+    server = make_server(storage={"history_cache": 5})
+    alice, _ = await joined(server.ws_url, server.base_url)
+    for i in range(12):
+        alice.send(type="send_message", roomId="general", content=f"m{i}", clientId=f"h{i}")
+        await alice.expect("message_ack", clientId=f"h{i}")
+    seqs: list[int] = []
+    before = None
+    while True:
+        request = {"type": "get_room_history", "roomId": "general", "limit": 4}
+        if before is not None:
+            request["before"] = before
+        alice.send(**request)
+        page = await alice.expect("room_history")
+        seqs = [m["seq"] for m in page["messages"]] + seqs
+        if not page["hasMore"]:
+            break
+        before = page["messages"][0]["seq"]
+    assert seqs == list(range(1, 13))
+    alice.send(type="get_room_history", roomId="general", after=2, limit=20)
+    newer = await alice.expect("room_history")
+    assert [m["content"] for m in newer["messages"]] == [f"m{i}" for i in range(2, 12)]
+    assert newer["hasMore"] is False
+    alice.send(type="get_room_history", roomId="general", after=2, limit=3)
+    first = await alice.expect("room_history")
+    assert [m["seq"] for m in first["messages"]] == [3, 4, 5] and first["hasMore"] is True
+    await alice.close()
