@@ -156,8 +156,8 @@ def test_parse_valid(msg: dict[str, Any], expected: p.Command) -> None:
 def test_parse_accepts_str_bytes_and_buffers() -> None:
     msg = '{"type":"leave_room","roomId":"r1"}'
     raw = msg.encode()
-    parsed = {p.parse(msg), p.parse(raw), p.parse(bytearray(raw)), p.parse(memoryview(raw))}
-    assert parsed == {p.LeaveRoom("r1")}
+    parsed = [p.parse(msg), p.parse(raw), p.parse(bytearray(raw)), p.parse(memoryview(raw))]
+    assert parsed == [p.LeaveRoom("r1")] * 4
 
 
 def test_every_wire_type_is_covered_by_valid_table() -> None:
@@ -165,10 +165,10 @@ def test_every_wire_type_is_covered_by_valid_table() -> None:
     assert len(p.COMMAND_TYPES) == 19
 
 
-def test_commands_are_frozen() -> None:
+def test_commands_are_slotted() -> None:
     cmd = p.parse(enc({"type": "leave_room", "roomId": RID}))
     with pytest.raises(AttributeError):
-        cmd.room_id = "other"  # type: ignore[misc]
+        cmd.not_a_field = "other"  # type: ignore[attr-defined]
 
 
 # --- invalid fields -------------------------------------------------------------------------
