@@ -30,7 +30,6 @@ from loadtest.wsraw import RawClient, connect
 
 CONNECTIONS_PER_ACCOUNT = 20  # the server's default max_connections_per_user
 SETUP_CONCURRENCY = 200
-ACK_WINDOW = 64  # saturate mode: unacknowledged messages allowed per publisher
 DRAIN_SECONDS = 5.0
 _NEW_MESSAGE = b'{"type":"new_message"'
 _ACK = b'{"type":"message_ack"'
@@ -182,6 +181,7 @@ class Publisher:
         self.sent_in_window = 0
         self.acked = 0
         self.errors: collections.Counter[str] = collections.Counter()
+        self.send_lag: list[int] = []
         self.window = (0, 0)
         self.wake = asyncio.Event()
         client.on_message = self.on_message
@@ -200,6 +200,9 @@ class Publisher:
 
     def send(self, scheduled: list[int]) -> None:
         """Send one message per scheduled time (monotonic ns) in one write."""
+        if self.window[0] <= scheduled[0] < self.window[1]:
+            # How late the generator itself is: part of the measured latency, shown apart.
+            self.send_lag.append(time.monotonic_ns() - scheduled[0])
         frames = []
         for at in scheduled:
             self.sent += 1
@@ -215,15 +218,15 @@ class Publisher:
             frames.append(orjson.dumps(message))
         self.client.send_many(frames)
 
-    async def saturate(self, stop: asyncio.Event) -> None:
-        """As fast as the acks come back, at most ACK_WINDOW messages in flight."""
+    async def saturate(self, stop: asyncio.Event, window: int) -> None:
+        """As fast as the acks come back, at most ``window`` messages in flight."""
         while not stop.is_set():
-            room = ACK_WINDOW - (self.sent - self.settled)
+            room = window - (self.sent - self.settled)
             if room > 0:
                 now = time.monotonic_ns()
                 self.send([now] * room)
             self.wake.clear()
-            if self.sent - self.settled >= ACK_WINDOW:
+            if self.sent - self.settled >= window:
                 try:
                     await asyncio.wait_for(self.wake.wait(), 0.5)
                 except TimeoutError:
@@ -271,6 +274,7 @@ class Children:
                 "-m",
                 "loadtest.fanout",
                 "--child",
+                cwd=procs.ROOT,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
@@ -414,7 +418,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     if args.rate > 0:
         tasks = [asyncio.create_task(p.fixed_rate(stop, start, args.rate, len(pubs))) for p in pubs]
     else:
-        tasks = [asyncio.create_task(p.saturate(stop)) for p in pubs]
+        tasks = [asyncio.create_task(p.saturate(stop, args.window)) for p in pubs]
     await asyncio.sleep(args.warmup)
     before = _snapshot(target, receivers, pubs, await children.ask(b"snap"))
     await asyncio.sleep(args.seconds)
@@ -454,6 +458,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         "expected_deliveries_per_s": round(accepted * args.clients),
         "latency_ms": _percentiles(sampler.latencies),
         "latency_samples": len(sampler.latencies),
+        "send_lag_ms": _percentiles([lag for p in pubs for lag in p.send_lag]),
         "sample_expected": sum(p.sent_in_window for p in pubs) * sampled,
         "server_cpu_pct": round(100 * (after.server_cpu - before.server_cpu) / elapsed, 1)
         if after.server_cpu is not None and before.server_cpu is not None
@@ -501,6 +506,10 @@ async def run_idle(target: Target, args: argparse.Namespace) -> dict[str, Any]:
 # --- output and entry point -----------------------------------------------------------------
 
 
+def _brief(percentiles: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.2f}" for k, v in percentiles.items()) or "no samples"
+
+
 def describe(result: dict[str, Any]) -> str:
     """A human-readable block for one result."""
     if result.get("mode") == "idle-memory":
@@ -513,8 +522,7 @@ def describe(result: dict[str, Any]) -> str:
             + (f" ({result['closed_early']} closed early!)" if result["closed_early"] else "")
         )
     r = result
-    lat = r["latency_ms"]
-    latency = " ".join(f"{k} {v:.2f}" for k, v in lat.items()) if lat else "no samples"
+    latency = _brief(r["latency_ms"])
     expected = r["sample_expected"]
     got = f"{100 * r['latency_samples'] / expected:.1f}%" if expected else "-"
     cpu = "?" if r["server_cpu_pct"] is None else r["server_cpu_pct"]
@@ -528,6 +536,7 @@ def describe(result: dict[str, Any]) -> str:
             f"deliveries {r['deliveries_per_s']:,}/s "
             f"(accepted x clients = {r['expected_deliveries_per_s']:,}/s)",
             f"  latency ms {latency}  (n={r['latency_samples']:,}, {got} of sampled deliveries)",
+            f"  generator send lag ms {_brief(r['send_lag_ms'])} (included in the latency)",
             f"  server cpu {cpu}%  rss {rss} MiB"
             f"  generator cpu {r['generator_cpu_pct']}% per process",
             f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}",
@@ -550,6 +559,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--rate", type=float, default=0.0, help="total messages/s offered; 0 = saturate")
     add("--seconds", type=float, default=10.0, help="measuring window")
     add("--warmup", type=float, default=2.0)
+    add("--window", type=int, default=64, help="saturate: unacked messages per publisher")
     add("--size", type=int, default=100, help="message content bytes")
     add("--room", help="room id to use (default: a fresh public room via create_room)")
     add("--compression", action="store_true", help="receivers offer permessage-deflate")

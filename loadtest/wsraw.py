@@ -17,6 +17,7 @@ import base64
 import hashlib
 import random
 import socket
+import struct
 import time
 import zlib
 from collections.abc import Callable
@@ -24,11 +25,15 @@ from collections.abc import Callable
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SHARED_BUFFER = bytearray(256 * 1024)
 _SHARED_VIEW = memoryview(_SHARED_BUFFER)
-_TEXT, _TEXT_DEFLATED = 0x81, 0xC1
+_HEAD = struct.Struct(">BBH")  # opcode byte, length byte, 16-bit extended length
 _OP_CLOSE, _OP_PING = 0x8, 0x9
 _MAX_HEAD = 16 * 1024
 
 OnMessage = Callable[[bytes, int], None]
+
+
+def ignore(_payload: bytes, _received_ns: int) -> None:
+    """The default handler: stay in message mode (keeps the inflater in sync) and drop it."""
 
 
 class HandshakeError(Exception):
@@ -74,7 +79,7 @@ class RawClient(asyncio.BufferedProtocol):
     def __init__(self, host: str, port: int, path: str, *, compression: bool = False):
         self.frames = 0
         self.close_code: int | None = None
-        self.on_message: OnMessage | None = None
+        self.on_message: OnMessage | None = ignore
         self.transport: asyncio.Transport | None = None
         self.deflate = False
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -179,33 +184,31 @@ class RawClient(asyncio.BufferedProtocol):
 
     def _count(self, buf: bytes | bytearray, pos: int, end: int) -> None:
         if self._head:
-            buf = self._head + bytes(buf[pos:end])
+            # Finish the frame whose header was cut: at most 10 header + 125 control bytes.
+            head = self._head
+            joined = head + bytes(buf[pos : min(end, pos + 136)])
             self._head = b""
-            pos, end = 0, len(buf)
+            nxt = self._frame(joined, 0, len(joined))
+            if nxt < 0:
+                self._head = joined
+                return
+            pos += nxt - len(head)
         pos += self._skip
         frames = 0
-        while pos + 2 <= end:
-            op = buf[pos]
-            n = buf[pos + 1]
-            if n < 126:
-                nxt = pos + 2 + n
-            elif n == 126:
-                if pos + 4 > end:
+        unpack = _HEAD.unpack_from
+        while True:
+            limit = end - 4
+            while pos <= limit:  # the fast path: text frames with 7- or 16-bit lengths
+                op, n, ext = unpack(buf, pos)
+                if (op != 0x81 and op != 0xC1) or n == 127:  # literals: no global lookups
                     break
-                nxt = pos + 4 + (buf[pos + 2] << 8 | buf[pos + 3])
-            else:
-                if pos + 10 > end:
-                    break
-                nxt = pos + 10 + int.from_bytes(buf[pos + 2 : pos + 10], "big")
-            if op != _TEXT and op != _TEXT_DEFLATED:
-                if op & 0x0F >= 8:
-                    if nxt > end:
-                        break  # control frames are small: keep it whole for the next read
-                    self._control(op & 0x0F, bytes(buf[pos + 2 : nxt]))
-                elif op & 0x80:
-                    frames += 1
-            else:
+                pos += 4 + ext if n == 126 else 2 + n
                 frames += 1
+            if pos >= end:
+                break
+            nxt = self._frame(buf, pos, end)
+            if nxt < 0:
+                break
             pos = nxt
         self.frames += frames
         if pos < end:
@@ -213,6 +216,30 @@ class RawClient(asyncio.BufferedProtocol):
             self._skip = 0
         else:
             self._skip = pos - end
+
+    def _frame(self, buf: bytes | bytearray, pos: int, end: int) -> int:
+        """Walk one frame of any kind; returns where the next starts, -1 if the header is cut."""
+        if pos + 2 > end:
+            return -1
+        op = buf[pos]
+        n = buf[pos + 1]
+        if n < 126:
+            nxt = pos + 2 + n
+        elif n == 126:
+            if pos + 4 > end:
+                return -1
+            nxt = pos + 4 + (buf[pos + 2] << 8 | buf[pos + 3])
+        else:
+            if pos + 10 > end:
+                return -1
+            nxt = pos + 10 + int.from_bytes(buf[pos + 2 : pos + 10], "big")
+        if op & 0x0F >= 8:
+            if nxt > end:
+                return -1  # control frames are small: keep it whole for the next read
+            self._control(op & 0x0F, bytes(buf[pos + 2 : nxt]))
+        elif op & 0x80:
+            self.frames += 1
+        return nxt
 
     # --- message mode ---------------------------------------------------------------------
 
@@ -278,7 +305,7 @@ async def connect(
     *,
     compression: bool = False,
     local_addr: tuple[str, int] | None = None,
-    on_message: OnMessage | None = None,
+    on_message: OnMessage | None = ignore,
     timeout: float = 15.0,
 ) -> RawClient:
     """Open a TCP connection and complete the WebSocket upgrade."""
