@@ -133,7 +133,7 @@ class Api:
     async def handle(self, request: Request, sink: BodySink | None) -> Response:
         self._app.metrics.http_requests += 1
         origin = request.header("origin")
-        if request.method == "OPTIONS":
+        if request.method == "OPTIONS" and request.path.startswith("/api/"):
             return self._preflight(request, origin)
         try:
             response = await self._dispatch(request, sink)

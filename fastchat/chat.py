@@ -108,8 +108,8 @@ class Chat:
         self._history_cache = config.storage.history_cache
         self._queue_max = config.storage.queue_max
         self._users: dict[str, User] = {}
-        # (user id, client id) -> connections to ack once the message is committed
-        self._pending_client_ids: dict[tuple[str, str], list[Connection]] = {}
+        # (user id, client id) -> (connections to ack once committed, room or DM target)
+        self._pending_client_ids: dict[tuple[str, str], tuple[list[Connection], str]] = {}
         self._pending_messages: dict[str, tuple[Room, dict[str, Any]]] = {}
         self._pending_dms: dict[str, dict[str, Any]] = {}
         self._mutes: dict[tuple[str, str], float] = {}
@@ -373,16 +373,23 @@ class Chat:
 
     def send_message(self, conn: Connection, user: User, cmd: p.SendMessage) -> None:
         room = self._in_room(cmd.room_id, conn, cmd.TYPE)
+        client_id = cmd.client_id
+        # A resend is answered before the mute check: it is already stored (or in flight).
+        if client_id is not None and self._resend(
+            conn,
+            user,
+            client_id,
+            room.id,
+            lambda: self._store.message_by_client_id(user.id, client_id),
+            lambda row: row.room_id,
+            cmd.TYPE,
+        ):
+            return
         until = self._mutes.get((room.id, user.id))
         if until is not None:
             if until > time.time():
                 raise Muted("You are muted in this room", request_type=cmd.TYPE)
             del self._mutes[(room.id, user.id)]
-        client_id = cmd.client_id
-        if client_id is not None and self._resend(
-            conn, user, client_id, lambda: self._store.message_by_client_id(user.id, client_id)
-        ):
-            return
         self._check_capacity(cmd.TYPE, 1 if cmd.file_id is None else 2)
         if cmd.reply_to is not None:
             original = self._find_message(cmd.reply_to)
@@ -424,6 +431,7 @@ class Chat:
             conn,
             user,
             client_id,
+            room.id,
             {"clientId": client_id, "messageId": message_id, "seq": seq, "timestamp": timestamp},
             lambda: self._pending_messages.pop(message_id, None),
             cmd.TYPE,
@@ -452,19 +460,35 @@ class Chat:
             )
 
     def _resend(
-        self, conn: Connection, user: User, key: str, stored: Callable[[], Any | None]
+        self,
+        conn: Connection,
+        user: User,
+        key: str,
+        destination: str,
+        stored: Callable[[], Any | None],
+        destination_of: Callable[[Any], str],
+        request_type: str,
     ) -> bool:
         """A clientId seen before: re-ack (now, or on commit) instead of storing it twice.
 
-        ``key`` is the clientId (prefixed by kind); ``stored`` looks the stored row up.
+        ``key`` is the clientId (prefixed by kind); ``destination`` is the room or the DM's
+        target: a clientId reused for somewhere else is refused. ``stored`` looks the stored
+        row up, ``destination_of`` reads its destination.
         """
-        waiters = self._pending_client_ids.get((user.id, key))
-        if waiters is not None:
+        pending = self._pending_client_ids.get((user.id, key))
+        if pending is not None:
+            waiters, pending_destination = pending
+            if pending_destination != destination:
+                raise Conflict(
+                    "clientId already used for another message", request_type=request_type
+                )
             waiters.append(conn)  # still in flight: this connection is acked on commit too
             return True
         row = stored()
         if row is None:
             return False
+        if destination_of(row) != destination:
+            raise Conflict("clientId already used for another message", request_type=request_type)
         ack = {
             "clientId": row.client_id,
             "messageId": row.id,
@@ -479,6 +503,7 @@ class Chat:
         conn: Connection,
         user: User,
         key: str | None,
+        destination: str,
         ack: dict[str, Any],
         forget: Callable[[], object],
         request_type: str,
@@ -486,7 +511,7 @@ class Chat:
         """The writer's callback: ``message_ack`` to the sender (and resenders) once committed."""
         waiters = [conn]
         if key is not None:
-            self._pending_client_ids[(user.id, key)] = waiters
+            self._pending_client_ids[(user.id, key)] = (waiters, destination)
 
         def committed(error: BaseException | None) -> None:
             forget()
@@ -617,7 +642,8 @@ class Chat:
         if message["userId"] != user.id and not self._can_moderate(room, user, message["userId"]):
             raise Forbidden("You can only delete your own messages", request_type=cmd.TYPE)
         self._check_capacity(cmd.TYPE)
-        self._replace(room, {**message, "content": "", "deleted": True, "attachment": None})
+        deleted = {k: v for k, v in message.items() if k != "attachment"}
+        self._replace(room, {**deleted, "content": "", "deleted": True})
         self._submit(ops.delete_message(message["id"], utc_now_iso()))
         self._hub.publish(
             room, event("message_deleted", {"messageId": message["id"], "roomId": room.id})
@@ -712,7 +738,13 @@ class Chat:
             )
         client_id = cmd.client_id
         if client_id is not None and self._resend(
-            conn, user, "dm:" + client_id, lambda: self._store.dm_by_client_id(user.id, client_id)
+            conn,
+            user,
+            "dm:" + client_id,
+            target.id,
+            lambda: self._store.dm_by_client_id(user.id, client_id),
+            lambda row: row.recipient_id,
+            cmd.TYPE,
         ):
             return
         self._check_capacity(cmd.TYPE)
@@ -760,6 +792,7 @@ class Chat:
             conn,
             user,
             "dm:" + client_id if client_id is not None else None,
+            target.id,
             {"clientId": client_id, "messageId": dm_id, "seq": seq, "timestamp": timestamp},
             lambda: self._pending_dms.pop(dm_id, None),
             cmd.TYPE,

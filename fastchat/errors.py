@@ -96,11 +96,6 @@ class StorageUnavailable(ChatError):
     http_status = 503
 
 
-class TooLarge(ChatError):
-    code = "too_large"
-    http_status = 413
-
-
 # WebSocket close codes used by fastchat (RFC 6455 section 7.4.1 plus private range).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -112,5 +107,4 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_AUTH_TIMEOUT = 4001
-CLOSE_TOKEN_REVOKED = 4002
 CLOSE_BANNED = 4003

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, NoReturn, TypeAlias
 
 import orjson
 
-from fastchat.errors import ChatError, InvalidJson, UnknownType, ValidationError
+from fastchat.errors import ChatError, InvalidJson, RateLimited, UnknownType, ValidationError
 
 MAX_ID_CHARS = 64
 MAX_CONTENT_CHARS = 2000
@@ -518,6 +518,8 @@ def error_event(err: ChatError) -> bytes:
     data: dict[str, Any] = {"message": err.message, "code": err.code}
     if err.request_type is not None:
         data["type"] = err.request_type
+    if isinstance(err, RateLimited):
+        data["retryAfter"] = round(err.retry_after, 3)
     return orjson.dumps({"type": "error", "data": data})
 
 

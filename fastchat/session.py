@@ -53,10 +53,6 @@ class Session:
         self.auth_timer: asyncio.TimerHandle | None = None
 
 
-# Events that cost a token from the message bucket (everything a client can spam).
-_FREE = (p.Typing, p.Ping)
-
-
 class Sessions:
     """Dispatches every connection's messages to the chat."""
 
@@ -124,15 +120,20 @@ class Sessions:
             return
         session: Session = conn.session  # type: ignore[assignment]
         try:
-            cmd = p.parse(text)
+            try:
+                cmd = p.parse(text)
+            except ChatError:
+                self._spend(conn, session, None)  # bad input costs like any request
+                raise
+            if isinstance(cmd, p.Typing):
+                if not self._may_type(session):
+                    return  # typing is throttled silently: it is only a hint
+            elif not isinstance(cmd, p.Ping):
+                self._spend(conn, session, cmd.TYPE)
             user = session.user
             if user is None:
                 self._authenticate(conn, session, cmd)
                 return
-            if not isinstance(cmd, _FREE):
-                self._spend(conn, session, cmd)
-            elif isinstance(cmd, p.Typing) and not self._may_type(session):
-                return  # typing is throttled silently: it is only a hint
             handler = self._handlers.get(type(cmd))
             if handler is None:  # authenticate again on an authenticated connection
                 raise Conflict("Already authenticated", request_type=cmd.TYPE)
@@ -165,7 +166,8 @@ class Sessions:
             session.auth_timer.cancel()
             session.auth_timer = None
 
-    def _spend(self, conn: Connection, session: Session, cmd: p.Command) -> None:
+    def _spend(self, conn: Connection, session: Session, request_type: str | None) -> None:
+        """Take a token from the connection's bucket; past ``flood_strikes`` refusals, close."""
         now = time.monotonic()
         if session.bucket.take(now):
             session.strikes = 0
@@ -177,7 +179,7 @@ class Sessions:
         raise RateLimited(
             "Too many messages, slow down",
             retry_after=session.bucket.retry_after(now),
-            request_type=cmd.TYPE,
+            request_type=request_type,
         )
 
     def _may_type(self, session: Session) -> bool:

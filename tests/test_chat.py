@@ -147,6 +147,18 @@ async def test_idempotent_resend_is_not_stored_twice(server):
     await alice.close()
 
 
+async def test_client_id_reused_elsewhere_is_a_conflict(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    alice.send(type="join_room", roomId="random")
+    await alice.expect("room_joined", roomId="random")
+    alice.send(type="send_message", roomId="general", content="first", clientId="dup")
+    await alice.expect("message_ack", clientId="dup")
+    alice.send(type="send_message", roomId="random", content="second", clientId="dup")
+    error = await alice.expect_error("conflict")
+    assert "clientId" in error["message"]
+    await alice.close()
+
+
 async def test_catch_up_after_reconnect_with_since(server):
     alice, alice_account = await joined(server.ws_url, server.base_url)
     bob, _ = await joined(server.ws_url, server.base_url)

@@ -64,15 +64,28 @@ def status_line(server: ServerProcess, data: bytes) -> bytes:
         return sock.recv(4096).split(b"\r\n", 1)[0]
 
 
+async def test_garbage_costs_tokens_like_requests(limited):
+    client = await ChatClient.connect(limited.ws_url)  # unauthenticated, sending junk
+    for _ in range(LIMITS["burst"]):
+        client.send_raw(b"{not json")
+        await client.expect_error("invalid_json")
+    client.send_raw(b"{not json")
+    await client.expect_error("rate_limited")
+    for _ in range(LIMITS["flood_strikes"]):
+        client.send_raw(b"{not json")
+    assert await client.closed() == 1008
+
+
 async def test_message_flood_is_refused_then_closed_with_1008(limited):
     alice, _ = await joined(limited.ws_url, limited.base_url)
     bob, _ = await joined(limited.ws_url, limited.base_url)
-    for i in range(LIMITS["burst"] - 1):  # join_room took the first token
+    for i in range(LIMITS["burst"] - 2):  # authenticate and join_room took two tokens
         alice.send(type="send_message", roomId="general", content=f"burst {i}")
         await bob.expect("new_message")
     alice.send(type="send_message", roomId="general", content="one too many")
     error = await alice.expect_error("rate_limited")
     assert error["type"] == "send_message"
+    assert error["retryAfter"] > 0
     for _ in range(LIMITS["flood_strikes"]):
         alice.send(type="send_message", roomId="general", content="flood")
     assert await alice.closed() == 1008
