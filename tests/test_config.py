@@ -1,0 +1,100 @@
+"""Configuration: typed, validated once, with errors that name the key and the file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastchat.config import ConfigError, load
+from tests.conftest import ROOT
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    config = load(write(tmp_path, '[storage]\npath = "db/chat.db"\n'), env={})
+    assert config.server.host == "127.0.0.1" and config.server.port == 3000
+    assert config.storage.path == tmp_path / "db" / "chat.db"  # relative to the file
+    assert config.auth.token_ttl_seconds == 7 * 24 * 3600 and config.auth.bcrypt_rounds == 12
+    assert config.websocket.compression == "shared"
+
+
+def test_the_shipped_config_toml_is_valid_and_matches_the_defaults():
+    shipped = load(ROOT / "config.toml", env={})
+    defaults = load(None, env={})
+    assert shipped.websocket == defaults.websocket
+    assert shipped.limits == defaults.limits
+    assert shipped.storage.batch_max == defaults.storage.batch_max
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nprot = 1\n", "unknown key 'prot' in [server]"),
+        ("[sever]\nport = 1\n", "unknown section [sever]"),
+        ('[server]\nport = "3000"\n', "'server.port' must be an integer"),
+        ("[server]\nport = 70000\n", "'server.port' must be between 0 and 65535"),
+        ('[websocket]\ncompression = "gzip"\n', "'websocket.compression' must be one of"),
+        ("[storage]\nbatch_max = 0\n", "'storage.batch_max' must be greater than 0"),
+        ("[server]\ncors_origins = [1]\n", "'server.cors_origins' must be a list of strings"),
+        ('[auth]\njwt_secret = "short"\n', "at least 32 bytes"),
+        ("[limits]\nburst = true\n", "'limits.burst' must be an integer"),
+        ("[server\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_refused_with_the_key_and_file(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load(path, env={})
+    assert message in str(raised.value)
+    assert str(path) in str(raised.value)
+
+
+def test_environment_overrides_the_secret(tmp_path):
+    path = write(tmp_path, '[auth]\njwt_secret = ""\n')
+    secret = "s" * 40
+    assert load(path, env={"FASTCHAT_JWT_SECRET": secret}).auth.jwt_secret == secret
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        load(path, env={"FASTCHAT_JWT_SECRET": "short"})
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+    path = write(tmp_path, "[server]\nprot = 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "fastchat", "run", "-c", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "unknown key 'prot' in [server]" in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "fastchat", "run", "-c", str(tmp_path / "nope.toml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == 2 and "file not found" in missing.stderr
+
+
+async def test_generated_secret_survives_a_restart(make_server):
+    from tests.client import ChatClient, register
+
+    server = make_server()
+    token = register(server.base_url)["token"]
+    secret_file = server.data_dir / "jwt_secret"
+    assert secret_file.exists() and secret_file.stat().st_mode & 0o777 == 0o600
+    assert server.stop() == 0
+    server.start()
+    client = await ChatClient.connect(server.ws_url, token)  # the old token still works
+    await client.close()
