@@ -51,6 +51,7 @@ class WebSocketConfig:
     ping_interval_seconds: float = 30.0
     ping_timeout_seconds: float = 20.0
     read_buffer_bytes: int = 2048
+    coalesce_ms: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,11 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
 }
 
-_ZERO_ALLOWED = {("server", "port"), ("storage", "flush_interval_ms")}
+_ZERO_ALLOWED = {
+    ("server", "port"),
+    ("storage", "flush_interval_ms"),
+    ("websocket", "coalesce_ms"),
+}
 _ENV_OVERRIDES = {"FASTCHAT_JWT_SECRET": ("auth", "jwt_secret")}
 
 
