@@ -23,6 +23,7 @@ from fastchat.auth import normalize_email, validate_login, validate_registration
 from fastchat.errors import Banned, ChatError, Conflict, InvalidCredentials, RateLimited
 from fastchat.http import BodySink, Request, Response, error_response, json_response
 from fastchat.hub import DEDICATED, PLAIN, SHARED
+from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.ws.connection import Connection
@@ -263,7 +264,7 @@ class Api:
         if store.user_by_name(registration.username) or store.user_by_login(email):
             raise Conflict("User already exists")
         password_hash = await self._app.hasher.hash(registration.password)
-        user_id = _new_id()
+        user_id = new_id()
         op = ops.insert_user(
             id=user_id,
             username=registration.username,
@@ -350,9 +351,3 @@ def _cors_headers(origin: str) -> list[tuple[str, str]]:
 
 def _same_origin(origin: str, host: str | None) -> bool:
     return host is not None and origin.split("://", 1)[-1] == host
-
-
-def _new_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())

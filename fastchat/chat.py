@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from fastchat.errors import (
     ValidationError,
 )
 from fastchat.hub import Hub, Room
+from fastchat.ids import new_id
 from fastchat.protocol import event, utc_now_iso
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ class Chat:
         self._check_capacity(cmd.TYPE)
         now = utc_now_iso()
         room = Room(
-            str(uuid.uuid4()),
+            new_id(),
             cmd.name,
             cmd.description or None,
             cmd.is_private,
@@ -402,7 +402,7 @@ class Chat:
         attachment = self._attachment(user, room, cmd) if cmd.file_id is not None else None
 
         room.seq = seq = room.seq + 1
-        message_id = str(uuid.uuid4())
+        message_id = new_id()
         timestamp = utc_now_iso()
         message = {
             "id": message_id,
@@ -749,7 +749,7 @@ class Chat:
             return
         self._check_capacity(cmd.TYPE)
         self._dm_seq = seq = self._dm_seq + 1
-        dm_id = str(uuid.uuid4())
+        dm_id = new_id()
         timestamp = utc_now_iso()
         self._hub.send_many(
             self._user_conns(target.id),

@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import logging
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +16,7 @@ from fastchat import store as ops
 from fastchat.auth import PasswordHasher, normalize_email, validate_registration
 from fastchat.config import Config, ConfigError, load
 from fastchat.errors import ChatError
+from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
 
 ROLES = ("user", "moderator", "admin")
@@ -124,7 +124,7 @@ def _user_create(config: Config, username: str, email: str | None, role: str) ->
         _write(
             config,
             ops.insert_user(
-                id=str(uuid.uuid4()),
+                id=new_id(),
                 username=registration.username,
                 email=normalize_email(registration.email),
                 password_hash=asyncio.run(hashed()),
