@@ -302,8 +302,10 @@ class Chat:
 
     def _leave(self, room: Room, conn: Connection, user: User) -> None:
         self._hub.leave(room, conn)
-        if user.id in room.online_user_ids():
-            return  # another tab of the same user is still there
+        if user.id not in room.online_user_ids():  # else another tab is still there
+            self._announce_left(room, user)
+
+    def _announce_left(self, room: Room, user: User) -> None:
         self._stop_typing(room, user)
         self._hub.publish(
             room,
@@ -905,18 +907,7 @@ class Chat:
             room.member_ids.discard(target.id)
             self._submit(ops.remove_member(room.id, target.id))
         if kicked_conns:
-            self._stop_typing(room, target)
-            self._hub.publish(
-                room,
-                event(
-                    "user_left",
-                    {
-                        "user": {"id": target.id, "username": target.username},
-                        "roomId": room.id,
-                        "timestamp": utc_now_iso(),
-                    },
-                ),
-            )
+            self._announce_left(room, target)
         self._audit(user, "kick", target.id, room.id, cmd.reason)
         self._hub.send(
             conn,

@@ -46,7 +46,6 @@ BUSY_TIMEOUT_MS = 5000
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 _CLEAN_KEY = "clean_shutdown"
-_CACHE_KIB = 64 * 1024
 
 MIGRATIONS: list[str] = [
     """
@@ -276,8 +275,6 @@ def _connect(config: StorageConfig, synchronous: str) -> apsw.Connection:
     if mode != "wal":
         log.warning("%s: journal_mode is %r, not WAL", config.path, mode)
     conn.pragma("synchronous", synchronous)
-    # Random-keyed indexes (the clientId one) touch many pages per batch: keep them cached.
-    conn.pragma("cache_size", -_CACHE_KIB)
     return conn
 
 

@@ -19,12 +19,15 @@ from typing import Any
 
 import orjson
 
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+from fastchat.ws.frames import (  # noqa: F401  (re-exported for the tests)
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+)
+
 _TAIL = b"\x00\x00\xff\xff"
 
 
