@@ -202,6 +202,7 @@ class Hub:
         """Write everything queued since the last flush: one write per connection and room."""
         self._flush_scheduled = False
         self._last_flush = self.loop.time()
+        self._metrics.flushes += 1
         dirty, self._dirty = self._dirty, []
         for item in dirty:
             if type(item) is Room:

@@ -27,6 +27,7 @@ class Metrics:
     frames_in: int = 0
     frames_out: int = 0
     deliveries: int = 0
+    flushes: int = 0
     bytes_out: int = 0
     compressed_frames: int = 0
     dropped_events: int = 0
@@ -45,6 +46,7 @@ _HELP = {
     "frames_in": "WebSocket frames received",
     "frames_out": "WebSocket frames built (a broadcast counts once)",
     "deliveries": "frames delivered to connections (a broadcast counts once per member)",
+    "flushes": "hub flushes (each writes once to every connection with queued bytes)",
     "bytes_out": "uncompressed bytes delivered",
     "compressed_frames": "frames compressed with permessage-deflate",
     "dropped_events": "droppable events skipped for connections over the soft backpressure mark",

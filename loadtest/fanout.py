@@ -1,10 +1,13 @@
 """Room fan-out benchmark: N receivers in one room, P publishers, saturated or at a fixed rate.
 
-Receivers are raw-socket WebSocket clients (:mod:`loadtest.wsraw`) that count frames by
-walking headers; ``--sample`` of them parse every message to measure latency from the
-*scheduled* send time (embedded in the content), so a stalled server cannot hide its
-queueing delay (no coordinated omission). ``python -m loadtest.fanout --help`` for options;
-loadtest/README.md has the command for each measurement.
+Counting receivers are one C process (``loadtest/fanrecv.c``, built on first use) or, with
+``--receivers python``, raw-socket clients (:mod:`loadtest.wsraw`); both count frames by
+walking headers. ``--sample`` Python receivers parse every message to measure latency from
+the *scheduled* send time (embedded in the content), so a stalled server cannot hide its
+queueing delay (no coordinated omission). Saturated publishers keep ``--window`` messages in
+flight, counted by their own ``new_message`` echo (fan-out) or, with ``--gate ack``, by
+``message_ack`` (the durable commit); ack latency is reported either way.
+``python -m loadtest.fanout --help`` for options; loadtest/README.md has the commands.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import hashlib
 import math
 import os
+import shutil
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +38,9 @@ from loadtest.wsraw import RawClient, connect
 CONNECTIONS_PER_ACCOUNT = 20  # the server's default max_connections_per_user
 SETUP_CONCURRENCY = 200
 DRAIN_SECONDS = 5.0
+READY_SECONDS = 300.0
+FANRECV_SOURCE = Path(__file__).resolve().parent / "fanrecv.c"
+CACHE = Path.home() / ".cache" / "fastchat-loadtest"
 _NEW_MESSAGE = b'{"type":"new_message"'
 _ACK = b'{"type":"message_ack"'
 _ERROR = b'{"type":"error"'
@@ -169,31 +179,55 @@ class Sampler:
 
 
 class Publisher:
-    """One sending connection; counts its acks and the error codes it gets back."""
+    """One sending connection: counts its own echoes, its acks and the errors it gets back."""
 
-    def __init__(self, client: RawClient, index: int, room_id: str, size: int, run: str):
+    def __init__(
+        self, client: RawClient, index: int, room_id: str, size: int, run: str, gate: str = "echo"
+    ):
         self.client = client
         self.index = index
         self.room_id = room_id
         self.size = size
         self.run = run
+        self.gate = gate
         self.sent = 0
         self.sent_in_window = 0
+        self.echoed = 0
         self.acked = 0
         self.errors: collections.Counter[str] = collections.Counter()
         self.send_lag: list[int] = []
+        self.ack_latency: list[int] = []
         self.window = (0, 0)
         self.wake = asyncio.Event()
+        self._mine = f'"clientId":"{run}-{index}-'.encode()
+        self._sent_at: dict[int, int] = {}  # message number -> send time, inside the window
         client.on_message = self.on_message
 
     @property
     def settled(self) -> int:
-        return self.acked + sum(self.errors.values())
+        """Messages no longer in flight by the gate: echoed (or acked) or refused."""
+        done = self.acked if self.gate == "ack" else self.echoed
+        return done + sum(self.errors.values())
 
-    def on_message(self, payload: bytes, _received_ns: int) -> None:
-        if payload.startswith(_ACK):
+    @property
+    def all_settled(self) -> bool:
+        errors = sum(self.errors.values())
+        return self.echoed + errors >= self.sent and self.acked + errors >= self.sent
+
+    def on_message(self, payload: bytes, received_ns: int) -> None:
+        if payload.startswith(_NEW_MESSAGE):
+            if self._mine in payload:
+                self.echoed += 1
+                if self.gate == "echo":
+                    self.wake.set()
+        elif payload.startswith(_ACK):
             self.acked += 1
-            self.wake.set()
+            client_id: str = orjson.loads(payload)["data"]["clientId"]
+            sent_at = self._sent_at.pop(int(client_id.rsplit("-", 1)[1]), None)
+            if sent_at is not None:
+                self.ack_latency.append(received_ns - sent_at)
+            if self.gate == "ack":
+                self.wake.set()
         elif payload.startswith(_ERROR):
             self.errors[orjson.loads(payload)["data"].get("code", "?")] += 1
             self.wake.set()
@@ -204,10 +238,12 @@ class Publisher:
             # How late the generator itself is: part of the measured latency, shown apart.
             self.send_lag.append(time.monotonic_ns() - scheduled[0])
         frames = []
+        now = time.monotonic_ns()
         for at in scheduled:
             self.sent += 1
             if self.window[0] <= at < self.window[1]:
                 self.sent_in_window += 1
+                self._sent_at[self.sent] = now
             head = f"@{at}:{self.index}:{self.sent} "
             message = {
                 "type": "send_message",
@@ -219,7 +255,7 @@ class Publisher:
         self.client.send_many(frames)
 
     async def saturate(self, stop: asyncio.Event, window: int) -> None:
-        """As fast as the acks come back, at most ``window`` messages in flight."""
+        """As fast as the gate allows: at most ``window`` messages in flight."""
         while not stop.is_set():
             room = window - (self.sent - self.settled)
             if room > 0:
@@ -256,9 +292,11 @@ class Snapshot:
     at: float
     frames: int
     sent: int
+    echoed: int
     acked: int
     server_cpu: float | None
-    generator_cpu: list[float]
+    generator_cpu: dict[str, float]  # CPU seconds per generator process
+    closed: int  # receivers outside this process that were closed
 
 
 class Children:
@@ -333,6 +371,84 @@ async def child_main() -> None:
         receiver.close()
 
 
+# --- the C receiver ---------------------------------------------------------------------------
+
+
+def build_fanrecv() -> Path | None:
+    """The compiled ``fanrecv.c`` (cached by source hash), or None if gcc is missing."""
+    source = FANRECV_SOURCE.read_bytes()
+    binary = CACHE / f"fanrecv-{hashlib.sha256(source).hexdigest()[:16]}"
+    if binary.exists():
+        return binary
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_suffix(f".{os.getpid()}.tmp")
+    subprocess.run([gcc, "-O2", "-o", str(partial), str(FANRECV_SOURCE)], check=True)
+    partial.replace(binary)
+    return binary
+
+
+class CReceivers:
+    """One ``fanrecv`` process holding the counting receivers, driven over stdin/stdout."""
+
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    async def start(
+        self,
+        target: Target,
+        tokens: list[str],
+        room_id: str,
+        compression: bool,
+        first_index: int,
+        cpus: set[int],
+    ) -> None:
+        """Connect ``len(tokens)`` receivers (one token each) and wait until all joined."""
+        argv = [str(self.binary), "-s", str(first_index)]
+        if compression:
+            argv.append("-z")
+        argv += [target.host, str(target.port), target.path, room_id, str(len(tokens))]
+        self.proc = proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        procs.pin(cpus, proc.pid)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("".join(f"{token}\n" for token in tokens).encode())
+        line = await asyncio.wait_for(proc.stdout.readline(), READY_SECONDS)
+        if line.strip() != b"ready":
+            assert proc.stderr is not None
+            error = (await proc.stderr.read()).decode(errors="replace").strip()
+            raise SetupError(f"fanrecv failed: {error or line!r}")
+
+    async def tick(self) -> dict[str, int]:
+        """Cumulative ``frames``, ``bytes``, ``closed`` and ``joined`` counts."""
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"tick\n")
+        return orjson.loads(await proc.stdout.readline())
+
+    def cpu_seconds(self) -> float | None:
+        return procs.cpu_seconds(self.proc.pid) if self.proc is not None else None
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        assert self.proc.stdin is not None
+        if self.proc.returncode is None:
+            self.proc.stdin.write(b"quit\n")
+        await self.proc.wait()
+
+
 # --- one measurement ------------------------------------------------------------------------
 
 
@@ -348,16 +464,31 @@ async def make_accounts(target: Target, receivers: int, extra: int) -> tuple[lis
     return spread_tokens(accounts[:n], receivers), [a.token for a in accounts[n:]]
 
 
-def _snapshot(
-    target: Target, receivers: list[RawClient], pubs: list[Publisher], children: list[dict]
+async def _snapshot(
+    target: Target,
+    receivers: list[RawClient],
+    pubs: list[Publisher],
+    children: Children,
+    fanrecv: CReceivers | None,
 ) -> Snapshot:
+    replies = await children.ask(b"snap")
+    counts = await fanrecv.tick() if fanrecv is not None else {"frames": 0, "closed": 0}
+    recv_cpu = fanrecv.cpu_seconds() if fanrecv is not None else None
     return Snapshot(
         at=time.monotonic(),
-        frames=sum(r.frames for r in receivers) + sum(c["frames"] for c in children),
+        frames=sum(r.frames for r in receivers)
+        + sum(c["frames"] for c in replies)
+        + counts["frames"],
         sent=sum(p.sent for p in pubs),
+        echoed=sum(p.echoed for p in pubs),
         acked=sum(p.acked for p in pubs),
         server_cpu=procs.cpu_seconds(target.pid) if target.pid else None,
-        generator_cpu=[time.process_time(), *(c["cpu"] for c in children)],
+        generator_cpu={
+            "python": time.process_time(),
+            **{f"child{i}": c["cpu"] for i, c in enumerate(replies, 1)},
+            **({"fanrecv": recv_cpu} if recv_cpu is not None else {}),
+        },
+        closed=sum(c["closed"] for c in replies) + counts["closed"],
     )
 
 
@@ -391,10 +522,14 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     for i, token in enumerate(others, 1):
         join = [{"type": "join_room", "roomId": room_id}]
         clients.append((await open_client(target, i, token, join, "room_joined"))[0])
-    pubs = [Publisher(c, i, room_id, args.size, run) for i, c in enumerate(clients)]
+    pubs = [Publisher(c, i, room_id, args.size, run, args.gate) for i, c in enumerate(clients)]
 
-    share = math.ceil(args.clients / args.procs)
-    shares = [receiver_tokens[i : i + share] for i in range(0, args.clients, share)]
+    fanrecv = CReceivers(args.fanrecv) if args.fanrecv else None
+    # With the C receiver, Python keeps only the latency samplers (at most half the room).
+    sample = min(args.sample, args.clients // 2) if fanrecv else args.sample
+    python_tokens = receiver_tokens[:sample] if fanrecv else receiver_tokens
+    share = math.ceil(len(python_tokens) / args.procs) if python_tokens else 1
+    shares = [python_tokens[i : i + share] for i in range(0, len(python_tokens), share)] or [[]]
     sampler = Sampler()
     receivers = await open_receivers(
         target,
@@ -402,11 +537,20 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         room_id,
         args.compression,
         args.publishers,
-        args.sample,
+        sample,
         sampler.on_message,
     )
     children = Children()
     await children.start(target, shares[1:], room_id, args)
+    if fanrecv is not None:
+        await fanrecv.start(
+            target,
+            receiver_tokens[sample:],
+            room_id,
+            args.compression,
+            args.publishers + sample,
+            args.generator_cpus,
+        )
     await asyncio.sleep(1.0)  # let the join announcements drain before the clock starts
 
     stop = asyncio.Event()
@@ -420,54 +564,60 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     else:
         tasks = [asyncio.create_task(p.saturate(stop, args.window)) for p in pubs]
     await asyncio.sleep(args.warmup)
-    before = _snapshot(target, receivers, pubs, await children.ask(b"snap"))
+    before = await _snapshot(target, receivers, pubs, children, fanrecv)
     await asyncio.sleep(args.seconds)
-    after_replies = await children.ask(b"snap")
-    after = _snapshot(target, receivers, pubs, after_replies)
+    after = await _snapshot(target, receivers, pubs, children, fanrecv)
     rss = procs.rss_kib(target.pid) if target.pid else None
     stop.set()
     await asyncio.gather(*tasks)
     deadline = time.monotonic() + DRAIN_SECONDS
-    while time.monotonic() < deadline and any(p.settled < p.sent for p in pubs):
+    while time.monotonic() < deadline and not all(p.all_settled for p in pubs):
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
 
     closes = collections.Counter(str(r.close_code) for r in receivers if r.closed.done())
-    closes["children"] = sum(c["closed"] for c in after_replies)
+    closes["others"] = after.closed
     for client in [*receivers, *clients]:
         client.close()
     await children.stop()
+    if fanrecv is not None:
+        await fanrecv.stop()
 
     elapsed = after.at - before.at
     errors: collections.Counter[str] = collections.Counter()
     for pub in pubs:
         errors.update(pub.errors)
-    accepted = (after.acked - before.acked) / elapsed
-    sampled = min(args.sample, len(receivers))
+    echoed = (after.echoed - before.echoed) / elapsed
+    sampled = min(sample, len(receivers))
     return {
         "target": target.name,
         "clients": args.clients,
         "publishers": args.publishers,
         "offered_per_s": args.rate or "saturate",
+        "gate": args.gate if not args.rate else None,
+        "window": args.window if not args.rate else None,
+        "receivers": "c" if args.fanrecv else "python",
         "size": args.size,
         "compression": args.compression,
         "seconds": round(elapsed, 2),
         "sent_per_s": round((after.sent - before.sent) / elapsed),
-        "accepted_per_s": round(accepted),
+        "accepted_per_s": round(echoed),
+        "acked_per_s": round((after.acked - before.acked) / elapsed),
         "deliveries_per_s": round((after.frames - before.frames) / elapsed),
-        "expected_deliveries_per_s": round(accepted * args.clients),
+        "expected_deliveries_per_s": round(echoed * args.clients),
         "latency_ms": _percentiles(sampler.latencies),
         "latency_samples": len(sampler.latencies),
+        "ack_latency_ms": _percentiles([lat for p in pubs for lat in p.ack_latency]),
         "send_lag_ms": _percentiles([lag for p in pubs for lag in p.send_lag]),
         "sample_expected": sum(p.sent_in_window for p in pubs) * sampled,
         "server_cpu_pct": round(100 * (after.server_cpu - before.server_cpu) / elapsed, 1)
         if after.server_cpu is not None and before.server_cpu is not None
         else None,
         "server_rss_mib": round(rss / 1024, 1) if rss else None,
-        "generator_cpu_pct": [
-            round(100 * (b - a) / elapsed, 1)
-            for a, b in zip(before.generator_cpu, after.generator_cpu, strict=True)
-        ],
+        "generator_cpu_pct": {
+            name: round(100 * (after.generator_cpu[name] - cpu) / elapsed, 1)
+            for name, cpu in before.generator_cpu.items()
+        },
         "errors": dict(errors),
         "receiver_closes": {k: v for k, v in closes.items() if v},
     }
@@ -531,14 +681,17 @@ def describe(result: dict[str, Any]) -> str:
         [
             f"{r['target']:<10} clients={r['clients']} publishers={r['publishers']} "
             f"offered={r['offered_per_s']} size={r['size']} "
-            f"compression={'on' if r['compression'] else 'off'} window={r['seconds']}s",
-            f"  sent {r['sent_per_s']:,}/s  accepted {r['accepted_per_s']:,}/s  "
-            f"deliveries {r['deliveries_per_s']:,}/s "
+            f"compression={'on' if r['compression'] else 'off'} seconds={r['seconds']}"
+            + (f" gate={r['gate']} window={r['window']}" if r["gate"] else ""),
+            f"  sent {r['sent_per_s']:,}/s  accepted (echoed) {r['accepted_per_s']:,}/s  "
+            f"acked {r['acked_per_s']:,}/s  deliveries {r['deliveries_per_s']:,}/s "
             f"(accepted x clients = {r['expected_deliveries_per_s']:,}/s)",
             f"  latency ms {latency}  (n={r['latency_samples']:,}, {got} of sampled deliveries)",
+            f"  ack latency ms (send -> message_ack) {_brief(r['ack_latency_ms'])}",
             f"  generator send lag ms {_brief(r['send_lag_ms'])} (included in the latency)",
-            f"  server cpu {cpu}%  rss {rss} MiB"
-            f"  generator cpu {r['generator_cpu_pct']}% per process",
+            f"  server cpu {cpu}%  rss {rss} MiB  generator cpu % "
+            + " ".join(f"{name} {pct}" for name, pct in r["generator_cpu_pct"].items())
+            + f"  ({r['receivers']} receivers)",
             f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}",
         ]
     )
@@ -559,10 +712,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--rate", type=float, default=0.0, help="total messages/s offered; 0 = saturate")
     add("--seconds", type=float, default=10.0, help="measuring window")
     add("--warmup", type=float, default=2.0)
-    add("--window", type=int, default=64, help="saturate: unacked messages per publisher")
+    add("--window", type=int, default=64, help="saturate: messages in flight per publisher")
+    add(
+        "--gate",
+        choices=["echo", "ack"],
+        default="echo",
+        help="saturate: a message leaves the window on its own new_message echo (fan-out) "
+        "or on its message_ack (after the durable commit)",
+    )
+    add(
+        "--receivers",
+        choices=["c", "python"],
+        help="counting receivers: one C process (default when gcc exists) or Python",
+    )
     add("--size", type=int, default=100, help="message content bytes")
     add("--room", help="room id to use (default: a fresh public room via create_room)")
     add("--compression", action="store_true", help="receivers offer permessage-deflate")
+    add(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override for the spawned fastchat, e.g. websocket.coalesce_ms=5",
+    )
     add(
         "--spawn-server",
         action="store_true",
@@ -588,7 +760,9 @@ def _targets(args: argparse.Namespace, compression: str) -> list[Callable[[], tu
 
     def fastchat() -> tuple[Target, Any]:
         if args.spawn_server:
-            spawned = procs.spawn_fastchat(args.server_cpu, compression=compression)
+            spawned = procs.spawn_fastchat(
+                args.server_cpu, compression=compression, overrides=args.set
+            )
             return Target("fastchat", spawned.url, spawned.pid, True), spawned
         return Target("fastchat", args.url, args.server_pid, True), None
 
@@ -609,6 +783,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.spawn_server or args.relay:
         procs.pin(args.generator_cpus)
+    procs.raise_nofile()
+    args.fanrecv = None
+    if args.receivers != "python" and not args.idle_memory:
+        args.fanrecv = build_fanrecv()
+        if args.fanrecv is None:
+            if args.receivers == "c":
+                raise SystemExit("--receivers c: gcc not found to build loadtest/fanrecv.c")
+            print("warning: gcc not found, counting with Python receivers", file=sys.stderr)
     results = []
     variants = [False, True] if args.idle_memory and args.spawn_server else [args.compression]
     for compression in variants:

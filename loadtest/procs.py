@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,21 @@ def pin(cpus: set[int], pid: int = 0) -> set[int]:
     return usable
 
 
+def raise_nofile() -> int:
+    """Raise this process's soft open-files limit to the hard limit; returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _prepare_child(cpu: int | None) -> None:
+    """In the server child before exec: 10k+ connections need the open-files limit raised."""
+    raise_nofile()
+    if cpu is not None:
+        pin({cpu})
+
+
 @dataclass
 class Spawned:
     """A server process we started; ``url`` is its WebSocket URL."""
@@ -86,7 +102,7 @@ def _start(name: str, argv: list[str], pattern: re.Pattern[str], cpu: int | None
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=(lambda: pin({cpu})) if cpu is not None else None,
+        preexec_fn=lambda: _prepare_child(cpu),
     )
     spawned = Spawned(name, process)
     started = threading.Event()
@@ -112,8 +128,13 @@ def _start(name: str, argv: list[str], pattern: re.Pattern[str], cpu: int | None
     return spawned
 
 
-def spawn_fastchat(cpu: int | None, *, compression: str = "shared") -> Spawned:
-    """``python -m fastchat run`` on port 0 with a temporary data folder (persistence on)."""
+def spawn_fastchat(
+    cpu: int | None, *, compression: str = "shared", overrides: list[str] = ()
+) -> Spawned:
+    """``python -m fastchat run`` on port 0 with a temporary data folder (persistence on).
+
+    ``overrides`` are ``section.key=value`` strings (value in TOML syntax).
+    """
     directory = tempfile.TemporaryDirectory(prefix="fastchat-load-")
     base = Path(directory.name)
     sections: dict[str, dict[str, object]] = {
@@ -124,6 +145,10 @@ def spawn_fastchat(cpu: int | None, *, compression: str = "shared") -> Spawned:
         "limits": LOAD_LIMITS,
         "log": {"level": "info"},
     }
+    for override in overrides:
+        name, _, value = override.partition("=")
+        section, _, key = name.partition(".")
+        sections.setdefault(section, {})[key] = _Raw(value)
     config = base / "config.toml"
     config.write_text(
         "".join(
@@ -144,7 +169,13 @@ def spawn_relay(cpu: int | None) -> Spawned:
     return _start("websockets", argv, _RELAY_URL, cpu)
 
 
+class _Raw(str):
+    """A value already written in TOML syntax (from --set)."""
+
+
 def _toml(value: object) -> str:
+    if isinstance(value, _Raw):
+        return str(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return str(value)
