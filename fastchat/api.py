@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mimetypes
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -220,7 +221,7 @@ class Api:
             self._app.sessions,
             self._config.websocket,
             self._app.metrics,
-            client=request.client,
+            client=sys.intern(request.client),  # one string per address, not per socket
             compress=compress,
             deflater=deflater,
         )

@@ -286,7 +286,7 @@ class Hub:
         if conn in room.conns:
             return
         room.conns.add(conn)
-        conn.rooms.add(room)
+        conn.rooms.append(room)
         if conn.compress == SHARED:
             if not room.n_shared:
                 room._zframes = list(room._frames)  # uncompressed frames are valid for it too
@@ -298,7 +298,7 @@ class Hub:
         if conn not in room.conns:
             return
         room.conns.discard(conn)
-        conn.rooms.discard(room)
+        conn.rooms.remove(room)
         if conn.compress == SHARED:
             room.n_shared -= 1
         elif conn.compress == DEDICATED:

@@ -551,6 +551,16 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
             args.publishers + sample,
             args.generator_cpus,
         )
+    stalled = []
+    for i in range(args.stalled):  # members that stop reading right after they joined
+        join = [{"type": "join_room", "roomId": room_id}]
+        token = receiver_tokens[i % len(receiver_tokens)]
+        client, _ = await open_client(
+            target, args.publishers + sample + i, token, join, "room_joined"
+        )
+        assert client.transport is not None
+        client.transport.pause_reading()
+        stalled.append(client)
     await asyncio.sleep(1.0)  # let the join announcements drain before the clock starts
 
     stop = asyncio.Event()
@@ -577,7 +587,8 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
 
     closes = collections.Counter(str(r.close_code) for r in receivers if r.closed.done())
     closes["others"] = after.closed
-    for client in [*receivers, *clients]:
+    stalled_closed = sum(1 for client in stalled if client.closed.done())
+    for client in [*receivers, *clients, *stalled]:
         client.close()
     await children.stop()
     if fanrecv is not None:
@@ -620,6 +631,8 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         },
         "errors": dict(errors),
         "receiver_closes": {k: v for k, v in closes.items() if v},
+        "stalled": args.stalled,
+        "stalled_closed_by_server": stalled_closed,
     }
 
 
@@ -692,7 +705,13 @@ def describe(result: dict[str, Any]) -> str:
             f"  server cpu {cpu}%  rss {rss} MiB  generator cpu % "
             + " ".join(f"{name} {pct}" for name, pct in r["generator_cpu_pct"].items())
             + f"  ({r['receivers']} receivers)",
-            f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}",
+            f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}"
+            + (
+                f"  stalled members {r['stalled']}, closed by the server "
+                f"{r['stalled_closed_by_server']}"
+                if r.get("stalled")
+                else ""
+            ),
         ]
     )
 
@@ -728,6 +747,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--size", type=int, default=100, help="message content bytes")
     add("--room", help="room id to use (default: a fresh public room via create_room)")
     add("--compression", action="store_true", help="receivers offer permessage-deflate")
+    add("--stalled", type=int, default=0, help="extra members that never read (slow consumers)")
     add(
         "--set",
         action="append",

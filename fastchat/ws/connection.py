@@ -112,7 +112,7 @@ class Connection(WSListener):
         self.held_bytes = 0
         self.closed = False
         self.idle = 0  # see fastchat.ws.keepalive
-        self.rooms: set[Room] = set()
+        self.rooms: list[Room] = []  # a list: a connection is in few rooms, and it is smaller
         self.user_id: str | None = None
         self.session: object = None  # the handler's per-connection state
         self._fragments: list[bytes] | None = None
