@@ -196,7 +196,7 @@ class Hub:
             else:
                 self.loop.call_soon(self.flush)
 
-    # --- the flush: once per loop iteration -----------------------------------------------
+    # --- the flush: once per loop iteration (or coalescing interval) ----------------------
 
     def flush(self) -> None:
         """Write everything queued since the last flush: one write per connection and room."""

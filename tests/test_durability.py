@@ -96,9 +96,7 @@ async def start_publishers(server: ServerProcess, count: int, window: int) -> li
 async def load_until(publishers: list[Publisher], acks_wanted: int) -> tuple[asyncio.Task, ...]:
     """Start every publisher; return once ``acks_wanted`` acks arrived in total."""
     progress = asyncio.Event()
-    tasks = tuple(
-        asyncio.create_task(p.run(progress, acks_wanted, publishers)) for p in publishers
-    )
+    tasks = tuple(asyncio.create_task(p.run(progress, acks_wanted, publishers)) for p in publishers)
     waiter = asyncio.create_task(progress.wait())
     done, _ = await asyncio.wait({waiter, *tasks}, timeout=30, return_when="FIRST_COMPLETED")
     assert waiter in done, "the load never reached the wanted number of acks"

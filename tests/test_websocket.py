@@ -373,8 +373,6 @@ async def test_bad_frames_close_the_connection_with_the_right_code(edge_server, 
     assert edge_server.process is not None and edge_server.process.poll() is None
 
 
-
-
 @pytest.mark.parametrize(
     ("deflate", "frame"),
     [

@@ -268,8 +268,20 @@ def create_admin(server) -> str:
     """Create an admin account with the CLI (the way an operator would); returns its name."""
     name = unique_name("boss")
     subprocess.run(
-        [sys.executable, "-m", "fastchat", "user", "create", name, "--role", "admin",
-         "--email", f"{name}@example.com", "-c", str(server.config_path)],
+        [
+            sys.executable,
+            "-m",
+            "fastchat",
+            "user",
+            "create",
+            name,
+            "--role",
+            "admin",
+            "--email",
+            f"{name}@example.com",
+            "-c",
+            str(server.config_path),
+        ],
         input=PASSWORD + "\n",
         text=True,
         check=True,
@@ -348,8 +360,16 @@ def post_as_bot(server, room_id: str, count: int) -> None:
         acked = 0
         for n in range(1, count + 1):
             content = f"m{n:02d}"
-            socket.send(json.dumps({"type": "send_message", "roomId": room_id,
-                                    "content": content, "clientId": content}))
+            socket.send(
+                json.dumps(
+                    {
+                        "type": "send_message",
+                        "roomId": room_id,
+                        "content": content,
+                        "clientId": content,
+                    }
+                )
+            )
             while acked < n:
                 frame = json.loads(socket.recv())
                 assert frame["type"] != "error", frame
