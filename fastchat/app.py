@@ -56,14 +56,13 @@ class App:
             )
         )
 
-    def api_user(self, request: Request, *, allow_query_token: bool = False) -> User:
-        """The account behind a request's Bearer token (or ``?token=`` where allowed)."""
-        header = request.header("authorization")
-        if header is None and allow_query_token and request.query("token"):
-            token = request.query("token") or ""
-        else:
-            token = bearer_token(header)
-        claims = self.tokens.verify(token)
+    def api_user(self, request: Request) -> User:
+        """The account behind a request's ``Authorization: Bearer`` token.
+
+        Tokens are accepted only there (and in the WebSocket ``authenticate`` message), never
+        in a URL, where they would end up in logs, history and Referer headers.
+        """
+        claims = self.tokens.verify(bearer_token(request.header("authorization")))
         user = self.chat.user(claims.user_id)
         if user is None:
             raise InvalidToken("User not found")

@@ -149,7 +149,7 @@ class Uploads:
         )
 
     async def download(self, request: Request, file_id: str) -> Response:
-        user = self._app.api_user(request, allow_query_token=True)
+        user = self._app.api_user(request)
         row = self._app.store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
         if row is None:
             raise NotFound("File not found")
