@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,18 @@ class Target:
     @property
     def path(self) -> str:
         return urlsplit(self.url).path or "/"
+
+
+def _slow_consumer_closes(target: Target) -> int | None:
+    """fastchat's ``fastchat_slow_consumer_closes_total`` from /metrics (None elsewhere)."""
+    if not target.auth:
+        return None
+    url = f"http://{target.host}:{target.port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("fastchat_slow_consumer_closes_total "):
+                return int(float(line.split()[1]))
+    return None
 
 
 # --- connections ----------------------------------------------------------------------------
@@ -587,7 +600,8 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
 
     closes = collections.Counter(str(r.close_code) for r in receivers if r.closed.done())
     closes["others"] = after.closed
-    stalled_closed = sum(1 for client in stalled if client.closed.done())
+    # The stalled clients read nothing, so they cannot see their own close: ask the server.
+    slow_closes = _slow_consumer_closes(target) if stalled else None
     for client in [*receivers, *clients, *stalled]:
         client.close()
     await children.stop()
@@ -632,7 +646,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         "errors": dict(errors),
         "receiver_closes": {k: v for k, v in closes.items() if v},
         "stalled": args.stalled,
-        "stalled_closed_by_server": stalled_closed,
+        "slow_consumer_closes": slow_closes,
     }
 
 
@@ -707,8 +721,8 @@ def describe(result: dict[str, Any]) -> str:
             + f"  ({r['receivers']} receivers)",
             f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}"
             + (
-                f"  stalled members {r['stalled']}, closed by the server "
-                f"{r['stalled_closed_by_server']}"
+                f"  stalled members {r['stalled']}, slow-consumer closes "
+                f"{r['slow_consumer_closes']}"
                 if r.get("stalled")
                 else ""
             ),
