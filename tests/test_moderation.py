@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import client
 from tests.client import PASSWORD, ChatClient
 from tests.conftest import ROOT, ServerProcess
 
@@ -54,13 +55,7 @@ def create_account(server: ServerProcess, role: str) -> str:
 
 def register(http: httpx.Client) -> str:
     """A new plain account over HTTP; its username."""
-    name = f"user_{uuid.uuid4().hex[:8]}"
-    response = http.post(
-        "/api/auth/register",
-        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-    )
-    assert response.status_code == 201, response.text
-    return name
+    return client.register(str(http.base_url).rstrip("/"), http=http)["user"]["username"]
 
 
 def login(http: httpx.Client, name: str) -> httpx.Response:

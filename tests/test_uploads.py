@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -13,7 +12,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.client import PASSWORD, joined
+from tests.client import joined, register
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(20)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(20)
@@ -31,13 +30,7 @@ def http(server) -> Iterator[httpx.Client]:
 
 def new_token(http: httpx.Client) -> str:
     """Register a fresh account over ``http`` (one shared client: creating one is slow)."""
-    name = f"up_{uuid.uuid4().hex[:12]}"
-    response = http.post(
-        "/api/auth/register",
-        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["token"]
+    return register(str(http.base_url).rstrip("/"), http=http)["token"]
 
 
 def upload(
