@@ -38,6 +38,7 @@ from fastchat.errors import (
 from fastchat.hub import Hub, Room
 from fastchat.ids import new_id
 from fastchat.protocol import event, utc_now_iso
+from fastchat.seen import SeenClientIds
 
 if TYPE_CHECKING:
     from fastchat.auth import TokenService
@@ -113,6 +114,7 @@ class Chat:
         self._pending_messages: dict[str, tuple[Room, dict[str, Any]]] = {}
         self._pending_dms: dict[str, dict[str, Any]] = {}
         self._mutes: dict[tuple[str, str], float] = {}
+        self._seen = SeenClientIds(store.client_keys())
         # file id -> (room id, message id) of the message sharing it, until that is stored
         self._attaching: dict[str, tuple[str, str]] = {}
         # After an unclean stop, messages may have been handed a seq and broadcast without
@@ -478,6 +480,8 @@ class Chat:
         row up, ``destination_of`` reads its destination.
         """
         pending = self._pending_client_ids.get((user.id, key))
+        if pending is None and f"{user.id}\0{key}" not in self._seen:
+            return False  # certainly never stored: no database read
         if pending is not None:
             waiters, pending_destination = pending
             if pending_destination != destination:
@@ -514,6 +518,7 @@ class Chat:
         waiters = [conn]
         if key is not None:
             self._pending_client_ids[(user.id, key)] = (waiters, destination)
+            self._seen.add(f"{user.id}\0{key}")
 
         def committed(error: BaseException | None) -> None:
             forget()

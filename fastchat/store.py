@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from itertools import groupby
 from typing import Any
@@ -422,6 +422,17 @@ class Store:
         """The message with this id."""
         row = self._one(f"{_MESSAGE_SELECT} WHERE id = ?", (message_id,))
         return MessageRow(*row) if row else None
+
+    def client_keys(self) -> Iterator[str]:
+        """``user \0 clientId`` of every stored message and (``user \0 dm:clientId``) DM."""
+        for user_id, client_id in self._db.execute(
+            "SELECT user_id, client_id FROM messages WHERE client_id IS NOT NULL"
+        ):
+            yield f"{user_id}\0{client_id}"
+        for sender_id, client_id in self._db.execute(
+            "SELECT sender_id, client_id FROM direct_messages WHERE client_id IS NOT NULL"
+        ):
+            yield f"{sender_id}\0dm:{client_id}"
 
     def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
         """The message ``user_id`` sent with this client id (for idempotent retries)."""
