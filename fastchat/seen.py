@@ -44,9 +44,7 @@ class SeenClientIds:
         current = self._filters[-1]
         if current.count >= current.capacity:
             stage = len(self._filters)
-            current = _Filter(
-                current.capacity * 2, _BITS_PER_KEY + stage * _EXTRA_BITS_PER_STAGE
-            )
+            current = _Filter(current.capacity * 2, _BITS_PER_KEY + stage * _EXTRA_BITS_PER_STAGE)
             self._filters.append(current)
         current.count += 1
         bits, size = current.bits, current.size
