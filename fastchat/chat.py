@@ -147,10 +147,6 @@ class Chat:
             user = self._users[user_id] = User.from_row(row)
         return user
 
-    def forget_user(self, user_id: str) -> None:
-        """Drop the cached account (after a change made outside the chat, e.g. the CLI)."""
-        self._users.pop(user_id, None)
-
     def file_share(self, file: FileRow) -> tuple[str, str] | None:
         """``(room id, message id)`` of the message sharing ``file``; None while unshared."""
         if file.room_id is not None and file.message_id is not None:
@@ -394,6 +390,7 @@ class Chat:
             if until > time.time():
                 raise Muted("You are muted in this room", request_type=cmd.TYPE)
             del self._mutes[(room.id, user.id)]
+            self._writer.submit(ops.clear_mute(room.id, user.id))
         self._check_capacity(cmd.TYPE, 1 if cmd.file_id is None else 2)
         if cmd.reply_to is not None:
             original = self._find_message(cmd.reply_to)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, KeysView
 from typing import TYPE_CHECKING
 
 from fastchat.config import WebSocketConfig
@@ -48,6 +48,7 @@ class Room:
         "n_dedicated",
         "n_shared",
         "name",
+        "present",
         "seq",
         "typing",
     )
@@ -70,6 +71,7 @@ class Room:
         self.member_ids = member_ids  # persisted membership (who may join a private room)
         self.seq = seq  # the last seq handed out
         self.conns: set[Connection] = set()  # connections in the room now
+        self.present: dict[str, int] = {}  # user id -> how many of its connections are in
         self.n_shared = 0
         self.n_dedicated = 0
         self.history: deque[dict] | None = None  # loaded on first use
@@ -89,8 +91,9 @@ class Room:
             "member_count": len(self.member_ids),
         }
 
-    def online_user_ids(self) -> set[str]:
-        return {conn.user_id for conn in self.conns if conn.user_id is not None}
+    def online_user_ids(self) -> KeysView[str]:
+        """Users with at least one connection in the room (kept by Hub.enter/leave)."""
+        return self.present.keys()
 
 
 class Hub:
@@ -287,6 +290,8 @@ class Hub:
             return
         room.conns.add(conn)
         conn.rooms.append(room)
+        if conn.user_id is not None:
+            room.present[conn.user_id] = room.present.get(conn.user_id, 0) + 1
         if conn.compress == SHARED:
             if not room.n_shared:
                 room._zframes = list(room._frames)  # uncompressed frames are valid for it too
@@ -299,6 +304,12 @@ class Hub:
             return
         room.conns.discard(conn)
         conn.rooms.remove(room)
+        if conn.user_id is not None:
+            left = room.present[conn.user_id] - 1
+            if left:
+                room.present[conn.user_id] = left
+            else:
+                del room.present[conn.user_id]
         if conn.compress == SHARED:
             room.n_shared -= 1
         elif conn.compress == DEDICATED:

@@ -358,44 +358,15 @@ class Store:
         row = self._one(f"{_USER_SELECT} WHERE email = ?", (name_or_email,))
         return UserRow(*row) if row else None
 
-    def rooms_visible_to(self, user_id: str) -> list[RoomRow]:
-        """Public rooms plus the private rooms ``user_id`` belongs to, ordered by name."""
-        rows = self._db.execute(
-            f"{_ROOM_SELECT} WHERE r.is_private = 0 OR EXISTS"
-            " (SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = ?)"
-            " ORDER BY r.name COLLATE NOCASE, r.id",
-            (user_id,),
-        ).fetchall()
-        return [_room_row(row) for row in rows]
-
     def all_rooms(self) -> list[RoomRow]:
         """Every room, ordered by name."""
         rows = self._db.execute(f"{_ROOM_SELECT} ORDER BY r.name COLLATE NOCASE, r.id")
         return [_room_row(row) for row in rows.fetchall()]
 
-    def room(self, room_id: str) -> RoomRow | None:
-        """The room with this id (with its member count)."""
-        row = self._one(f"{_ROOM_SELECT} WHERE r.id = ?", (room_id,))
-        return _room_row(row) if row else None
-
     def room_member_ids(self, room_id: str) -> set[str]:
         """Ids of the members of ``room_id``."""
         rows = self._db.execute("SELECT user_id FROM room_members WHERE room_id = ?", (room_id,))
         return {row[0] for row in rows.fetchall()}
-
-    def member_role(self, room_id: str, user_id: str) -> str | None:
-        """``'member'`` or ``'owner'``, or None when ``user_id`` is not a member."""
-        row = self._one(
-            "SELECT role FROM room_members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
-        )
-        return row[0] if row else None
-
-    def memberships_of(self, user_id: str) -> list[str]:
-        """Ids of the rooms ``user_id`` belongs to, sorted."""
-        rows = self._db.execute(
-            "SELECT room_id FROM room_members WHERE user_id = ? ORDER BY room_id", (user_id,)
-        )
-        return [row[0] for row in rows.fetchall()]
 
     def messages_page(
         self, room_id: str, *, before: int | None = None, after: int | None = None, limit: int

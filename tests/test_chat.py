@@ -364,3 +364,28 @@ async def test_history_pages_across_memory_and_disk(make_server):
     first = await alice.expect("room_history")
     assert [m["seq"] for m in first["messages"]] == [3, 4, 5] and first["hasMore"] is True
     await alice.close()
+
+
+async def test_user_left_only_when_the_last_tab_leaves_the_room(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob_account = register(server.base_url)
+    tabs = []
+    for _ in range(2):
+        tab = await ChatClient.connect(server.ws_url, bob_account["token"])
+        tab.send(type="join_room", roomId="general")
+        await tab.expect("room_joined")
+        tabs.append(tab)
+    await alice.expect("user_joined")
+    mark = len(alice.seen)
+    tabs[0].send(type="leave_room", roomId="general")
+    await tabs[0].expect("room_left")
+    alice.send(type="ping")
+    await alice.expect("pong")
+    since = (alice.seen + alice.drain())[mark:]
+    # the second tab is the same user: no second user_joined, no user_left while it stays
+    assert not any(e["type"] in ("user_left", "user_joined") for e in since)
+    tabs[1].send(type="leave_room", roomId="general")
+    left = await alice.expect("user_left")
+    assert left["user"]["id"] == bob_account["user"]["id"]
+    for client in (alice, *tabs):
+        await client.close()

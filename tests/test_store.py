@@ -235,21 +235,21 @@ async def test_rooms_membership_and_visibility(db: store.Store, writer: store.Wr
         await writer.execute(store.add_member(room, user, role, T0))
     await writer.execute(store.add_member("secret", "u1", "member", T0))  # already in: ignored
 
-    assert [r.id for r in db.rooms_visible_to("u1")] == ["secret", "general", "random", "tech"]
-    assert [r.id for r in db.rooms_visible_to("u3")] == ["general", "random", "tech"]
-    counts = {r.id: r.member_count for r in db.all_rooms()}
-    assert counts == {"secret": 2, "general": 2, "random": 0, "tech": 0}
-    secret = db.room("secret")
-    assert secret == store.RoomRow("secret", "Attic", None, True, "u1", T0, 2)
-    assert db.room("missing") is None
+    rooms = {r.id: r for r in db.all_rooms()}
+    assert {i: r.member_count for i, r in rooms.items()} == {
+        "secret": 2,
+        "general": 2,
+        "random": 0,
+        "tech": 0,
+    }
+    assert rooms["secret"] == store.RoomRow("secret", "Attic", None, True, "u1", T0, 2)
     assert db.room_member_ids("secret") == {"u1", "u2"}
-    assert db.member_role("secret", "u1") == "owner"
-    assert db.member_role("secret", "u3") is None
-    assert db.memberships_of("u1") == ["general", "secret"]
+    role = "SELECT role FROM room_members WHERE room_id = ? AND user_id = ?"
+    assert db._one(role, ("secret", "u1")) == ("owner",)  # the duplicate add changed nothing
+    assert db._one(role, ("secret", "u3")) is None
 
     await writer.execute(store.remove_member("secret", "u2"))
     assert db.room_member_ids("secret") == {"u1"}
-    assert db.memberships_of("u2") == []
     with pytest.raises(apsw.ConstraintError):
         await writer.execute(store.add_member("tech", "u1", "king", T0))
 
