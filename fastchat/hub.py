@@ -24,6 +24,8 @@ from fastchat.ws.frames import build_frame
 if TYPE_CHECKING:
     from fastchat.ws.connection import Connection
 
+_NOBODY: frozenset[Connection] = frozenset()
+
 # Connection.compress values
 PLAIN = 0
 SHARED = 1
@@ -136,7 +138,7 @@ class Hub:
         room._payloads.append(payload)
         if room.n_shared:
             room._zframes.append(self._compressed_frame(payload, frame))
-        excluded = frozenset(exclude)
+        excluded = frozenset(exclude) if exclude else _NOBODY
         if droppable or excluded:
             room._special.append((len(room._frames) - 1, droppable, excluded))
 
