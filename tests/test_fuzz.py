@@ -46,7 +46,7 @@ class FakeConnection:
         self.deflater = None
         self.out: bytes | list[bytes] | None = None
         self.user_id: str | None = None
-        self.rooms: set[Any] = set()
+        self.rooms: list[Any] = []
         self.session: object = None
         self.client = "127.0.0.1"
         self.written: list[bytes] = []
@@ -109,6 +109,7 @@ class Harness:
         sessions.on_text(conn, '{"type": "join_room", "roomId": "general"}')  # type: ignore[arg-type]
         hub.flush()
         assert conn.close_code is None, "the fuzz account could not log in"
+        assert [e["type"] for e in conn.events()][-1] == "room_joined", conn.events()
         conn.written.clear()
         try:
             sessions.on_text(conn, text)  # type: ignore[arg-type]
