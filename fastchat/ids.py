@@ -16,12 +16,20 @@ import time
 # a seeded Mersenne Twister is enough and costs no system call.
 _random = random.Random()
 _getrandbits = _random.getrandbits
-_VARIANT = "89ab"
+# (unix millisecond, "tttttttt-tttt-7") swapped as one tuple so readers never see a mix.
+_stamp: tuple[int, str] = (-1, "")
 
 
 def new_id() -> str:
-    """A UUIDv7-formatted id: 48-bit Unix milliseconds, then 74 random bits."""
-    stamp = f"{time.time_ns() // 1_000_000:012x}"
-    rand = f"{_getrandbits(80):020x}"
-    variant = _VARIANT[int(rand[3], 16) & 3]
-    return f"{stamp[:8]}-{stamp[8:]}-7{rand[:3]}-{variant}{rand[4:7]}-{rand[7:19]}"
+    """A UUIDv7-formatted id: 48-bit Unix milliseconds, then 74 random bits.
+
+    The time prefix is formatted once per millisecond; the random part is one draw of 74
+    bits laid out as rand_a (12), the variant ``10`` + 14 bits, and 48 bits.
+    """
+    global _stamp
+    ms = time.time_ns() // 1_000_000
+    stamp = _stamp
+    if stamp[0] != ms:
+        stamp = _stamp = (ms, f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7")
+    r = _getrandbits(74)
+    return f"{stamp[1]}{r >> 62:03x}-{0x8000 | (r >> 48 & 0x3FFF):04x}-{r & 0xFFFFFFFFFFFF:012x}"

@@ -4,30 +4,49 @@ Idempotent resends need to know whether a ``(user, clientId)`` was stored before
 SQLite for every message cost a quarter of the event loop in small rooms (an indexed read
 whose page cache every commit invalidates, plus GIL hand-offs with the writer thread).
 Almost every client id is new, and a Bloom filter proves that without a read: a miss means
-"never stored"; a hit (a stored id, or a ~1 % false positive) falls back to the database.
+"never stored"; a hit (a stored id, or a ~0.2 % false positive) falls back to the database.
 There are no false negatives, so no resend is ever missed.
+
+The false-positive rate matters: each one is a read on the loop thread that may wait for
+the writer thread's GIL slice (at ~2 % those reads still took 5 % of a saturated loop). The
+filter is *blocked*: a key sets its 6 bits in one 64-bit word, so a test is one word read
+and a mask compare (~1 µs in Python) rather than 6 scattered probes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-# 10 bits per key and 4 probes: ~1.2 % false positives when full. Every further filter of
-# the scalable set gets 4 more bits per key (~0.5 %, ~0.2 %, ...), so the sum stays ~2 %.
-_BITS_PER_KEY = 10
-_EXTRA_BITS_PER_STAGE = 4
-_PROBES = 4
-_MASK_32 = 0xFFFFFFFF
+# 24 bits (3 bytes) per key with 6 bits per 64-bit block: ~0.12 % false positives when
+# full. Every further filter of the scalable set gets 8 more bits per key (~0.04 %,
+# ~0.015 %, ...), so the sum stays below 0.2 %.
+_BITS_PER_KEY = 24
+_EXTRA_BITS_PER_STAGE = 8
+_MASK_64 = (1 << 64) - 1
 
 
 class _Filter:
-    __slots__ = ("bits", "capacity", "count", "size")
+    __slots__ = ("blocks", "capacity", "count", "words")
 
     def __init__(self, capacity: int, bits_per_key: int):
         self.capacity = capacity
         self.count = 0
-        self.size = capacity * bits_per_key
-        self.bits = bytearray((self.size + 7) // 8)
+        self.blocks = max(1, capacity * bits_per_key // 64)
+        self.words = memoryview(bytearray(self.blocks * 8)).cast("Q")
+
+
+def _probe(key: str) -> tuple[int, int]:
+    """The key's 6-bit mask within a block and the number that picks the block."""
+    h = hash(key) & _MASK_64  # per-process salt is fine: the filter is rebuilt at every start
+    mask = (
+        1 << (h & 63)
+        | 1 << (h >> 6 & 63)
+        | 1 << (h >> 12 & 63)
+        | 1 << (h >> 18 & 63)
+        | 1 << (h >> 24 & 63)
+        | 1 << (h >> 30 & 63)
+    )
+    return mask, h >> 36
 
 
 class SeenClientIds:
@@ -47,22 +66,12 @@ class SeenClientIds:
             current = _Filter(current.capacity * 2, _BITS_PER_KEY + stage * _EXTRA_BITS_PER_STAGE)
             self._filters.append(current)
         current.count += 1
-        bits, size = current.bits, current.size
-        h = hash(key)  # per-process salt is fine: the filter is rebuilt at every start
-        h1, h2 = h & _MASK_32, ((h >> 32) & _MASK_32) | 1
-        for i in range(_PROBES):
-            index = (h1 + i * h2) % size
-            bits[index >> 3] |= 1 << (index & 7)
+        mask, block = _probe(key)
+        current.words[block % current.blocks] |= mask
 
     def __contains__(self, key: str) -> bool:
-        h = hash(key)
-        h1, h2 = h & _MASK_32, ((h >> 32) & _MASK_32) | 1
+        mask, block = _probe(key)
         for current in self._filters:
-            bits, size = current.bits, current.size
-            for i in range(_PROBES):
-                index = (h1 + i * h2) % size
-                if not bits[index >> 3] & (1 << (index & 7)):
-                    break
-            else:
+            if current.words[block % current.blocks] & mask == mask:
                 return True
         return False
