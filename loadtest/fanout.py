@@ -41,7 +41,6 @@ SETUP_CONCURRENCY = 200
 DRAIN_SECONDS = 5.0
 READY_SECONDS = 300.0
 FANRECV_SOURCE = Path(__file__).resolve().parent / "fanrecv.c"
-CACHE = Path.home() / ".cache" / "fastchat-loadtest"
 _NEW_MESSAGE = b'{"type":"new_message"'
 _ACK = b'{"type":"message_ack"'
 _ERROR = b'{"type":"error"'
@@ -390,13 +389,13 @@ async def child_main() -> None:
 def build_fanrecv() -> Path | None:
     """The compiled ``fanrecv.c`` (cached by source hash), or None if gcc is missing."""
     source = FANRECV_SOURCE.read_bytes()
-    binary = CACHE / f"fanrecv-{hashlib.sha256(source).hexdigest()[:16]}"
+    binary = procs.CACHE / f"fanrecv-{hashlib.sha256(source).hexdigest()[:16]}"
     if binary.exists():
         return binary
     gcc = shutil.which("gcc")
     if gcc is None:
         return None
-    CACHE.mkdir(parents=True, exist_ok=True)
+    procs.CACHE.mkdir(parents=True, exist_ok=True)
     partial = binary.with_suffix(f".{os.getpid()}.tmp")
     subprocess.run([gcc, "-O2", "-o", str(partial), str(FANRECV_SOURCE)], check=True)
     partial.replace(binary)
@@ -730,6 +729,24 @@ def describe(result: dict[str, Any]) -> str:
     )
 
 
+def summary(results: list[dict[str, Any]]) -> str:
+    """One line per fan-out result, side by side (the servers measured in this invocation)."""
+    lines = [
+        f"{'server':<10} {'deliveries/s':>13} {'accepted/s':>11} {'p50 ms':>9} {'p99 ms':>9} "
+        f"{'server cpu':>10}  generator cpu %"
+    ]
+    for r in results:
+        latency = r["latency_ms"]
+        p50, p99 = (f"{latency[k]:.1f}" if latency else "-" for k in ("p50", "p99"))
+        cpu = "?" if r["server_cpu_pct"] is None else f"{r['server_cpu_pct']}%"
+        lines.append(
+            f"{r['target']:<10} {r['deliveries_per_s']:>13,} {r['accepted_per_s']:>11,} "
+            f"{p50:>9} {p99:>9} {cpu:>10}  "
+            + " ".join(f"{name} {pct}" for name, pct in r["generator_cpu_pct"].items())
+        )
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.fanout", description=__doc__.splitlines()[0]
@@ -775,8 +792,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start fastchat pinned to CPU 0 (persistence on)",
     )
     add("--server-pid", type=int, help="pid of an already running server, for CPU and RSS")
-    add("--relay", choices=["websockets"], help="also measure the websockets relay, side by side")
+    add(
+        "--relay",
+        action="append",
+        choices=procs.RELAYS,
+        default=[],
+        help="also measure this baseline relay, side by side (repeatable: each runs in turn)",
+    )
     add("--relay-only", action="store_true", help="with --relay: skip fastchat")
+    add(
+        "--bun",
+        metavar="PATH",
+        help="Bun executable for --relay bun (default: bun on PATH, "
+        f"then {procs.CACHE}/node_modules/.bin/bun)",
+    )
     add("--json", help="write the results to this file")
     add("--sample", type=int, default=20, help="receivers that parse messages for latency")
     add("--procs", type=int, default=1, help="generator processes sharing the receivers")
@@ -784,13 +813,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--server-cpu", type=int, default=0, help="CPU the spawned servers are pinned to")
     add("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.relay = list(dict.fromkeys(args.relay))  # each relay once, in the order given
+    if args.relay_only and not args.relay:
+        parser.error("--relay-only needs --relay")
     others = set(range(os.cpu_count() or 1)) - {args.server_cpu}
     args.generator_cpus = others or {args.server_cpu}
     return args
 
 
 def _targets(args: argparse.Namespace, compression: str) -> list[Callable[[], tuple[Target, Any]]]:
-    """Factories that start (if needed) each server under test: fastchat, then the relay."""
+    """Factories that start (if needed) each server under test: fastchat, then each relay."""
 
     def fastchat() -> tuple[Target, Any]:
         if args.spawn_server:
@@ -800,12 +832,17 @@ def _targets(args: argparse.Namespace, compression: str) -> list[Callable[[], tu
             return Target("fastchat", spawned.url, spawned.pid, True), spawned
         return Target("fastchat", args.url, args.server_pid, True), None
 
-    def relay() -> tuple[Target, Any]:
-        spawned = procs.spawn_relay(args.server_cpu)
-        return Target("websockets", spawned.url, spawned.pid, False), spawned
+    def relay(kind: str) -> Callable[[], tuple[Target, Any]]:
+        def start() -> tuple[Target, Any]:
+            spawned = procs.spawn_relay(
+                kind, args.server_cpu, compression=args.compression, bun=args.bun
+            )
+            return Target(kind, spawned.url, spawned.pid, False), spawned
+
+        return start
 
     factories = [] if args.relay_only else [fastchat]
-    return factories + ([relay] if args.relay else [])
+    return factories + [relay(kind) for kind in args.relay]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -818,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.spawn_server or args.relay:
         procs.pin(args.generator_cpus)
     procs.raise_nofile()
+    if "bun" in args.relay:
+        args.bun = procs.find_bun(args.bun)  # fail now, not after the fastchat run
     args.fanrecv = None
     if args.receivers != "python" and not args.idle_memory:
         args.fanrecv = build_fanrecv()
@@ -839,6 +878,8 @@ def main(argv: list[str] | None = None) -> int:
                     spawned.stop()
             print(describe(result), flush=True)
             results.append(result)
+    if len(results) > 1 and not args.idle_memory:
+        print(summary(results))
     if args.json:
         with open(args.json, "wb") as out:
             out.write(

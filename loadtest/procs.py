@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path.home() / ".cache" / "fastchat-loadtest"
+RELAYS = ("websockets", "bun")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _FASTCHAT_URL = re.compile(r"fastchat listening on http://(\S+)")
 _RELAY_URL = re.compile(r"relay listening on (ws://\S+)")
@@ -163,10 +166,32 @@ def spawn_fastchat(
     return spawned
 
 
-def spawn_relay(cpu: int | None) -> Spawned:
-    """The ``websockets`` baseline relay (:mod:`loadtest.ws_relay`) on port 0."""
-    argv = [sys.executable, "-m", "loadtest.ws_relay", "--port", "0"]
-    return _start("websockets", argv, _RELAY_URL, cpu)
+def find_bun(path: str | None = None) -> str:
+    """The Bun executable: ``path``, else ``bun`` on PATH, else the one in CACHE."""
+    cached = CACHE / "node_modules" / ".bin" / "bun"
+    found = path or shutil.which("bun") or (str(cached) if cached.exists() else None)
+    if found is None or not os.access(found, os.X_OK):
+        raise SystemExit(
+            f"--relay bun: no Bun executable at {found or 'PATH or ' + str(cached)}; "
+            f"install it with: npm install --prefix {CACHE} bun  (or give --bun PATH)"
+        )
+    return found
+
+
+def spawn_relay(
+    kind: str, cpu: int | None, *, compression: bool = False, bun: str | None = None
+) -> Spawned:
+    """A baseline relay on port 0: ``websockets`` (:mod:`loadtest.ws_relay`, which always
+    accepts permessage-deflate) or ``bun`` (``loadtest/bun_relay.ts`` run by ``bun``, with
+    permessage-deflate only if ``compression``)."""
+    if kind == "websockets":
+        argv = [sys.executable, "-m", "loadtest.ws_relay", "--port", "0"]
+    elif kind == "bun":
+        argv = [find_bun(bun), str(ROOT / "loadtest" / "bun_relay.ts"), "--port", "0"]
+        argv += ["--compression"] if compression else []
+    else:
+        raise ValueError(f"unknown relay {kind!r}")
+    return _start(kind, argv, _RELAY_URL, cpu)
 
 
 class _Raw(str):
