@@ -5,6 +5,8 @@ walked header by header (2/4/10-byte headers, payloads skipped, no copies, no JS
 *message* mode every message is reassembled (and inflated when permessage-deflate was
 negotiated) and handed to a callback with the receive time. A client starts in message
 mode (to see ``authenticated``/``room_joined``) and can switch to count mode at any point.
+In count mode, ``on_data`` (when set) also sees every read, unparsed: a publisher scans the
+raw stream for its own markers (:class:`MarkerCounter`) instead of parsing every broadcast.
 
 All protocols share one receive buffer: the event loop calls ``get_buffer`` and then
 ``buffer_updated`` back to back on one thread, and count mode never keeps a reference to it.
@@ -30,10 +32,34 @@ _OP_CLOSE, _OP_PING = 0x8, 0x9
 _MAX_HEAD = 16 * 1024
 
 OnMessage = Callable[[bytes, int], None]
+OnData = Callable[[bytearray, int, int], None]  # (buffer, start, end), valid during the call
 
 
 def ignore(_payload: bytes, _received_ns: int) -> None:
     """The default handler: stay in message mode (keeps the inflater in sync) and drop it."""
+
+
+class MarkerCounter:
+    """Counts a marker in a byte stream read in chunks, including markers cut by a read."""
+
+    __slots__ = ("_carry", "count", "marker")
+
+    def __init__(self, marker: bytes):
+        self.marker = marker
+        self.count = 0
+        self._carry = b""  # the stream's last len(marker) - 1 bytes
+
+    def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        marker = self.marker
+        keep = len(marker) - 1
+        # Neither the carry nor the chunk's first `keep` bytes can hold a whole marker, so
+        # every match in their junction spans the boundary and was not counted before.
+        junction = self._carry + bytes(buf[start : min(end, start + keep)])
+        self.count += junction.count(marker) + buf.count(marker, start, end)
+        if end - start >= keep:
+            self._carry = bytes(buf[end - keep : end])
+        else:
+            self._carry = junction[-keep:]
 
 
 class HandshakeError(Exception):
@@ -80,6 +106,7 @@ class RawClient(asyncio.BufferedProtocol):
         self.frames = 0
         self.close_code: int | None = None
         self.on_message: OnMessage | None = ignore
+        self.on_data: OnData | None = None  # count mode only, plain (uncompressed) streams
         self.transport: asyncio.Transport | None = None
         self.deflate = False
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -138,6 +165,8 @@ class RawClient(asyncio.BufferedProtocol):
             if start < 0:
                 return
         if self.on_message is None and not self._pending:
+            if self.on_data is not None:
+                self.on_data(buf, start, nbytes)
             self._count(buf, start, nbytes)
         else:
             self._pending += _SHARED_VIEW[start:nbytes]
@@ -285,6 +314,8 @@ class RawClient(asyncio.BufferedProtocol):
             if self.on_message is None:  # switched to count mode: count the rest
                 rest = bytes(data[pos:end])
                 self._pending = bytearray()
+                if self.on_data is not None:
+                    self.on_data(bytearray(rest), 0, len(rest))
                 self._count(rest, 0, len(rest))
                 return
         del data[:pos]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import random
 import shutil
 import subprocess
@@ -304,4 +305,34 @@ async def test_wsraw_message_mode_then_count_mode(items, cuts, data):
     feed(client, head + accept + b"\r\n\r\n" + stream, cuts)
     assert client.upgraded.done() and client.upgraded.exception() is None
     assert got == messages[:switch]
+    assert client.frames == len(messages)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from([b"<ab>", b"<a", b"b>", b"x", b"<<ab>>", b""]), max_size=40),
+    cuts=st.lists(st.integers(0, 200), max_size=12),
+)
+def test_marker_counter_counts_markers_cut_by_reads(parts, cuts):
+    stream = b"".join(parts)
+    counter = wsraw.MarkerCounter(b"<ab>")
+    buf = bytearray(b"junk" + stream + b"junk")  # chunks are windows of a larger buffer
+    edges = sorted({0, len(stream), *(c for c in cuts if c <= len(stream))})
+    for start, end in itertools.pairwise(edges):
+        counter.feed(buf, 4 + start, 4 + end)
+    assert counter.count == stream.count(b"<ab>")
+
+
+@settings(max_examples=60, deadline=None)
+@given(items=kinds, cuts=reads)
+async def test_wsraw_on_data_sees_the_raw_stream_in_count_mode(items, cuts):
+    stream, messages, _pings = build(items)
+    client = wsraw.RawClient("h", 1, "/")
+    client._handshake = None
+    client.transport = FakeTransport()  # type: ignore[assignment]
+    client.on_message = None
+    seen = bytearray()
+    client.on_data = lambda buf, start, end: seen.extend(buf[start:end])
+    feed(client, stream, cuts)
+    assert bytes(seen) == stream
     assert client.frames == len(messages)
