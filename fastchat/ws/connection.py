@@ -311,6 +311,7 @@ class Connection(WSListener):
         if self.closed or self.transport is None:
             return
         if not slow:
+            self._hub.catch_up(self)
             self.flush()
         self.closed = True
         self.held = None
