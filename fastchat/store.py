@@ -43,6 +43,13 @@ FOREVER = 253402300799.0
 """A ban/mute deadline meaning "permanent" (9999-12-31T23:59:59Z as a Unix time)."""
 
 BUSY_TIMEOUT_MS = 5000
+CHECKPOINT_PAGES = 1000
+"""WAL length (pages) from which the checkpointer thread copies the WAL into the database
+(SQLite's own automatic checkpoint starts at the same length, inside a commit)."""
+CHECKPOINT_INTERVAL = 0.05
+"""Seconds between two checkpoints of the checkpointer thread, at most."""
+WAL_RESTART_PAGES = 8000
+"""WAL size (pages) past which the writer finishes the copy itself, so the WAL starts over."""
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 _CLEAN_KEY = "clean_shutdown"
@@ -139,6 +146,16 @@ MIGRATIONS: list[str] = [
         ('general', 'General', 'General discussion', 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
         ('random', 'Random', 'Random topics', 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
         ('tech', 'Tech Talk', 'Technology discussions', 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+    """,
+    # clientId first: time-ordered clientIds (what the browser client sends) then append at
+    # the end of the index, whoever sends them, instead of at one point per user.
+    """
+    DROP INDEX messages_user_client;
+    CREATE UNIQUE INDEX messages_client_user ON messages (client_id, user_id)
+        WHERE client_id IS NOT NULL;
+    DROP INDEX direct_messages_sender_client;
+    CREATE UNIQUE INDEX direct_messages_client_sender ON direct_messages (client_id, sender_id)
+        WHERE client_id IS NOT NULL;
     """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
@@ -489,6 +506,19 @@ STATEMENTS: dict[str, str] = {
 }
 
 
+def _rows_sql(name: str) -> str:
+    """The INSERT of ``name`` for many rows at once, bound as one JSON array of rows."""
+    insert = STATEMENTS[name]
+    columns = insert[insert.index("(") + 1 : insert.index(")")]
+    values = ", ".join(f"jsonb_extract(value, '$[{i}]')" for i in range(columns.count(",") + 1))
+    return f"{insert[: insert.index(' VALUES')]} SELECT {values} FROM jsonb_each(jsonb(?))"
+
+
+# The writer's hot inserts: a run of them is one statement, so one SQLite call (executemany
+# makes one per row, and the writer thread gives the GIL up and waits for it around each).
+_ROWS_SQL = {name: _rows_sql(name) for name in ("insert_message", "insert_dm")}
+
+
 def insert_user(
     *,
     id: str,
@@ -675,6 +705,15 @@ _OP_ERRORS = (
 _Entry = tuple[Op, OnDone | None]
 
 
+def _write_group(conn: apsw.Connection, name: str, params: list[tuple[Any, ...]]) -> None:
+    """Run one statement for consecutive ops of the same kind."""
+    rows_sql = _ROWS_SQL.get(name)
+    if rows_sql is None:
+        conn.executemany(STATEMENTS[name], params)
+    else:
+        conn.execute(rows_sql, (orjson.dumps(params).decode(),))
+
+
 class _Abandoned(Exception):
     """close() ran out of time while the storage was failing."""
 
@@ -706,6 +745,71 @@ def _rollback(conn: apsw.Connection) -> None:
         log.warning("storage writer: rollback failed: %s", _describe(exc))
 
 
+class _Checkpointer:
+    """Copies the WAL into the database on its own thread and connection.
+
+    SQLite's automatic checkpoint runs inside a COMMIT once the WAL holds 1,000 pages, so
+    the writer would stall for as long as it takes to write those pages into the database
+    file and sync it. Instead the writer wakes this thread once the WAL is that long, and it
+    runs a PASSIVE checkpoint next to the writer (at most every :data:`CHECKPOINT_INTERVAL`).
+
+    SQLite starts the WAL over only once every frame has been copied, and under sustained
+    load a passive checkpoint always ends a few frames behind the writer. So once the WAL
+    holds :data:`WAL_RESTART_PAGES`, the writer copies what is left itself
+    (:meth:`finish`), between two batches.
+    """
+
+    def __init__(self, config: StorageConfig) -> None:
+        self._conn = _connect(config, config.synchronous)
+        self._lock = threading.Lock()  # one checkpoint at a time, of either connection
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="fastchat-checkpointer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Start a checkpoint soon (unless one is already due)."""
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def finish(self, writer: apsw.Connection, wait: bool) -> None:
+        """Copy what is left of the WAL on the writer's connection. If the thread is copying
+        right now, wait for it, or (``wait`` false) leave it to the writer's next batch."""
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            self._checkpoint(writer)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Stop the thread and close its connection."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                self._checkpoint(self._conn)
+            self._stop.wait(CHECKPOINT_INTERVAL)
+
+    def _checkpoint(self, conn: apsw.Connection) -> None:
+        # A failed checkpoint loses nothing (the frames stay in the WAL): log once, retry later.
+        try:
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.Error as exc:
+            if not self._failing:
+                self._failing = True
+                log.warning("storage checkpoint failed, retrying later: %s", _describe(exc))
+            return
+        self._failing = False
+
+
 class WriteBehind:
     """Commits queued write operations in batches on its own thread and connection.
 
@@ -728,6 +832,8 @@ class WriteBehind:
         self._stopping = False
         self._max_page_count: int | None = None
         self._conn: apsw.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
+        self._wal_pages = 0  # the WAL's length after the last commit
         self._thread: threading.Thread | None = None
         self._finished: asyncio.Future[None] | None = None
         self.batches_committed = 0
@@ -747,6 +853,9 @@ class WriteBehind:
     def start(self) -> None:
         """Open the writer connection and start the writer thread (after ``Store.open``)."""
         self._conn = _connect(self._config, self._config.synchronous)
+        # Replaces SQLite's automatic checkpoint: _Checkpointer does it, off this thread.
+        self._conn.set_wal_hook(self._wal_committed)
+        self._checkpointer = _Checkpointer(self._config)
         self._finished = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name="fastchat-writer", daemon=True)
         self._thread.start()
@@ -813,6 +922,8 @@ class WriteBehind:
                 self._abort.set()
                 await self._finished
             self._thread.join()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         if self._conn is not None:
             self._conn.close()
         unwritten = [*self._batch, *self._queue]
@@ -867,6 +978,24 @@ class WriteBehind:
             errors = self._commit(batch)
             self._batch = []
             self._notify(self._deliver, batch, errors)
+            self._tend_wal()
+
+    def _wal_committed(self, _conn: apsw.Connection, _db: str, pages: int) -> int:
+        """SQLite's WAL hook, called in each COMMIT with the WAL's length in pages."""
+        self._wal_pages = pages
+        return apsw.SQLITE_OK
+
+    def _tend_wal(self) -> None:
+        """Wake the checkpointer once the WAL is long, and finish its copy if too long."""
+        checkpointer = self._checkpointer
+        assert checkpointer is not None and self._conn is not None
+        pages = self._wal_pages
+        if pages >= WAL_RESTART_PAGES:
+            # Past twice the limit the thread is not keeping up: wait for it, so the WAL
+            # stays bounded (the writer then pays for the copy, as SQLite's own would).
+            checkpointer.finish(self._conn, wait=pages >= 2 * WAL_RESTART_PAGES)
+        if pages >= CHECKPOINT_PAGES:
+            checkpointer.wake()
 
     def _commit(self, batch: list[_Entry]) -> dict[int, BaseException] | None:
         """Write ``batch`` in one transaction, retrying storage failures until it commits."""
@@ -916,10 +1045,18 @@ class WriteBehind:
         return errors
 
     def _write(self, conn: apsw.Connection, batch: list[_Entry]) -> dict[int, BaseException] | None:
-        conn.execute("BEGIN IMMEDIATE")
+        groups = [
+            (name, [entry[0][1] for entry in entries])
+            for name, entries in groupby(batch, key=_entry_name)
+        ]
         try:
-            for name, entries in groupby(batch, key=_entry_name):
-                conn.executemany(STATEMENTS[name], [entry[0][1] for entry in entries])
+            if len(groups) == 1 and groups[0][0] in _ROWS_SQL:
+                # One statement is its own transaction: the whole batch is one SQLite call.
+                _write_group(conn, *groups[0])
+                return None
+            conn.execute("BEGIN IMMEDIATE")
+            for name, params in groups:
+                _write_group(conn, name, params)
         except _OP_ERRORS:
             _rollback(conn)
             return self._write_isolated(conn, batch)

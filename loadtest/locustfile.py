@@ -37,6 +37,15 @@ online_users: dict[str, str] = {}
 small_rooms: list[str] = []
 
 
+def new_client_id() -> str:
+    """A clientId as the browser client makes one (``newClientId`` in static/app.js): the
+    UUIDv7 layout, 48-bit Unix milliseconds then random bits."""
+    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 9562 variant
+    return str(uuid.UUID(int=value))
+
+
 class ReplyTimeout(Exception):
     """The server did not answer within REPLY_TIMEOUT."""
 
@@ -234,7 +243,7 @@ class ChatUser(HttpUser):
         if not self.rooms:
             return
         room = random.choice(self.rooms)
-        client_id = uuid.uuid4().hex
+        client_id = new_client_id()
         ack = self.expect(("message_ack", client_id))
         echo = self.expect(("new_message", client_id))
         content = random.choice(("hi", "lol", "anyone here?", "x" * random.randint(10, 300)))
@@ -265,7 +274,7 @@ class ChatUser(HttpUser):
         others = [uid for uid in online_users if uid != self.user_id]
         if not others:
             return
-        client_id = uuid.uuid4().hex
+        client_id = new_client_id()
         message = {
             "type": "private_message",
             "targetUserId": random.choice(others),

@@ -772,11 +772,29 @@ function optimistic(c, clientId, fields) {
   });
 }
 
+/**
+ * A fresh clientId in the UUIDv7 layout: 48-bit Unix milliseconds, then random bits. Ids that
+ * grow with time land at the end of the server's unique clientId index instead of on a random
+ * page of it, which makes storing a message cheaper.
+ */
+function newClientId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  let ms = Date.now();
+  for (let i = 5; i >= 0; i -= 1) {
+    bytes[i] = ms % 256;
+    ms = Math.floor(ms / 256);
+  }
+  bytes[6] = (bytes[6] & 0x0f) | 0x70; // version 7
+  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 9562 variant
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 /** Send a room message or DM with a fresh clientId, showing it as pending until acked. */
 function sendToView(content, extra = {}) {
   const c = state.convs.get(state.view);
   if (!c) return;
-  const clientId = crypto.randomUUID();
+  const clientId = newClientId();
   let type;
   let fields;
   if (c.kind === 'room') {

@@ -130,6 +130,64 @@ def test_newer_schema_is_refused(config: StorageConfig) -> None:
         store.Store(config).open()
 
 
+def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
+    config: StorageConfig,
+) -> None:
+    # A database as the first schema (the code before migration 2) left it.
+    config.path.parent.mkdir(parents=True)
+    old = apsw.Connection(str(config.path))
+    old.pragma("journal_mode", "wal")
+    with old:
+        old.execute(store.MIGRATIONS[0])
+        old.pragma("user_version", 1)
+        old.executemany(
+            store.STATEMENTS["insert_message"],
+            [msg(seq, user=f"u{seq % 2}", client_id=f"c{seq}")[1] for seq in range(1, 6)],
+        )
+        old.execute(
+            store.STATEMENTS["insert_dm"],
+            store.insert_dm(id="d1", seq=1, sender_id="u0", recipient_id="u1", content="hi",
+                            client_id="c1", created_at=T0)[1],
+        )  # fmt: skip
+    old.close()
+
+    s = store.Store(config)
+    state = s.open()
+    assert state.max_room_seq["general"] == 5 and state.max_dm_seq == 1
+    assert [m.seq for m in s.messages_page("general", limit=10)] == [1, 2, 3, 4, 5]
+    assert s.message_by_client_id("u1", "c3") == s.message_by_id("general-3")
+    assert s.message_by_client_id("u0", "c3") is None
+    assert s.dm_by_client_id("u0", "c1") is not None
+    assert sorted(s.client_keys()) == sorted(
+        [f"u{seq % 2}\0c{seq}" for seq in range(1, 6)] + ["u0\0dm:c1"]
+    )
+    s.close()
+
+    conn = apsw.Connection(str(config.path))
+    assert conn.pragma("user_version") == len(store.MIGRATIONS) == 2
+    plans = [
+        row[3]
+        for sql in (
+            "SELECT id FROM messages WHERE user_id = 'u1' AND client_id = 'c3'",
+            "SELECT id FROM direct_messages WHERE sender_id = 'u0' AND client_id = 'c1'",
+        )
+        for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")
+    ]
+    assert any("messages_client_user" in plan for plan in plans), plans
+    assert any("direct_messages_client_sender" in plan for plan in plans), plans
+    # clientIds stay unique per user (and per sender for DMs) for good
+    with pytest.raises(apsw.ConstraintError):
+        conn.execute(store.STATEMENTS["insert_message"], msg(6, user="u1", client_id="c3")[1])
+    conn.execute(store.STATEMENTS["insert_message"], msg(6, user="u0", client_id="c3")[1])
+    with pytest.raises(apsw.ConstraintError):
+        conn.execute(
+            store.STATEMENTS["insert_dm"],
+            store.insert_dm(id="d2", seq=2, sender_id="u0", recipient_id="u2", content="x",
+                            client_id="c1", created_at=T0)[1],
+        )  # fmt: skip
+    conn.close()
+
+
 def test_default_rooms(db: store.Store) -> None:
     rooms = db.all_rooms()
     assert [(r.id, r.name, r.description) for r in rooms] == [
@@ -510,6 +568,148 @@ async def test_constraint_failure_is_isolated(db: store.Store, config: StorageCo
     assert writer.op_errors_total == 2
     assert writer.healthy
     assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 3, 4]
+    assert await writer.close(5) == 0
+
+
+async def test_batch_of_inserts_is_one_statement_and_a_failure_is_isolated(
+    db: store.Store, config: StorageConfig
+) -> None:
+    # Only insert_message ops: the batch is written by one INSERT ... FROM jsonb_each.
+    writer = await start_writer(db, config, batch_max=4, flush_interval_ms=60_000)
+    results = Results()
+    for i, op in enumerate(
+        [msg(1, client_id="c1"), msg(2, client_id="c2"), msg(3, client_id="c1"), msg(4)]
+    ):
+        writer.submit(op, results.cb(str(i)))
+    await results.wait(4)
+    errors = [error for _, error, _ in results.calls]
+    assert errors[0] is None and errors[1] is None and errors[3] is None
+    assert isinstance(errors[2], apsw.ConstraintError)
+    assert (writer.batches_committed, writer.ops_committed, writer.op_errors_total) == (1, 3, 1)
+    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 2, 4]
+    assert await writer.close(5) == 0
+
+
+async def test_batched_rows_keep_every_value(db: store.Store, config: StorageConfig) -> None:
+    writer = await start_writer(db, config, batch_max=3, flush_interval_ms=60_000)
+    tricky = 'quote " backslash \\ nul \x00 emoji \U0001f600 accents éü \u2028 end'
+    messages = [
+        store.insert_message(
+            id="m1", room_id="general", seq=1, user_id="u1", content=tricky, created_at=T0,
+            message_type="file", reply_to="m0", client_id="12", attachment_id="f1",
+        ),
+        store.insert_message(id="m2", room_id="general", seq=2, user_id="u1", content="",
+                             created_at=T0),
+        store.insert_message(id="m3", room_id="general", seq=2**40, user_id="u1",
+                             content="123", created_at=T0, client_id="0"),
+    ]  # fmt: skip
+    dms = [
+        store.insert_dm(id=f"d{seq}", seq=seq, sender_id="u1", recipient_id="u2",
+                        content=tricky, client_id=f"c{seq}", created_at=T0)
+        for seq in (1, 2, 3)
+    ]  # fmt: skip
+    results = Results()
+    for op in [*messages, *dms]:
+        writer.submit(op, results.cb(op[1][0]))
+    await results.wait(6)
+    assert all(error is None for _, error, _ in results.calls)
+    assert writer.batches_committed == 2
+    stored = [db.message_by_id(f"m{i}") for i in (1, 2, 3)]
+    assert stored == [store.MessageRow(*op[1], None, None) for op in messages]
+    assert db.dm_page("u1", "u2", limit=5) == [store.DirectMessageRow(*op[1]) for op in dms]
+    conn = apsw.Connection(str(config.path))
+    types = conn.execute("SELECT typeof(seq), typeof(content) FROM messages ORDER BY id").fetchall()
+    conn.close()
+    assert types == [("integer", "text")] * 3
+    assert await writer.close(5) == 0
+
+
+def wal_pages(config: StorageConfig) -> int:
+    return (config.path.parent / f"{config.path.name}-wal").stat().st_size // 4096
+
+
+def record_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads that run checkpoints from now on."""
+    threads: list[str] = []
+    checkpoint = store._Checkpointer._checkpoint
+
+    def recorded(self: store._Checkpointer, conn: apsw.Connection) -> None:
+        threads.append(threading.current_thread().name)
+        checkpoint(self, conn)
+
+    monkeypatch.setattr(store._Checkpointer, "_checkpoint", recorded)
+    return threads
+
+
+def big_message(seq: int) -> store.Op:
+    return store.insert_message(id=f"m{seq}", room_id="general", seq=seq, user_id="u1",
+                                content="x" * 1000, created_at=T0)  # fmt: skip
+
+
+async def test_checkpoints_run_off_the_writer_thread(
+    db: store.Store, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHECKPOINT_PAGES", 20)
+    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", 0.001)
+    threads = record_checkpoints(monkeypatch)
+    writer = await start_writer(db, config, batch_max=50, flush_interval_ms=60_000)
+    results = Results()
+    for seq in range(1, 1001):
+        writer.submit(big_message(seq), results.cb(str(seq)))
+        if seq % 50 == 0:
+            await results.wait(seq)
+            await asyncio.sleep(0.03)  # a pause after each batch lets the copy catch up
+    # ~375 pages of WAL were written; the checkpointer copied them between batches, so
+    # the WAL started over instead of growing (the writer never checkpointed).
+    assert 0 < wal_pages(config) < 100
+    assert threads and set(threads) == {"fastchat-checkpointer"}
+    assert await writer.close(5) == 0
+    assert len(db.messages_page("general", limit=5000)) == 1000
+
+
+async def test_wal_starts_over_under_sustained_load(
+    db: store.Store, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHECKPOINT_PAGES", 20)
+    monkeypatch.setattr(store, "WAL_RESTART_PAGES", 100)
+    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", 0.01)
+    threads = record_checkpoints(monkeypatch)
+    writer = await start_writer(db, config, batch_max=50, flush_interval_ms=60_000)
+    results = Results()
+    count = 4000
+    for seq in range(1, count + 1):  # queued at once: the writer commits back to back
+        writer.submit(big_message(seq), results.cb(str(seq)))
+    await results.wait(count)
+    # ~1,500 pages of WAL: a checkpoint running next to the writer always ends a few frames
+    # behind, so the writer copied the rest itself past the limit and the WAL started over.
+    assert 0 < wal_pages(config) < 600
+    assert {"fastchat-checkpointer", "fastchat-writer"} <= set(threads)
+    assert writer.healthy
+    assert await writer.close(5) == 0
+    assert len(db.messages_page("general", limit=count)) == count
+
+
+async def test_wal_stays_bounded_when_the_checkpointer_lags(
+    db: store.Store, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHECKPOINT_PAGES", 20)
+    monkeypatch.setattr(store, "WAL_RESTART_PAGES", 100)
+    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", 0)
+    checkpoint = store._Checkpointer._checkpoint
+
+    def slow(self: store._Checkpointer, conn: apsw.Connection) -> None:
+        if threading.current_thread().name == "fastchat-checkpointer":
+            time.sleep(0.02)  # a slow disk: the thread holds its lock nearly all the time
+        checkpoint(self, conn)
+
+    monkeypatch.setattr(store._Checkpointer, "_checkpoint", slow)
+    writer = await start_writer(db, config, batch_max=50, flush_interval_ms=60_000)
+    results = Results()
+    count = 4000
+    for seq in range(1, count + 1):
+        writer.submit(big_message(seq), results.cb(str(seq)))
+    await results.wait(count, timeout=30)
+    assert 0 < wal_pages(config) < 600  # the writer waited for the thread, then finished
     assert await writer.close(5) == 0
 
 
