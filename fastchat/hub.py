@@ -121,6 +121,11 @@ class Room:
         }
 
     @property
+    def log_end(self) -> int:
+        """The index the next published frame gets."""
+        return self._base + len(self._frames)
+
+    @property
     def writing(self) -> bool:
         """A round of writes to the members is under way (a large room takes several steps)."""
         return bool(self._round)
@@ -142,8 +147,8 @@ class Hub:
         self.rooms: dict[str, Room] = {}
         self.users: dict[str, set[Connection]] = {}  # online user id -> its connections
         self.connections: set[Connection] = set()
-        # Rooms and connections with queued bytes, in the order they got them, so that
-        # events reach each connection in the order they were produced.
+        # Rooms to start a round for and connections with events of their own, in the order
+        # they got them (catch_up keeps each connection's room events ahead of its own).
         self._dirty: list[Room | Connection] = []
         self._flush_scheduled = False
         self._coalesce = config.coalesce_ms / 1000
@@ -165,7 +170,7 @@ class Hub:
         frame = build_frame(payload)
         excluded = frozenset(exclude) if exclude else _NOBODY
         if droppable or excluded:
-            room._special[room._base + len(room._frames)] = (droppable, excluded)
+            room._special[room.log_end] = (droppable, excluded)
         room._frames.append(frame)
         room._payloads.append(payload)
         if room.n_shared:
@@ -259,7 +264,7 @@ class Hub:
         room._queued = False
         room._round = list(room.conns)
         room._round_pos = 0
-        room._round_end = room._base + len(room._frames)
+        room._round_end = room.log_end
         room._round_started = self.loop.time()
         self._step(room)
 
@@ -282,7 +287,7 @@ class Hub:
         """Write each of ``conns`` the log past its cursor."""
         if not conns:
             return
-        end = room._base + len(room._frames)
+        end = room.log_end
         cursors = room.conns
         special = room._special
         concerned: set[Connection] = set()
@@ -343,7 +348,7 @@ class Hub:
             return
         for room in conn.rooms:
             cursor = room.conns.get(conn)
-            end = room._base + len(room._frames)
+            end = room.log_end
             if cursor is None or cursor >= end:
                 continue
             room.conns[conn] = end
@@ -412,7 +417,7 @@ class Hub:
     def enter(self, room: Room, conn: Connection) -> None:
         if conn in room.conns:
             return
-        room.conns[conn] = room._base + len(room._frames)  # from what is published next
+        room.conns[conn] = room.log_end  # from what is published next
         conn.rooms.append(room)
         if conn.user_id is not None:
             room.present[conn.user_id] = room.present.get(conn.user_id, 0) + 1
