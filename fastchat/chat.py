@@ -87,6 +87,54 @@ class User:
         return self.banned_until is not None and self.banned_until > now
 
 
+class _PendingAck:
+    """A message on its way to the disk: the writer's ``on_done``, which acks it once stored.
+
+    One slotted object per message (rather than a closure and its cells) keeps the objects
+    that live until the commit, and so the garbage collector's work, small.
+    """
+
+    __slots__ = (
+        "ack",
+        "chat",
+        "conn",
+        "destination",
+        "key",
+        "pending",
+        "request_type",
+        "resenders",
+    )
+
+    def __init__(
+        self,
+        chat: Chat,
+        conn: Connection,
+        key: str | None,
+        destination: str,
+        ack: dict[str, Any],
+        pending: dict[str, Any],
+        request_type: str,
+    ) -> None:
+        self.chat = chat
+        self.conn = conn
+        self.key = key
+        self.destination = destination
+        self.ack = ack
+        self.pending = pending
+        self.request_type = request_type
+        self.resenders: list[Connection] | None = None
+
+    def add_waiter(self, conn: Connection) -> None:
+        """Ack ``conn`` too: it resent the clientId while the message was in flight."""
+        if self.resenders is None:
+            self.resenders = [conn]
+        else:
+            self.resenders.append(conn)
+
+    def __call__(self, error: BaseException | None) -> None:
+        self.chat._acked(self, error)
+
+
 class Chat:
     """Rooms, messages, presence, direct messages and moderation."""
 
@@ -109,8 +157,8 @@ class Chat:
         self._history_cache = config.storage.history_cache
         self._queue_max = config.storage.queue_max
         self._users: dict[str, User] = {}
-        # (user id, client id) -> (connections to ack once committed, room or DM target)
-        self._pending_client_ids: dict[tuple[str, str], tuple[list[Connection], str]] = {}
+        # "user id\0client id" -> the message in flight under that clientId
+        self._pending_client_ids: dict[str, _PendingAck] = {}
         self._pending_messages: dict[str, tuple[Room, dict[str, Any]]] = {}
         self._pending_dms: dict[str, dict[str, Any]] = {}
         self._mutes: dict[tuple[str, str], float] = {}
@@ -374,11 +422,11 @@ class Chat:
     def send_message(self, conn: Connection, user: User, cmd: p.SendMessage) -> None:
         room = self._in_room(cmd.room_id, conn, cmd.TYPE)
         client_id = cmd.client_id
+        key = None if client_id is None else f"{user.id}\0{client_id}"
         # A resend is answered before the mute check: it is already stored (or in flight).
-        if client_id is not None and self._resend(
+        if key is not None and self._resend(
             conn,
-            user,
-            client_id,
+            key,
             room.id,
             lambda: self._store.message_by_client_id(user.id, client_id),
             lambda row: row.room_id,
@@ -430,11 +478,10 @@ class Chat:
         self._pending_messages[message_id] = (room, message)
         committed = self._ack_when_stored(
             conn,
-            user,
-            client_id,
+            key,
             room.id,
             {"clientId": client_id, "messageId": message_id, "seq": seq, "timestamp": timestamp},
-            lambda: self._pending_messages.pop(message_id, None),
+            self._pending_messages,
             cmd.TYPE,
         )
         self._submit(
@@ -463,7 +510,6 @@ class Chat:
     def _resend(
         self,
         conn: Connection,
-        user: User,
         key: str,
         destination: str,
         stored: Callable[[], Any | None],
@@ -472,20 +518,19 @@ class Chat:
     ) -> bool:
         """A clientId seen before: re-ack (now, or on commit) instead of storing it twice.
 
-        ``key`` is the clientId (prefixed by kind); ``destination`` is the room or the DM's
-        target: a clientId reused for somewhere else is refused. ``stored`` looks the stored
-        row up, ``destination_of`` reads its destination.
+        ``key`` is ``"user id\\0clientId"`` (the clientId prefixed by kind); ``destination``
+        is the room or the DM's target: a clientId reused for somewhere else is refused.
+        ``stored`` looks the stored row up, ``destination_of`` reads its destination.
         """
-        pending = self._pending_client_ids.get((user.id, key))
-        if pending is None and f"{user.id}\0{key}" not in self._seen:
+        pending = self._pending_client_ids.get(key)
+        if pending is None and key not in self._seen:
             return False  # certainly never stored: no database read
         if pending is not None:
-            waiters, pending_destination = pending
-            if pending_destination != destination:
+            if pending.destination != destination:
                 raise Conflict(
                     "clientId already used for another message", request_type=request_type
                 )
-            waiters.append(conn)  # still in flight: this connection is acked on commit too
+            pending.add_waiter(conn)  # still in flight: this connection is acked on commit too
             return True
         row = stored()
         if row is None:
@@ -504,38 +549,40 @@ class Chat:
     def _ack_when_stored(
         self,
         conn: Connection,
-        user: User,
         key: str | None,
         destination: str,
         ack: dict[str, Any],
-        forget: Callable[[], object],
+        pending: dict[str, Any],
         request_type: str,
-    ) -> Callable[[BaseException | None], None]:
-        """The writer's callback: ``message_ack`` to the sender (and resenders) once committed."""
-        waiters = [conn]
+    ) -> _PendingAck:
+        """The writer's callback: ``message_ack`` to the sender (and resenders) once committed.
+
+        ``pending`` holds the message under ``ack["messageId"]`` until then.
+        """
+        callback = _PendingAck(self, conn, key, destination, ack, pending, request_type)
         if key is not None:
-            self._pending_client_ids[(user.id, key)] = (waiters, destination)
-            self._seen.add(f"{user.id}\0{key}")
+            self._pending_client_ids[key] = callback
+            self._seen.add(key)
+        return callback
 
-        def committed(error: BaseException | None) -> None:
-            forget()
-            if key is not None:
-                self._pending_client_ids.pop((user.id, key), None)
-            if error is not None:
-                log.error("message %s was not stored: %s", ack["messageId"], error)
-                failure = StorageUnavailable(
-                    "Message could not be stored", request_type=request_type
-                )
-                for waiter in waiters:
-                    self._send_error(waiter, failure)
-                return
-            self._metrics.messages_acked += 1
-            payload = event("message_ack", ack)
+    def _acked(self, done: _PendingAck, error: BaseException | None) -> None:
+        done.pending.pop(done.ack["messageId"], None)
+        if done.key is not None:
+            self._pending_client_ids.pop(done.key, None)
+        waiters = (done.conn,) if done.resenders is None else (done.conn, *done.resenders)
+        if error is not None:
+            log.error("message %s was not stored: %s", done.ack["messageId"], error)
+            failure = StorageUnavailable(
+                "Message could not be stored", request_type=done.request_type
+            )
             for waiter in waiters:
-                if not waiter.closed:
-                    self._hub.send(waiter, payload)
-
-        return committed
+                self._send_error(waiter, failure)
+            return
+        self._metrics.messages_acked += 1
+        payload = event("message_ack", done.ack)
+        for waiter in waiters:
+            if not waiter.closed:
+                self._hub.send(waiter, payload)
 
     def _attachment(self, user: User, room: Room, cmd: p.SendMessage) -> dict[str, Any]:
         row = self._store.file(cmd.file_id)  # type: ignore[arg-type]
@@ -741,10 +788,10 @@ class Chat:
                 "You cannot message yourself", request_type=cmd.TYPE, field="targetUserId"
             )
         client_id = cmd.client_id
-        if client_id is not None and self._resend(
+        key = None if client_id is None else f"{user.id}\0dm:{client_id}"
+        if key is not None and self._resend(
             conn,
-            user,
-            "dm:" + client_id,
+            key,
             target.id,
             lambda: self._store.dm_by_client_id(user.id, client_id),
             lambda row: row.recipient_id,
@@ -794,11 +841,10 @@ class Chat:
         self._pending_dms[dm_id] = record
         committed = self._ack_when_stored(
             conn,
-            user,
-            "dm:" + client_id if client_id is not None else None,
+            key,
             target.id,
             {"clientId": client_id, "messageId": dm_id, "seq": seq, "timestamp": timestamp},
-            lambda: self._pending_dms.pop(dm_id, None),
+            self._pending_dms,
             cmd.TYPE,
         )
 

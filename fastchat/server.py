@@ -7,6 +7,7 @@ Shutdown order: stop accepting → close idle HTTP connections → close every W
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -20,6 +21,12 @@ from fastchat.http import HttpProtocol
 from fastchat.ws.keepalive import Keepalive
 
 log = logging.getLogger("fastchat")
+
+# Every message leaves a few objects alive until its batch commits: with CPython's default
+# first threshold (700) they are all traced twice and promoted to the oldest generation,
+# whose full collections then walk every object of the process. Measured saturating a
+# 100-member room: ~17 % of the loop in the collector, 2 full collections a second.
+_GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def run(config: Config) -> int:
@@ -42,6 +49,10 @@ async def serve(config: Config, started: asyncio.Future[str] | None = None) -> i
     host, port = server.sockets[0].getsockname()[:2]
     url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
     log.info("fastchat listening on %s", url)
+    # What exists now (modules, configuration, rooms and users loaded at start) lives as
+    # long as the process: keep it out of every later collection.
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
     if started is not None:
         started.set_result(url)
 

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from tests.client import PASSWORD, ChatClient, joined, register
+from tests.rawws import OP_TEXT, RawWS, client_frame
 
 
 async def test_accounts_register_login_me_and_rooms(server):
@@ -145,6 +146,42 @@ async def test_idempotent_resend_is_not_stored_twice(server):
     history = await alice.expect("room_history")
     assert sum(1 for m in history["messages"] if m["clientId"] == "same-id") == 1
     await alice.close()
+
+
+async def test_resend_while_in_flight_is_acked_once_stored_with_the_same_id(server):
+    account = register(server.base_url)
+    bob, bob_account = await joined(server.ws_url, server.base_url)
+    alice = await RawWS.open(server.host, server.port)
+    await alice.expect("connection_established")
+    await alice.send_json(type="authenticate", token=account["token"])
+    await alice.expect("authenticated")
+    await alice.send_json(type="join_room", roomId="general")
+    await alice.expect("room_joined", roomId="general")
+    room_message = orjson.dumps(
+        {"type": "send_message", "roomId": "general", "content": "twice", "clientId": "r1"}
+    )
+    dm = orjson.dumps(
+        {
+            "type": "private_message",
+            "targetUserId": bob_account["user"]["id"],
+            "content": "hi",
+            "clientId": "r1",
+        }
+    )
+    # One write: the server reads all four frames at once, so each resend finds its
+    # clientId still on its way to the disk.
+    await alice.send_bytes(b"".join(client_frame(OP_TEXT, m) for m in (room_message, dm) * 2))
+    acks = [(await alice.expect("message_ack", clientId="r1"))[1] for _ in range(4)]
+    assert len({a["messageId"] for a in acks}) == 2  # two messages, each acked twice
+    assert sorted(a["messageId"] for a in acks)[0::2] == sorted(a["messageId"] for a in acks)[1::2]
+    bob.send(type="get_room_history", roomId="general")
+    history = await bob.expect("room_history")
+    assert [m["content"] for m in history["messages"] if m["clientId"] == "r1"] == ["twice"]
+    bob.send(type="get_private_history", userId=account["user"]["id"])
+    private = await bob.expect("private_history")
+    assert [m["content"] for m in private["messages"]] == ["hi"]
+    alice.close()
+    await bob.close()
 
 
 async def test_client_id_reused_elsewhere_is_a_conflict(server):
