@@ -339,6 +339,7 @@ class Snapshot:
     echoed: int
     acked: int
     server_cpu: float | None
+    server_main_thread_cpu: float | None
     generator_cpu: dict[str, float]  # CPU seconds per generator process
     closed: int  # receivers outside this process that were closed
 
@@ -527,6 +528,7 @@ async def _snapshot(
         echoed=sum(p.echoed for p in pubs),
         acked=sum(p.acked for p in pubs),
         server_cpu=procs.cpu_seconds(target.pid) if target.pid else None,
+        server_main_thread_cpu=procs.cpu_seconds(target.pid, target.pid) if target.pid else None,
         generator_cpu={
             "python": time.process_time(),
             **{f"child{i}": c["cpu"] for i, c in enumerate(replies, 1)},
@@ -669,6 +671,19 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         "server_cpu_pct": round(100 * (after.server_cpu - before.server_cpu) / elapsed, 1)
         if after.server_cpu is not None and before.server_cpu is not None
         else None,
+        # fastchat's storage writer and checkpointer: on the server's core, what persistence
+        # takes from the fan-out (Bun's threads for Bun, none for the websockets relay).
+        "server_other_threads_cpu_pct": round(
+            100
+            * (
+                (after.server_cpu - after.server_main_thread_cpu)
+                - (before.server_cpu - before.server_main_thread_cpu)
+            )
+            / elapsed,
+            1,
+        )
+        if after.server_cpu is not None and before.server_cpu is not None
+        else None,
         "server_rss_mib": round(rss / 1024, 1) if rss else None,
         "generator_cpu_pct": {
             name: round(100 * (after.generator_cpu[name] - cpu) / elapsed, 1)
@@ -734,6 +749,7 @@ def describe(result: dict[str, Any]) -> str:
     expected = r["sample_expected"]
     got = f"{100 * r['latency_samples'] / expected:.1f}%" if expected else "-"
     cpu = "?" if r["server_cpu_pct"] is None else r["server_cpu_pct"]
+    threads = r.get("server_other_threads_cpu_pct")
     rss = "?" if r["server_rss_mib"] is None else r["server_rss_mib"]
     return "\n".join(
         [
@@ -747,7 +763,9 @@ def describe(result: dict[str, Any]) -> str:
             f"  latency ms {latency}  (n={r['latency_samples']:,}, {got} of sampled deliveries)",
             f"  ack latency ms (send -> message_ack) {_brief(r['ack_latency_ms'])}",
             f"  generator send lag ms {_brief(r['send_lag_ms'])} (included in the latency)",
-            f"  server cpu {cpu}%  rss {rss} MiB  generator cpu % "
+            f"  server cpu {cpu}%"
+            + (f" (threads besides the loop {threads}%)" if threads is not None else "")
+            + f"  rss {rss} MiB  generator cpu % "
             + " ".join(f"{name} {pct}" for name, pct in r["generator_cpu_pct"].items())
             + f"  ({r['receivers']} receivers)",
             f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}"

@@ -32,9 +32,14 @@ LOAD_LIMITS = {
 }
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` (all threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of ``pid`` (all threads, or only thread ``tid``), in seconds.
+
+    The main thread's id is the pid: ``cpu_seconds(pid, pid)`` is the event loop's share of
+    a server that runs other threads (fastchat's storage writer and checkpointer).
+    """
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
