@@ -90,6 +90,9 @@ class User:
 class _PendingAck:
     """A message on its way to the disk: the writer's ``on_done``, which acks it once stored.
 
+    ``pending`` holds the message under ``ack["messageId"]`` until then; ``key`` is its
+    ``"user id\\0clientId"``, if it has a clientId.
+
     One slotted object per message (rather than a closure and its cells) keeps the objects
     that live until the commit, and so the garbage collector's work, small.
     """
@@ -476,13 +479,21 @@ class Chat:
         self._metrics.messages_accepted += 1
 
         self._pending_messages[message_id] = (room, message)
-        committed = self._ack_when_stored(
-            conn,
-            key,
-            room.id,
-            {"clientId": client_id, "messageId": message_id, "seq": seq, "timestamp": timestamp},
-            self._pending_messages,
-            cmd.TYPE,
+        committed = self._in_flight(
+            _PendingAck(
+                self,
+                conn,
+                key,
+                room.id,
+                {
+                    "clientId": client_id,
+                    "messageId": message_id,
+                    "seq": seq,
+                    "timestamp": timestamp,
+                },
+                self._pending_messages,
+                cmd.TYPE,
+            )
         )
         self._submit(
             ops.insert_message(
@@ -546,24 +557,12 @@ class Chat:
         self._hub.send(conn, event("message_ack", ack))
         return True
 
-    def _ack_when_stored(
-        self,
-        conn: Connection,
-        key: str | None,
-        destination: str,
-        ack: dict[str, Any],
-        pending: dict[str, Any],
-        request_type: str,
-    ) -> _PendingAck:
-        """The writer's callback: ``message_ack`` to the sender (and resenders) once committed.
-
-        ``pending`` holds the message under ``ack["messageId"]`` until then.
-        """
-        callback = _PendingAck(self, conn, key, destination, ack, pending, request_type)
-        if key is not None:
-            self._pending_client_ids[key] = callback
-            self._seen.add(key)
-        return callback
+    def _in_flight(self, done: _PendingAck) -> _PendingAck:
+        """Register a message handed to the writer; ``done`` acks it once committed."""
+        if done.key is not None:
+            self._pending_client_ids[done.key] = done
+            self._seen.add(done.key)
+        return done
 
     def _acked(self, done: _PendingAck, error: BaseException | None) -> None:
         done.pending.pop(done.ack["messageId"], None)
@@ -839,13 +838,16 @@ class Chat:
             "timestamp": timestamp,
         }
         self._pending_dms[dm_id] = record
-        committed = self._ack_when_stored(
-            conn,
-            key,
-            target.id,
-            {"clientId": client_id, "messageId": dm_id, "seq": seq, "timestamp": timestamp},
-            self._pending_dms,
-            cmd.TYPE,
+        committed = self._in_flight(
+            _PendingAck(
+                self,
+                conn,
+                key,
+                target.id,
+                {"clientId": client_id, "messageId": dm_id, "seq": seq, "timestamp": timestamp},
+                self._pending_dms,
+                cmd.TYPE,
+            )
         )
 
         self._submit(

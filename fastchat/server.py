@@ -34,7 +34,7 @@ def run(config: Config) -> int:
     return uvloop.run(serve(config))
 
 
-async def serve(config: Config, started: asyncio.Future[str] | None = None) -> int:
+async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     app = App(config)
     api = Api(app)
@@ -53,8 +53,6 @@ async def serve(config: Config, started: asyncio.Future[str] | None = None) -> i
     # long as the process: keep it out of every later collection.
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
-    if started is not None:
-        started.set_result(url)
 
     ws_config = config.websocket
     keepalive = Keepalive(
