@@ -87,6 +87,7 @@ class User:
         return self.banned_until is not None and self.banned_until > now
 
 
+@dataclass(slots=True, eq=False)
 class _PendingAck:
     """A message on its way to the disk: the writer's ``on_done``, which acks it once stored.
 
@@ -97,35 +98,14 @@ class _PendingAck:
     that live until the commit, and so the garbage collector's work, small.
     """
 
-    __slots__ = (
-        "ack",
-        "chat",
-        "conn",
-        "destination",
-        "key",
-        "pending",
-        "request_type",
-        "resenders",
-    )
-
-    def __init__(
-        self,
-        chat: Chat,
-        conn: Connection,
-        key: str | None,
-        destination: str,
-        ack: dict[str, Any],
-        pending: dict[str, Any],
-        request_type: str,
-    ) -> None:
-        self.chat = chat
-        self.conn = conn
-        self.key = key
-        self.destination = destination
-        self.ack = ack
-        self.pending = pending
-        self.request_type = request_type
-        self.resenders: list[Connection] | None = None
+    chat: Chat
+    conn: Connection
+    key: str | None
+    destination: str
+    ack: dict[str, Any]
+    pending: dict[str, Any]
+    request_type: str
+    resenders: list[Connection] | None = None
 
     def add_waiter(self, conn: Connection) -> None:
         """Ack ``conn`` too: it resent the clientId while the message was in flight."""

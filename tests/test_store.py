@@ -61,6 +61,13 @@ def msg(seq: int, *, room: str = "general", user: str = "u1", **kw: str | None) 
     )  # fmt: skip
 
 
+def dm(seq: int, *, sender: str = "u0", recipient: str = "u1", **kw: str | None) -> store.Op:
+    return store.insert_dm(
+        id=f"d{seq}", seq=seq, sender_id=sender, recipient_id=recipient, content=f"d{seq}",
+        created_at=T0, **kw,
+    )  # fmt: skip
+
+
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll a statistic the writer thread updates (it has no event to await)."""
     deadline = time.monotonic() + timeout
@@ -144,11 +151,7 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
             store.STATEMENTS["insert_message"],
             [msg(seq, user=f"u{seq % 2}", client_id=f"c{seq}")[1] for seq in range(1, 6)],
         )
-        old.execute(
-            store.STATEMENTS["insert_dm"],
-            store.insert_dm(id="d1", seq=1, sender_id="u0", recipient_id="u1", content="hi",
-                            client_id="c1", created_at=T0)[1],
-        )  # fmt: skip
+        old.execute(store.STATEMENTS["insert_dm"], dm(1, client_id="c1")[1])
     old.close()
 
     s = store.Store(config)
@@ -180,11 +183,7 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
         conn.execute(store.STATEMENTS["insert_message"], msg(6, user="u1", client_id="c3")[1])
     conn.execute(store.STATEMENTS["insert_message"], msg(6, user="u0", client_id="c3")[1])
     with pytest.raises(apsw.ConstraintError):
-        conn.execute(
-            store.STATEMENTS["insert_dm"],
-            store.insert_dm(id="d2", seq=2, sender_id="u0", recipient_id="u2", content="x",
-                            client_id="c1", created_at=T0)[1],
-        )  # fmt: skip
+        conn.execute(store.STATEMENTS["insert_dm"], dm(2, recipient="u2", client_id="c1")[1])
     conn.close()
 
 
@@ -667,19 +666,29 @@ async def test_checkpoints_run_off_the_writer_thread(
     assert len(db.messages_page("general", limit=5000)) == 1000
 
 
+def shrink_wal_limits(monkeypatch: pytest.MonkeyPatch, interval: float) -> None:
+    """Checkpoint from 20 WAL pages and start the WAL over past 100 (instead of 1,000 / 8,000)."""
+    monkeypatch.setattr(store, "CHECKPOINT_PAGES", 20)
+    monkeypatch.setattr(store, "WAL_RESTART_PAGES", 100)
+    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", interval)
+
+
+async def write_back_to_back(writer: store.WriteBehind, count: int, timeout: float) -> None:
+    """Queue ``count`` big messages at once (the writer commits back to back); await all."""
+    results = Results()
+    for seq in range(1, count + 1):
+        writer.submit(big_message(seq), results.cb(str(seq)))
+    await results.wait(count, timeout=timeout)
+
+
 async def test_wal_starts_over_under_sustained_load(
     db: store.Store, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "CHECKPOINT_PAGES", 20)
-    monkeypatch.setattr(store, "WAL_RESTART_PAGES", 100)
-    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", 0.01)
+    shrink_wal_limits(monkeypatch, interval=0.01)
     threads = record_checkpoints(monkeypatch)
     writer = await start_writer(db, config, batch_max=50, flush_interval_ms=60_000)
-    results = Results()
     count = 4000
-    for seq in range(1, count + 1):  # queued at once: the writer commits back to back
-        writer.submit(big_message(seq), results.cb(str(seq)))
-    await results.wait(count)
+    await write_back_to_back(writer, count, timeout=5)
     # ~1,500 pages of WAL: a checkpoint running next to the writer always ends a few frames
     # behind, so the writer copied the rest itself past the limit and the WAL started over.
     assert 0 < wal_pages(config) < 600
@@ -692,9 +701,7 @@ async def test_wal_starts_over_under_sustained_load(
 async def test_wal_stays_bounded_when_the_checkpointer_lags(
     db: store.Store, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "CHECKPOINT_PAGES", 20)
-    monkeypatch.setattr(store, "WAL_RESTART_PAGES", 100)
-    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", 0)
+    shrink_wal_limits(monkeypatch, interval=0)
     checkpoint = store._Checkpointer._checkpoint
 
     def slow(self: store._Checkpointer, conn: apsw.Connection) -> None:
@@ -704,11 +711,7 @@ async def test_wal_stays_bounded_when_the_checkpointer_lags(
 
     monkeypatch.setattr(store._Checkpointer, "_checkpoint", slow)
     writer = await start_writer(db, config, batch_max=50, flush_interval_ms=60_000)
-    results = Results()
-    count = 4000
-    for seq in range(1, count + 1):
-        writer.submit(big_message(seq), results.cb(str(seq)))
-    await results.wait(count, timeout=30)
+    await write_back_to_back(writer, 4000, timeout=30)
     assert 0 < wal_pages(config) < 600  # the writer waited for the thread, then finished
     assert await writer.close(5) == 0
 
