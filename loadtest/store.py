@@ -221,7 +221,7 @@ async def _produce(
     mark: tuple[float, float, dict[str, float], int, float] | None = None
 
     def on_done_for(message_id: str) -> store.OnDone:
-        # Like Chat._ack_when_stored: one closure per message, called once its batch committed.
+        # One callable per message, called once its batch committed (the chat's _PendingAck).
         def done(error: BaseException | None) -> None:
             nonlocal acked, in_flight, mark
             in_flight -= 1
