@@ -19,7 +19,7 @@ const HISTORY_PAGE = 50;
 const CATCH_UP_PAGE = 200;
 
 const store = new ChatStore((roomId) => {
-  if (store.view === roomKey(roomId)) messages.renderTyping();
+  if (store.isOnScreen(roomKey(roomId))) messages.renderTyping();
 });
 const connection = new Connection({
   url: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`,
@@ -109,7 +109,7 @@ function endSession(message = '') {
 // ---------------------------------------------------------------- the user's actions
 
 function openConversation(key) {
-  if (store.view === key) {
+  if (store.isOnScreen(key)) {
     closeSidebar();
     return;
   }
@@ -190,7 +190,7 @@ async function sendFile(file) {
 
 /** After a page of history: render, and fetch another page while the list cannot scroll. */
 function showHistory({ key, before }) {
-  if (store.view !== key) return;
+  if (!store.isOnScreen(key)) return;
   messages.render({ forceBottom: !before.max });
   if (messages.cannotScroll) requestOlder();
 }
@@ -235,7 +235,7 @@ const handlers = {
 
   room_joined(data) {
     if (store.roomJoined(data)) send('get_room_history', { roomId: data.roomId, limit: HISTORY_PAGE });
-    if (store.view === roomKey(data.roomId)) {
+    if (store.isOnScreen(roomKey(data.roomId))) {
       messages.setTitle(`# ${data.roomName}`);
       members.render();
     }
@@ -246,12 +246,12 @@ const handlers = {
 
   user_joined(data) {
     if (store.userJoined(data)) sidebar.renderRooms();
-    if (store.view === roomKey(data.roomId)) members.render();
+    if (store.isOnScreen(roomKey(data.roomId))) members.render();
   },
 
   user_left(data) {
     store.userLeft(data);
-    if (store.view === roomKey(data.roomId)) members.render();
+    if (store.isOnScreen(roomKey(data.roomId))) members.render();
   },
 
   user_status(data) {
@@ -263,13 +263,13 @@ const handlers = {
   new_message(data) {
     const { key, own, unread } = store.newMessage(data, document.hidden);
     if (unread) sidebar.renderUnread();
-    if (store.view === key) messages.render({ forceBottom: own });
+    if (store.isOnScreen(key)) messages.render({ forceBottom: own });
     else sidebar.renderRooms();
   },
 
   message_ack(data) {
     const key = store.messageAck(data);
-    if (key !== null && store.view === key) messages.render();
+    if (store.isOnScreen(key)) messages.render();
   },
 
   room_history(data) {
@@ -288,13 +288,13 @@ const handlers = {
     const { key, isNew, unread } = store.privateMessage(data, document.hidden);
     if (unread) sidebar.renderUnread();
     if (isNew) notify(data.from.username, data.content);
-    if (store.view === key) messages.render();
+    if (store.isOnScreen(key)) messages.render();
     sidebar.renderDms();
   },
 
   private_message_sent(data) {
     const key = store.privateMessageSent(data);
-    if (store.view === key) messages.render({ forceBottom: true });
+    if (store.isOnScreen(key)) messages.render({ forceBottom: true });
     sidebar.renderDms();
   },
 
@@ -304,14 +304,14 @@ const handlers = {
 
   message_edited(data) {
     const key = store.messageEdited(data);
-    if (key !== null && store.view === key) messages.render();
+    if (store.isOnScreen(key)) messages.render();
   },
 
   message_deleted(data) {
     const deleted = store.messageDeleted(data);
     if (!deleted) return;
     if (deleted.replyCleared) composer.renderReply();
-    if (store.view === deleted.key) messages.render();
+    if (store.isOnScreen(deleted.key)) messages.render();
   },
 
   room_created(data) {
@@ -356,7 +356,7 @@ const handlers = {
 
   error(data) {
     const refused = store.error(data);
-    if (refused && store.view === refused.convKey) {
+    if (refused && store.isOnScreen(refused.convKey)) {
       composer.giveBack(refused.fields);
       messages.render();
     }
@@ -375,7 +375,7 @@ const handlers = {
 // ---------------------------------------------------------------- page and start
 
 document.addEventListener('visibilitychange', () => {
-  if (!document.hidden && store.view && store.markSeen()) sidebar.renderUnread();
+  if (!document.hidden && store.markSeen()) sidebar.renderUnread();
 });
 
 document.addEventListener('keydown', (event) => {

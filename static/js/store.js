@@ -64,6 +64,11 @@ export class ChatStore {
     return this.convs.get(this.view);
   }
 
+  /** True when conversation `key` (null: none) is the one on screen. */
+  isOnScreen(key) {
+    return key !== null && key === this.view;
+  }
+
   /** The conversation for `key`, created empty on first use. */
   conv(key) {
     let c = this.convs.get(key);
