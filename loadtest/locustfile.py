@@ -38,7 +38,7 @@ small_rooms: list[str] = []
 
 
 def new_client_id() -> str:
-    """A clientId as the browser client makes one (``newClientId`` in static/app.js): the
+    """A clientId as the browser client makes one (``newClientId`` in static/js/store.js): the
     UUIDv7 layout, 48-bit Unix milliseconds then random bits."""
     value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
     value = value & ~(0xF << 76) | 0x7 << 76  # version 7

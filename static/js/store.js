@@ -1,0 +1,500 @@
+// The client's state, with one update function per server event and the few changes the
+// user's own actions make. No DOM and no network: an update changes the state and returns
+// what the wiring (app.js) needs to decide what to render and what to send next.
+import { Conversation, dmKey, roomKey } from './conversation.js';
+import { canDelete } from './format.js';
+import * as saved from './saved.js';
+import { TypingBoard } from './typing.js';
+
+// Codes for which resending the same message cannot succeed.
+const REFUSED = new Set(['validation', 'forbidden', 'not_member', 'not_found', 'muted', 'rate_limited', 'overloaded']);
+
+/**
+ * A fresh clientId in the UUIDv7 layout: 48-bit Unix milliseconds, then random bits. Ids that
+ * grow with time land at the end of the server's unique clientId index instead of on a random
+ * page of it, which makes storing a message cheaper.
+ */
+function newClientId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  let ms = Date.now();
+  for (let i = 5; i >= 0; i -= 1) {
+    bytes[i] = ms % 256;
+    ms = Math.floor(ms / 256);
+  }
+  bytes[6] = (bytes[6] & 0x0f) | 0x70; // version 7
+  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 9562 variant
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+export class ChatStore {
+  /** `onTyping(roomId)` is called whenever the set of people typing in a room changes. */
+  constructor(onTyping) {
+    this.session = null; // {token, user}
+    this.rooms = new Map(); // roomId -> {id, name, description, is_private, member_count}
+    this.joined = new Set(); // rooms this connection has joined (rejoined after a reconnect)
+    this.convs = new Map(); // "room:<id>" | "dm:<userId>" -> Conversation
+    this.view = null; // conversation key on screen
+    this.members = new Map(); // roomId -> Map(userId -> member)
+    this.users = new Map(); // userId -> {id, username, avatar_url, role}
+    this.unacked = new Map(); // clientId -> {type, fields, convKey}: resent after a reconnect
+    this.inflight = []; // clientIds sent on this connection and not yet echoed, in send order
+    this.dmPartners = new Map(); // userId -> {id, username}
+    this.replyTo = null; // the message the composer replies to
+    this.editingId = null; // the message being edited inline
+    this.localOrder = 0;
+    this.authenticatedOnce = false;
+    this.createdByMe = new Set(); // names of rooms this tab asked to create: opened on room_created
+    this.typing = new TypingBoard(onTyping);
+  }
+
+  // ------------------------------------------------------------ reads
+
+  get me() {
+    return this.session.user;
+  }
+
+  /** The id of the room on screen, or null (a DM or nothing). */
+  get viewRoomId() {
+    return this.view?.startsWith('room:') ? this.view.slice(5) : null;
+  }
+
+  /** The conversation on screen (undefined when none). */
+  get current() {
+    return this.convs.get(this.view);
+  }
+
+  /** True when conversation `key` (null: none) is the one on screen. */
+  isOnScreen(key) {
+    return key !== null && key === this.view;
+  }
+
+  /** The conversation for `key`, created empty on first use. */
+  conv(key) {
+    let c = this.convs.get(key);
+    if (!c) {
+      c = new Conversation(key);
+      this.convs.set(key, c);
+    }
+    return c;
+  }
+
+  findMessage(id) {
+    return this.current?.messages.get(id) ?? null;
+  }
+
+  roleOf(userId) {
+    return this.users.get(userId)?.role ?? 'user';
+  }
+
+  isPending(m) {
+    return Boolean(m.clientId && this.unacked.has(m.clientId) && m.userId === this.me.id);
+  }
+
+  isEditing(m) {
+    return Boolean(m.id) && m.id === this.editingId;
+  }
+
+  canEdit(m) {
+    return this.view.startsWith('room:') && !m.deleted && m.userId === this.me.id
+      && m.messageType !== 'image' && m.messageType !== 'file';
+  }
+
+  canDelete(m) {
+    return this.view.startsWith('room:') && !m.deleted && canDelete(this.me, m.userId, this.roleOf(m.userId));
+  }
+
+  /** Rooms to join again after a reconnect: those joined before, and the one on screen. */
+  roomsToRejoin() {
+    const rooms = new Set(this.joined);
+    if (this.viewRoomId !== null) rooms.add(this.viewRoomId);
+    return rooms;
+  }
+
+  /** The room to open after signing in: the last one opened, else #general, else any. */
+  firstRoom() {
+    return this.rooms.get(saved.lastRoom(this.me.id)) ?? [...this.rooms.values()]
+      .find((r) => r.name === 'general') ?? this.rooms.values().next().value;
+  }
+
+  // ------------------------------------------------------------ the user's own actions
+
+  /** Sign in: remember the session and load the DM partners saved for this user. */
+  start(session) {
+    this.session = session;
+    saved.saveSession(session);
+    this.dmPartners = saved.loadDmPartners(session.user.id);
+  }
+
+  /** Sign out: forget the session and what was learned on it. */
+  end() {
+    saved.forgetSession();
+    this.session = null;
+    this.rooms.clear();
+    this.joined.clear();
+    this.convs.clear();
+    this.members.clear();
+    this.unacked.clear();
+    this.dmPartners.clear();
+    this.view = null;
+    this.authenticatedOnce = false;
+  }
+
+  /** Put conversation `key` on screen and return it. */
+  open(key) {
+    this.view = key;
+    this.replyTo = null;
+    this.editingId = null;
+    const c = this.conv(key);
+    c.unread = 0;
+    if (c.kind === 'room') saved.rememberRoom(this.me.id, c.id);
+    return c;
+  }
+
+  /** The conversation on screen was seen: true when that cleared unread messages. */
+  markSeen() {
+    const c = this.current;
+    if (!c?.unread) return false;
+    c.unread = 0;
+    return true;
+  }
+
+  /** The fields of a join_room: `since` the last stored seq once history has been loaded. */
+  joinFields(roomId) {
+    const c = this.conv(roomKey(roomId));
+    const fields = { roomId };
+    if (c.loaded) fields.since = c.seqBounds().max;
+    return fields;
+  }
+
+  /**
+   * Start loading the page before the oldest message on screen: its {kind, id, before},
+   * or null when there is nothing more to load or a page is already on its way.
+   */
+  startOlderPage() {
+    const c = this.current;
+    if (!c || !c.loaded || !c.hasMore || c.loadingOlder) return null;
+    const { min } = c.seqBounds();
+    if (!Number.isFinite(min)) return null;
+    c.loadingOlder = true;
+    return { kind: c.kind, id: c.id, before: min };
+  }
+
+  /**
+   * A room message or DM to the conversation on screen, with a fresh clientId: shown as
+   * pending until acked. Returns {clientId, type, fields} to send, or null with no conversation.
+   */
+  compose(content, extra = {}) {
+    const c = this.current;
+    if (!c) return null;
+    const clientId = newClientId();
+    let type;
+    let fields;
+    if (c.kind === 'room') {
+      type = 'send_message';
+      fields = { roomId: c.id, content, clientId };
+      if (extra.messageType) {
+        fields.messageType = extra.messageType;
+        fields.fileId = extra.fileId;
+      }
+      if (this.replyTo) fields.replyTo = this.replyTo.id;
+    } else {
+      type = 'private_message';
+      fields = { targetUserId: c.id, content, clientId };
+    }
+    this.unacked.set(clientId, { type, fields, convKey: c.key });
+    this.localOrder += 1;
+    c.upsert({
+      id: null, seq: null, clientId, userId: this.me.id, username: this.me.username,
+      content, messageType: fields.messageType ?? 'text',
+      replyTo: fields.replyTo ?? null, timestamp: new Date().toISOString(),
+      edited: false, localOrder: this.localOrder, attachment: extra.attachment ?? null,
+    });
+    return { clientId, type, fields };
+  }
+
+  /** The send of `clientId` went out on this connection. */
+  sent(clientId) {
+    this.inflight.push(clientId);
+  }
+
+  /** Finish an inline edit: the new content to send, or null when unchanged or empty. */
+  saveEdit(msg, text) {
+    const content = text.trim();
+    this.editingId = null;
+    if (!content || content === msg.content) return null;
+    this.conv(this.view).upsert({ ...msg, content, edited: true });
+    return content;
+  }
+
+  /** Add (or rename) a DM partner, saved for the next visit. */
+  addDmPartner(user) {
+    if (this.dmPartners.get(user.id)?.username === user.username) return;
+    this.dmPartners.set(user.id, { id: user.id, username: user.username });
+    saved.saveDmPartners(this.me.id, this.dmPartners);
+  }
+
+  // ------------------------------------------------------------ server events
+
+  /** authenticated: true when this is a reconnect (rooms to rejoin, sends to resend). */
+  authenticated({ user, rooms }) {
+    this.inflight = [];
+    this.session.user = { ...this.session.user, ...user };
+    saved.saveSession(this.session);
+    this.rememberUser(user);
+    this.rooms.clear();
+    for (const room of rooms) this.rooms.set(room.id, room);
+    const reconnect = this.authenticatedOnce;
+    this.authenticatedOnce = true;
+    return reconnect;
+  }
+
+  /** room_joined: true when the room's history is still to be fetched. */
+  roomJoined({ roomId, roomName, members }) {
+    this.joined.add(roomId);
+    const room = this.rooms.get(roomId);
+    if (room) room.name = roomName ?? room.name;
+    else this.rooms.set(roomId, { id: roomId, name: roomName, description: '', member_count: members.length });
+    const map = new Map();
+    for (const m of members) {
+      map.set(m.id, m);
+      this.rememberUser(m);
+    }
+    this.members.set(roomId, map);
+    const joined = this.rooms.get(roomId);
+    joined.member_count = Math.max(joined.member_count ?? 0, map.size);
+    return !this.conv(roomKey(roomId)).loaded;
+  }
+
+  /** room_left (and kicked, and a room gone after a reconnect): true when it was on screen. */
+  roomLeft({ roomId }) {
+    this.joined.delete(roomId);
+    this.members.delete(roomId);
+    this.typing.forgetRoom(roomId);
+    const key = roomKey(roomId);
+    this.convs.delete(key);
+    for (const [clientId, pending] of this.unacked) {
+      if (pending.convKey === key) this.unacked.delete(clientId);
+    }
+    if (this.rooms.get(roomId)?.is_private) this.rooms.delete(roomId);
+    if (this.view !== key) return false;
+    this.view = null;
+    return true;
+  }
+
+  /** user_joined: true when the room's member count grew. */
+  userJoined({ user, roomId }) {
+    this.rememberUser(user);
+    const members = this.members.get(roomId);
+    members?.set(user.id, { ...this.users.get(user.id), ...user, status: 'online' });
+    const room = this.rooms.get(roomId);
+    if (!room || !members || members.size <= (room.member_count ?? 0)) return false;
+    room.member_count = members.size;
+    return true;
+  }
+
+  userLeft({ user, roomId }) {
+    this.members.get(roomId)?.delete(user.id);
+    this.typing.clear(roomId, user.id);
+  }
+
+  userStatus({ userId, status }) {
+    for (const map of this.members.values()) {
+      const member = map.get(userId);
+      if (member) member.status = status;
+    }
+  }
+
+  /** new_message: its conversation `key`, whether it is `own`, and whether it counted `unread`. */
+  newMessage({ message }, pageHidden) {
+    const msg = this.roomMessage(message);
+    this.settled(msg.clientId);
+    const key = roomKey(msg.roomId);
+    const c = this.conv(key);
+    const isNew = !c.messages.has(msg.id);
+    c.upsert(msg);
+    this.typing.clear(msg.roomId, msg.userId);
+    const own = msg.userId === this.me.id;
+    return { key, own, unread: isNew && !own && this.countUnread(key, pageHidden) };
+  }
+
+  /** message_ack: the key of the conversation whose pending copy became stored, or null. */
+  messageAck({ clientId, messageId, seq, timestamp }) {
+    this.settled(clientId);
+    const pending = this.unacked.get(clientId);
+    this.unacked.delete(clientId);
+    if (!pending) return null;
+    const c = this.conv(pending.convKey);
+    const optimistic = c.messages.get(`c:${clientId}`);
+    if (optimistic) {
+      c.messages.delete(`c:${clientId}`);
+      if (!c.messages.has(messageId)) c.upsert({ ...optimistic, id: messageId, seq, timestamp });
+    }
+    return pending.convKey;
+  }
+
+  /**
+   * room_history: the conversation `key`, its seq bounds `before` the page, and `catchUpAfter`,
+   * the seq to fetch the rest after when a catch-up did not fit in one page (else null).
+   */
+  roomHistory({ roomId, messages, hasMore }) {
+    const c = this.conv(roomKey(roomId));
+    const before = c.seqBounds();
+    for (const m of messages) c.upsert(this.roomMessage(m));
+    let catchUpAfter = null;
+    if (!c.loaded || messages.some((m) => m.seq < before.min)) c.hasMore = hasMore;
+    else if (hasMore && messages.length > 0) catchUpAfter = c.seqBounds().max;
+    c.loaded = true;
+    c.loadingOlder = false;
+    return { key: c.key, before, catchUpAfter };
+  }
+
+  userTyping({ userId, username, roomId, typing }) {
+    if (userId === this.me.id) return;
+    if (typing) this.typing.set(roomId, userId, username);
+    else this.typing.clear(roomId, userId);
+  }
+
+  /** private_message: its conversation `key`, whether it `isNew`, and whether it counted `unread`. */
+  privateMessage(data, pageHidden) {
+    const { from } = data;
+    this.rememberUser(from);
+    this.addDmPartner(from);
+    const key = dmKey(from.id);
+    const c = this.conv(key);
+    const isNew = !c.messages.has(data.id);
+    c.upsert(this.directMessage({ ...data, fromUserId: from.id }, from.id));
+    return { key, isNew, unread: isNew && this.countUnread(key, pageHidden) };
+  }
+
+  /** private_message_sent: the key of its conversation. */
+  privateMessageSent(data) {
+    this.settled(data.clientId);
+    const key = dmKey(data.targetUserId);
+    const c = this.conv(key);
+    if (data.clientId) {
+      this.unacked.delete(data.clientId);
+      c.messages.delete(`c:${data.clientId}`);
+    }
+    c.upsert(this.directMessage({ ...data, fromUserId: this.me.id }, data.targetUserId));
+    if (!this.dmPartners.has(data.targetUserId)) {
+      const user = this.users.get(data.targetUserId);
+      if (user) this.addDmPartner(user);
+    }
+    return key;
+  }
+
+  /** private_history: the conversation `key` and its seq bounds `before` the page. */
+  privateHistory({ userId, messages, hasMore }) {
+    const c = this.conv(dmKey(userId));
+    const before = c.seqBounds();
+    for (const m of messages) c.upsert(this.directMessage(m, userId));
+    if (!c.loaded || messages.some((m) => m.seq < before.min)) c.hasMore = hasMore;
+    c.loaded = true;
+    c.loadingOlder = false;
+    return { key: c.key, before };
+  }
+
+  /** message_edited: the key of its conversation, or null for a message not held here. */
+  messageEdited({ message }) {
+    const c = this.conv(roomKey(message.roomId));
+    if (!c.messages.has(message.id)) return null;
+    c.upsert(this.roomMessage({ ...message, edited: true }));
+    return c.key;
+  }
+
+  /**
+   * message_deleted: {key, replyCleared} (true when the composer was replying to it),
+   * or null for a message not held here.
+   */
+  messageDeleted({ messageId, roomId }) {
+    const c = this.conv(roomKey(roomId));
+    const msg = c.messages.get(messageId);
+    if (!msg) return null;
+    c.messages.set(messageId, { ...msg, content: '', deleted: true, attachment: null });
+    if (this.editingId === messageId) this.editingId = null;
+    const replyCleared = this.replyTo?.id === messageId;
+    if (replyCleared) this.replyTo = null;
+    return { key: c.key, replyCleared };
+  }
+
+  /** room_created: true when this tab asked for the room (so opens it). */
+  roomCreated({ room }) {
+    this.rooms.set(room.id, room);
+    return this.createdByMe.delete(room.name);
+  }
+
+  roomInvited({ room }) {
+    this.rooms.set(room.id, room);
+  }
+
+  /** role_changed: true when it is this user's role. */
+  roleChanged({ userId, role }) {
+    this.rememberUser({ id: userId, role });
+    for (const map of this.members.values()) {
+      const member = map.get(userId);
+      if (member) member.role = role;
+    }
+    if (userId !== this.me.id) return false;
+    this.session.user.role = role;
+    saved.saveSession(this.session);
+    return true;
+  }
+
+  /**
+   * error: when it refuses a message send, drop the pending copy of that send and return it
+   * ({type, fields, convKey}); null otherwise. The server answers a connection's requests in
+   * order, so the error belongs to the oldest send of that type still in flight.
+   */
+  error({ code, type }) {
+    if ((type !== 'send_message' && type !== 'private_message') || !REFUSED.has(code)) return null;
+    const clientId = this.inflight.find((id) => this.unacked.get(id)?.type === type);
+    if (!clientId) return null;
+    this.settled(clientId);
+    const pending = this.unacked.get(clientId);
+    this.unacked.delete(clientId);
+    this.convs.get(pending.convKey)?.messages.delete(`c:${clientId}`);
+    return pending;
+  }
+
+  // ------------------------------------------------------------ helpers of the updates
+
+  rememberUser(user) {
+    if (!user?.id) return;
+    this.users.set(user.id, { ...this.users.get(user.id), ...user });
+  }
+
+  settled(clientId) {
+    const at = clientId ? this.inflight.indexOf(clientId) : -1;
+    if (at >= 0) this.inflight.splice(at, 1);
+  }
+
+  /** Count a new message as unread unless it is on screen in a visible page. */
+  countUnread(key, pageHidden) {
+    if (this.view === key && !pageHidden) return false;
+    this.conv(key).unread += 1;
+    return true;
+  }
+
+  roomMessage(m) {
+    this.rememberUser({ id: m.userId, username: m.username, avatar_url: m.avatar_url });
+    return { ...m, localOrder: 0 };
+  }
+
+  directMessage(m, partnerId) {
+    const me = this.me;
+    const fromMe = m.fromUserId === me.id;
+    const partner = this.dmPartners.get(partnerId) ?? this.users.get(partnerId);
+    return {
+      id: m.id,
+      seq: m.seq,
+      userId: m.fromUserId,
+      username: fromMe ? me.username : partner?.username ?? 'Someone',
+      content: m.content,
+      timestamp: m.timestamp,
+      clientId: m.clientId ?? null,
+      messageType: 'text',
+      localOrder: 0,
+    };
+  }
+}
