@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from picows import ws_connect
 
 from tests.support.accounts import PASSWORD, create_account, register, registration
-from tests.support.client import ChatClient, _Listener, joined
+from tests.support.client import ChatClient, joined
 from tests.support.server import ServerProcess
 from tests.support.upgrade import upgrade_request
 
@@ -33,12 +32,6 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     server = ServerProcess.configured(directory, limits=LIMITS).start()
     yield server
     server.kill()
-
-
-async def raw_connect(ws_url: str) -> ChatClient:
-    """A WebSocket client that does not wait for ``connection_established``."""
-    transport, listener = await ws_connect(_Listener, ws_url)
-    return ChatClient(transport, listener)  # type: ignore[arg-type]
 
 
 def origin_upgrade(server: ServerProcess, origin: str | None) -> bytes:
@@ -136,7 +129,7 @@ async def test_connection_caps_per_address_and_per_user(make_server):
     assert await third.closed() == 1008  # a third connection of the same user
     assert all(event["type"] != "authenticated" for event in third.seen + third.drain())
     anonymous = await ChatClient.connect(server.ws_url)  # the address's third connection
-    refused = await raw_connect(server.ws_url)
+    refused = await ChatClient.open(server.ws_url)
     assert await refused.closed() == 1013  # a fourth from the same address
     assert refused.drain() == []
     # Closing one frees its slot.

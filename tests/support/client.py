@@ -45,9 +45,15 @@ class ChatClient:
         self.seen: list[dict[str, Any]] = []
 
     @classmethod
-    async def connect(cls, ws_url: str, token: str | None = None, **kwargs: Any) -> ChatClient:
+    async def open(cls, ws_url: str, **kwargs: Any) -> ChatClient:
+        """A connected client that has not waited for ``connection_established``."""
         transport, listener = await ws_connect(_Listener, ws_url, **kwargs)
-        client = cls(transport, listener)  # type: ignore[arg-type]
+        return cls(transport, listener)  # type: ignore[arg-type]
+
+    @classmethod
+    async def connect(cls, ws_url: str, token: str | None = None, **kwargs: Any) -> ChatClient:
+        """A connected client past ``connection_established``, authenticated with ``token``."""
+        client = await cls.open(ws_url, **kwargs)
         hello = await client.expect("connection_established")
         assert "timestamp" in hello
         if token is not None:
