@@ -14,6 +14,7 @@ from fastchat.metrics import Metrics
 from fastchat.protocol import utc_now_iso
 from fastchat.ws.connection import Connection
 from fastchat.ws.deflate import ContextDeflater
+from tests.support.transports import CountingTransport
 
 ROOM_SIZE = 1000
 USER_ID = "6f1c2d4e-8a9b-4c3d-9e2f-1a2b3c4d5e6f"
@@ -56,25 +57,6 @@ def bench_config(data_dir: Path, **storage: Any) -> Config:
     )
 
 
-class FakeTransport:
-    """Stands in for the socket transport under a Connection: counts what it is given."""
-
-    __slots__ = ("bytes", "last", "writes")
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self.writes = 0
-        self.last = b""
-
-    def write(self, data: bytes) -> None:
-        self.bytes += len(data)
-        self.writes += 1
-        self.last = data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
 def make_members(
     hub: Hub, metrics: Metrics, count: int = ROOM_SIZE, compress: int = PLAIN
 ) -> list[Connection]:
@@ -91,7 +73,7 @@ def make_members(
             compress=compress,
             deflater=ContextDeflater(15) if compress == DEDICATED else None,
         )
-        conn.raw = FakeTransport()  # type: ignore[assignment]
+        conn.raw = CountingTransport()  # type: ignore[assignment]
         conn.user_id = f"user-{i}"
         members.append(conn)
     return members

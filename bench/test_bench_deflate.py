@@ -13,12 +13,11 @@ import pytest
 from bench.support import ROOM_SIZE, new_message_event
 from fastchat.ws.deflate import ContextDeflater, Inflater, SharedDeflater
 from fastchat.ws.frames import build_frame
-
-_TAIL = b"\x00\x00\xff\xff"
+from tests.support.frames import TAIL, parse_frame
 
 
 def _decode(compressed: bytes) -> bytes:
-    return zlib.decompressobj(-15).decompress(compressed + _TAIL)
+    return zlib.decompressobj(-15).decompress(compressed + TAIL)
 
 
 @pytest.mark.benchmark(group="deflate-broadcast-1000")
@@ -31,7 +30,7 @@ def test_shared_deflate_once_per_broadcast(benchmark) -> None:
 
     frame = benchmark(broadcast)
     assert frame[0] & 0x40  # RSV1: compressed
-    assert _decode(frame[2:] if frame[1] < 126 else frame[4:]) == payload
+    assert _decode(parse_frame(frame).payload) == payload  # type: ignore[union-attr]
 
 
 @pytest.mark.benchmark(group="deflate-broadcast-1000")

@@ -1,8 +1,8 @@
 """The hub's fan-out to a 1,000-member room, against a naive per-recipient loop.
 
 The hub and the Connections are real; only the socket under each Connection is fake
-(:class:`~bench.support.FakeTransport` counts bytes), so these numbers are the server's
-own CPU per broadcast. The cork benchmarks then show what one write per connection per
+(:class:`~tests.support.transports.CountingTransport` counts bytes), so these numbers are the
+server's own CPU per broadcast. The cork benchmarks then show what one write per connection per
 loop iteration saves on a real socket.
 """
 

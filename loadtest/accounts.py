@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import orjson
 
-PASSWORD = "loadtest-password"
+from tests.support.accounts import registration
+
 CONNECTIONS_PER_ADDRESS = 500  # below the server's default max_connections_per_ip (1000)
 
 
@@ -34,9 +35,7 @@ def source_address(host: str, index: int) -> str | None:
 
 def register(host: str, port: int, username: str, source: str | None) -> Account:
     """``POST /api/auth/register``; waits out 429s (Retry-After)."""
-    body = orjson.dumps(
-        {"username": username, "email": f"{username}@load.test", "password": PASSWORD}
-    )
+    body = orjson.dumps(registration(username, "load.test"))
     bind = (source, 0) if source else None
     for _ in range(30):
         conn = http.client.HTTPConnection(host, port, timeout=60, source_address=bind)

@@ -9,12 +9,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.server import ROOT, TomlText, launch, write_config
+
 CACHE = Path.home() / ".cache" / "fastchat-loadtest"
 RELAYS = ("websockets", "bun")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -101,39 +100,11 @@ class Spawned:
 
 
 def _start(name: str, argv: list[str], pattern: re.Pattern[str], cpu: int | None) -> Spawned:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("FASTCHAT_JWT_SECRET", None)
-    process = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: _prepare_child(cpu),
+    log: list[str] = []
+    process, url, _reader = launch(
+        name, argv, pattern, log, timeout=30, preexec_fn=lambda: _prepare_child(cpu)
     )
-    spawned = Spawned(name, process)
-    started = threading.Event()
-
-    def drain() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            spawned.log.append(line.rstrip("\n"))
-            match = pattern.search(line)
-            if match and not spawned.url:
-                spawned.url = match.group(1)
-                started.set()
-        started.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not started.wait(0.1):
-        if time.monotonic() > deadline:
-            break
-    if not spawned.url:
-        spawned.stop()
-        raise RuntimeError(f"{name} did not start:\n" + "\n".join(spawned.log[-30:]))
-    return spawned
+    return Spawned(name, process, url, log)
 
 
 def spawn_fastchat(
@@ -144,26 +115,15 @@ def spawn_fastchat(
     ``overrides`` are ``section.key=value`` strings (value in TOML syntax).
     """
     directory = tempfile.TemporaryDirectory(prefix="fastchat-load-")
-    base = Path(directory.name)
     sections: dict[str, dict[str, object]] = {
-        "server": {"host": "127.0.0.1", "port": 0, "static_dir": str(ROOT / "static")},
         "websocket": {"compression": compression},
-        "storage": {"path": str(base / "chat.db"), "uploads_dir": str(base / "uploads")},
-        "auth": {"bcrypt_rounds": 4},
-        "limits": LOAD_LIMITS,
-        "log": {"level": "info"},
+        "limits": dict(LOAD_LIMITS),
     }
     for override in overrides:
         name, _, value = override.partition("=")
         section, _, key = name.partition(".")
-        sections.setdefault(section, {})[key] = _Raw(value)
-    config = base / "config.toml"
-    config.write_text(
-        "".join(
-            f"[{name}]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in values.items())
-            for name, values in sections.items()
-        )
-    )
+        sections.setdefault(section, {})[key] = TomlText(value)
+    config = write_config(Path(directory.name), **sections)
     argv = [sys.executable, "-m", "fastchat", "run", "-c", str(config)]
     spawned = _start("fastchat", argv, _FASTCHAT_URL, cpu)
     spawned.url = f"ws://{spawned.url}/ws"
@@ -197,15 +157,3 @@ def spawn_relay(
     else:
         raise ValueError(f"unknown relay {kind!r}")
     return _start(kind, argv, _RELAY_URL, cpu)
-
-
-class _Raw(str):
-    """A value already written in TOML syntax (from --set)."""
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, _Raw):
-        return str(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return str(value)

@@ -17,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import random
 import socket
 import struct
 import time
 import zlib
 from collections.abc import Callable
 
+from tests.support.frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, client_frame
+from tests.support.upgrade import upgrade_request
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SHARED_BUFFER = bytearray(256 * 1024)
 _SHARED_VIEW = memoryview(_SHARED_BUFFER)
 _HEAD = struct.Struct(">BBH")  # opcode byte, length byte, 16-bit extended length
-_OP_CLOSE, _OP_PING = 0x8, 0x9
+_DEFLATE_OFFER = ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")
 _MAX_HEAD = 16 * 1024
 
 OnMessage = Callable[[bytes, int], None]
@@ -66,39 +68,6 @@ class HandshakeError(Exception):
     """The server did not answer the upgrade with a valid 101."""
 
 
-def mask_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """A complete, masked, unfragmented client frame."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    key = random.randbytes(4)
-    if not n:
-        return head + key
-    keys = (key * (n // 4 + 1))[:n]
-    masked = int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")
-    return head + key + masked.to_bytes(n, "little")
-
-
-def upgrade_request(host: str, port: int, path: str, compression: bool) -> tuple[bytes, bytes]:
-    """The HTTP upgrade request and its Sec-WebSocket-Key."""
-    key = base64.b64encode(random.randbytes(16))
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: {host}:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key.decode()}",
-        "Sec-WebSocket-Version: 13",
-    ]
-    if compression:
-        lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode(), key
-
-
 class RawClient(asyncio.BufferedProtocol):
     """One WebSocket connection; ``frames`` counts data frames received since the upgrade."""
 
@@ -111,7 +80,8 @@ class RawClient(asyncio.BufferedProtocol):
         self.deflate = False
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._request, key = upgrade_request(host, port, path, compression)
+        headers = [_DEFLATE_OFFER] if compression else []
+        self._request, key = upgrade_request(host, port, path, headers)
         self._accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
         self._handshake: bytearray | None = bytearray()
         self._pending = bytearray()  # message mode: bytes not yet parsed
@@ -127,16 +97,16 @@ class RawClient(asyncio.BufferedProtocol):
     def send(self, payload: bytes) -> None:
         """Send one text message (``payload`` is UTF-8 JSON)."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(mask_frame(payload))
+            self.transport.write(client_frame(OP_TEXT, payload))
 
     def send_many(self, payloads: list[bytes]) -> None:
         """Send several text messages in one write."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(mask_frame(payload) for payload in payloads))
+            self.transport.write(b"".join(client_frame(OP_TEXT, payload) for payload in payloads))
 
     def close(self, code: int = 1000) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(mask_frame(code.to_bytes(2, "big"), _OP_CLOSE))
+            self.transport.write(client_frame(OP_CLOSE, code.to_bytes(2, "big")))
             self.transport.close()
 
     # --- asyncio protocol -----------------------------------------------------------------
@@ -321,9 +291,9 @@ class RawClient(asyncio.BufferedProtocol):
         del data[:pos]
 
     def _control(self, opcode: int, payload: bytes) -> None:
-        if opcode == _OP_PING and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(mask_frame(payload, 0xA))
-        elif opcode == _OP_CLOSE:
+        if opcode == OP_PING and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(client_frame(OP_PONG, payload))
+        elif opcode == OP_CLOSE:
             self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
             if self.transport is not None:
                 self.transport.close()

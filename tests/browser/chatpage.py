@@ -23,9 +23,6 @@ class Person:
 SignUp = Callable[..., Person]
 
 
-PASSWORD = "correct horse battery"
-
-
 def unique_name(prefix: str) -> str:
     """A name that no other test uses: prefix plus 6 hex digits."""
     return f"{prefix}_{uuid.uuid4().hex[:6]}"

@@ -1,4 +1,5 @@
-"""Fixtures for the browser tests: one headless Chromium per module and a sign-up helper."""
+"""Fixtures for the browser tests: one server and one headless Chromium per module, and a
+sign-up helper."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from chatpage import PASSWORD, Person, SignUp, unique_name
+from chatpage import Person, SignUp, unique_name
 from playwright import sync_api
+
+from tests.support.accounts import PASSWORD
+from tests.support.server import ServerProcess
 
 CHROMIUM = os.environ.get("FASTCHAT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -23,6 +27,15 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server shared by a module's tests."""
+    directory = tmp_path_factory.mktemp("module-server")
+    server = ServerProcess.configured(directory).start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import websocket
-from chatpage import PASSWORD, Person, SignUp, create_room, message, open_room, send, unique_name
+from chatpage import Person, SignUp, create_room, message, open_room, send, unique_name
 from playwright.sync_api import WebSocketRoute, expect
+
+from tests.support.accounts import PASSWORD, create_account, register
 
 # A one-pixel red PNG.
 PNG = base64.b64decode(
@@ -264,34 +263,6 @@ def test_reconnect_catches_up_and_resends(sign_up: SignUp) -> None:
     assert len(relay.pairs) == 2
 
 
-def create_admin(server) -> str:
-    """Create an admin account with the CLI (the way an operator would); returns its name."""
-    name = unique_name("boss")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastchat",
-            "user",
-            "create",
-            name,
-            "--role",
-            "admin",
-            "--email",
-            f"{name}@example.com",
-            "-c",
-            str(server.config_path),
-        ],
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-    )
-    return name
-
-
 def menu_items(person: Person, user: Person) -> list[str]:
     """Open the actions menu of `user` in the member list and read its items."""
     page = person.page
@@ -304,7 +275,7 @@ def menu_items(person: Person, user: Person) -> list[str]:
 
 
 def test_moderation_actions_follow_roles(sign_up: SignUp, module_server) -> None:
-    boss = sign_up("boss", existing=create_admin(module_server))
+    boss = sign_up("boss", existing=create_account(module_server, "admin", unique_name("boss")))
     alice = sign_up("alice")
     bob = sign_up("bob")
     room = unique_name("mod")
@@ -347,15 +318,10 @@ def test_moderation_actions_follow_roles(sign_up: SignUp, module_server) -> None
 
 def post_as_bot(server, room_id: str, count: int) -> None:
     """Register a bot over HTTP and post `count` messages ("m01"…) to a room over WebSocket."""
-    name = unique_name("bot")
-    answer = httpx.post(
-        server.base_url + "/api/auth/register",
-        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-    )
-    answer.raise_for_status()
+    token = register(server.base_url, unique_name("bot"))["token"]
     socket = websocket.create_connection(server.ws_url, timeout=10)
     try:
-        socket.send(json.dumps({"type": "authenticate", "token": answer.json()["token"]}))
+        socket.send(json.dumps({"type": "authenticate", "token": token}))
         socket.send(json.dumps({"type": "join_room", "roomId": room_id}))
         acked = 0
         for n in range(1, count + 1):

@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from tests.client import register
+from tests.support.accounts import register
 
 SCRIPT = """
 async ({token, content}) => {

@@ -25,7 +25,8 @@ from fastchat import store as ops
 from fastchat.app import App
 from fastchat.config import load
 from fastchat.protocol import COMMAND_TYPES, utc_now_iso
-from tests.conftest import write_config
+from tests.support.frames import split_frames
+from tests.support.server import write_config
 
 FUZZ = settings(
     max_examples=200,
@@ -74,16 +75,7 @@ class FakeConnection:
 
     def events(self) -> list[dict[str, Any]]:
         """Decode the unmasked text frames written so far."""
-        data = b"".join(self.written)
-        events, i = [], 0
-        while i < len(data):
-            length, i = data[i + 1] & 0x7F, i + 2
-            if length >= 126:
-                size = 2 if length == 126 else 8
-                length, i = int.from_bytes(data[i : i + size], "big"), i + size
-            events.append(orjson.loads(data[i : i + length]))
-            i += length
-        return events
+        return [orjson.loads(frame.payload) for frame in split_frames(b"".join(self.written))]
 
 
 @dataclass

@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from tests.client import ChatClient, register
+from tests.support.accounts import register
+from tests.support.client import ChatClient
 
 
 def raw_exchange(server, data: bytes, timeout: float = 5.0) -> bytes:

@@ -8,8 +8,6 @@ that is not.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import client
-from tests.client import PASSWORD, ChatClient
-from tests.conftest import ROOT, ServerProcess
+from tests.support.accounts import PASSWORD, create_account, register
+from tests.support.client import ChatClient
+from tests.support.server import ServerProcess
 
 BANNED = 4003
 
@@ -30,32 +28,6 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
     """One HTTP client to the ``server`` fixture's server (creating clients is slow)."""
     with httpx.Client(base_url=server.base_url) as client:
         yield client
-
-
-def cli(server: ServerProcess, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run ``python -m fastchat -c CONFIG ARGS...`` against the server's data."""
-    return subprocess.run(
-        [sys.executable, "-m", "fastchat", "-c", str(server.config_path), *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
-def create_account(server: ServerProcess, role: str) -> str:
-    """A new account of ``role`` made with the CLI (password on stdin); its username."""
-    name = f"{role}_{uuid.uuid4().hex[:8]}"
-    done = cli(server, "user", "create", name, "--role", role, stdin=PASSWORD + "\n")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"created {role} {name}"
-    return name
-
-
-def register(http: httpx.Client) -> str:
-    """A new plain account over HTTP; its username."""
-    return client.register(str(http.base_url).rstrip("/"), http=http)["user"]["username"]
 
 
 def login(http: httpx.Client, name: str) -> httpx.Response:
@@ -114,8 +86,8 @@ async def connect(server: ServerProcess, token: str, room: str | None = "general
 async def test_users_and_moderators_cannot_exceed_their_role(server, http):
     admin = await Member.log_in(server, http, create_account(server, "admin"))
     mod = await Member.log_in(server, http, create_account(server, "moderator"))
-    alice = await Member.log_in(server, http, register(http))
-    bob = await Member.log_in(server, http, register(http))
+    alice = await Member.log_in(server, http, register(http)["user"]["username"])
+    bob = await Member.log_in(server, http, register(http)["user"]["username"])
     assert (admin.role, mod.role, alice.role) == ("admin", "moderator", "user")
     bobs = await bob.post("general", "hello from bob")
     admins = await admin.post("general", "hello from the admin")
@@ -179,7 +151,7 @@ async def test_users_and_moderators_cannot_exceed_their_role(server, http):
         assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
     assert http.get("/api/admin/audit").status_code == 401
 
-    printed = cli(server, "audit")
+    printed = server.cli("audit")
     assert printed.returncode == 0, printed.stderr
     lines = printed.stdout.splitlines()
     assert len(lines) == 3
@@ -193,8 +165,8 @@ async def test_users_and_moderators_cannot_exceed_their_role(server, http):
 
 async def test_room_owner_moderates_in_own_room_only(server, http):
     mod = await Member.log_in(server, http, create_account(server, "moderator"))
-    owner = await Member.log_in(server, http, register(http))
-    alice = await Member.log_in(server, http, register(http))
+    owner = await Member.log_in(server, http, register(http)["user"]["username"])
+    alice = await Member.log_in(server, http, register(http)["user"]["username"])
     owner.send(type="create_room", name="owners club", isPrivate=True)
     club = (await owner.ws.expect("room_created"))["room"]["id"]
     for member in (owner, alice, mod):
@@ -228,8 +200,8 @@ async def test_room_owner_moderates_in_own_room_only(server, http):
 
 async def test_mute_expires_and_set_role_grants_and_revokes(server, http):
     admin = await Member.log_in(server, http, create_account(server, "admin"))
-    alice = await Member.log_in(server, http, register(http))
-    bob = await Member.log_in(server, http, register(http))
+    alice = await Member.log_in(server, http, register(http)["user"]["username"])
+    bob = await Member.log_in(server, http, register(http)["user"]["username"])
 
     await alice.refused(type="mute_user", roomId="general", userId=bob.id, durationSeconds=1)
     admin.send(type="set_role", userId=alice.id, role="moderator")
@@ -254,7 +226,7 @@ async def test_mute_expires_and_set_role_grants_and_revokes(server, http):
     await alice.refused(type="kick_user", roomId="general", userId=bob.id)
     await admin.post("general", "barrier")
 
-    printed = cli(server, "audit")
+    printed = server.cli("audit")
     assert printed.returncode == 0, printed.stderr
     actions = [line.split()[1] for line in printed.stdout.splitlines()]
     assert actions == ["set_role", "mute", "set_role"]  # newest first
@@ -266,9 +238,9 @@ async def test_mute_expires_and_set_role_grants_and_revokes(server, http):
 
 async def test_ban_closes_connections_refuses_logins_until_unbanned(server, http):
     admin = await Member.log_in(server, http, create_account(server, "admin"))
-    alice = await Member.log_in(server, http, register(http))
+    alice = await Member.log_in(server, http, register(http)["user"]["username"])
     second_tab = await connect(server, alice.token, room=None)
-    bob = await Member.log_in(server, http, register(http))
+    bob = await Member.log_in(server, http, register(http)["user"]["username"])
 
     await admin.refused("validation", type="ban_user", userId=admin.id)
     await admin.done(type="ban_user", userId=alice.id, reason="abuse")

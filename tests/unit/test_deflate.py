@@ -33,8 +33,8 @@ from fastchat.ws.deflate import (
     shared_deflater,
 )
 from fastchat.ws.frames import build_frame
+from tests.support.frames import TAIL
 
-TAIL = b"\x00\x00\xff\xff"
 CHROMIUM = "permessage-deflate; client_max_window_bits"
 SHARED_ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 DEDICATED_ANSWER = "permessage-deflate; client_no_context_takeover"

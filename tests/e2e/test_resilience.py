@@ -3,20 +3,17 @@ the Origin check on upgrades, and bans that take effect at once."""
 
 from __future__ import annotations
 
-import base64
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from picows import ws_connect
 
-from tests.client import PASSWORD, ChatClient, _Listener, joined, register
-from tests.conftest import ROOT, ServerProcess, write_config
+from tests.support.accounts import PASSWORD, create_account, register, registration
+from tests.support.client import ChatClient, joined
+from tests.support.server import ServerProcess
+from tests.support.upgrade import upgrade_request
 
 LIMITS = {
     "burst": 3,
@@ -32,30 +29,15 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     """One server with small per-connection limits, shared by the tests that use fresh
     accounts and connections (so they cannot disturb each other)."""
     directory = tmp_path_factory.mktemp("limited")
-    server = ServerProcess(write_config(directory, limits=LIMITS), directory / "data").start()
+    server = ServerProcess.configured(directory, limits=LIMITS).start()
     yield server
     server.kill()
 
 
-async def raw_connect(ws_url: str) -> ChatClient:
-    """A WebSocket client that does not wait for ``connection_established``."""
-    transport, listener = await ws_connect(_Listener, ws_url)
-    return ChatClient(transport, listener)  # type: ignore[arg-type]
-
-
-def upgrade_request(server: ServerProcess, origin: str | None) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        "GET /ws HTTP/1.1",
-        f"Host: {server.host}:{server.port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-    ]
-    if origin is not None:
-        lines.append(f"Origin: {origin}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+def origin_upgrade(server: ServerProcess, origin: str | None) -> bytes:
+    """An upgrade request to ``server`` with this Origin header (or none)."""
+    headers = [("Origin", origin)] if origin is not None else []
+    return upgrade_request(server.host, server.port, headers=headers)[0]
 
 
 def status_line(server: ServerProcess, data: bytes) -> bytes:
@@ -132,7 +114,7 @@ async def test_login_and_register_are_limited_per_address(make_server):
     assert int(refused.headers["retry-after"]) >= 1
     again = httpx.post(
         server.base_url + "/api/auth/register",
-        json={"username": "late_one", "email": "late@example.com", "password": PASSWORD},
+        json=registration("late_one"),
     )
     assert again.status_code == 429 and "retry-after" in again.headers
 
@@ -147,7 +129,7 @@ async def test_connection_caps_per_address_and_per_user(make_server):
     assert await third.closed() == 1008  # a third connection of the same user
     assert all(event["type"] != "authenticated" for event in third.seen + third.drain())
     anonymous = await ChatClient.connect(server.ws_url)  # the address's third connection
-    refused = await raw_connect(server.ws_url)
+    refused = await ChatClient.open(server.ws_url)
     assert await refused.closed() == 1013  # a fourth from the same address
     assert refused.drain() == []
     # Closing one frees its slot.
@@ -163,15 +145,15 @@ async def test_upgrade_guards_origin_and_header_timeout(make_server):
     server = make_server(
         server={"allowed_origins": ["http://good.example"], "header_timeout_seconds": 0.5}
     )
-    assert status_line(server, upgrade_request(server, "http://evil.example")) == (
+    assert status_line(server, origin_upgrade(server, "http://evil.example")) == (
         b"HTTP/1.1 403 Forbidden"
     )
     for origin in ("http://good.example", f"http://{server.host}:{server.port}", None):
-        assert status_line(server, upgrade_request(server, origin)).startswith(b"HTTP/1.1 101")
+        assert status_line(server, origin_upgrade(server, origin)).startswith(b"HTTP/1.1 101")
     # A socket that starts an upgrade and never finishes it is timed out.
     started = time.monotonic()
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
-        sock.sendall(upgrade_request(server, None)[:-2])  # the head never ends
+        sock.sendall(origin_upgrade(server, None)[:-2])  # the head never ends
         answer = sock.recv(4096)
         while answer and sock.recv(4096):  # read until the server closes
             pass
@@ -181,12 +163,7 @@ async def test_upgrade_guards_origin_and_header_timeout(make_server):
 
 async def test_ban_takes_effect_at_once(make_server):
     server = make_server()
-    created = subprocess.run(
-        [sys.executable, "-m", "fastchat", "user", "create", "boss", "--role", "admin",
-         "-c", str(server.config_path)],
-        input=PASSWORD + "\n", capture_output=True, text=True, cwd=ROOT, timeout=30,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
+    create_account(server, "admin", "boss")
     login = httpx.post(
         server.base_url + "/api/auth/login", json={"username": "boss", "password": PASSWORD}
     ).json()

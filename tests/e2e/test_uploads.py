@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from tests.client import joined, register
+from tests.support.accounts import register
+from tests.support.client import joined
+from tests.support.waiting import wait_until
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(20)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(20)
@@ -26,11 +27,6 @@ def http(server) -> Iterator[httpx.Client]:
     """One HTTP client to the ``server`` fixture's server."""
     with httpx.Client(base_url=server.base_url) as client:
         yield client
-
-
-def new_token(http: httpx.Client) -> str:
-    """Register a fresh account over ``http`` (one shared client: creating one is slow)."""
-    return register(str(http.base_url).rstrip("/"), http=http)["token"]
 
 
 def upload(
@@ -57,20 +53,12 @@ def download(
     return http.get(f"/api/chat/files/{file_id}", headers=headers)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a file-system condition (the server emits no event for it)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def temp_files(uploads_dir: Path) -> list[Path]:
     return list(uploads_dir.glob(".upload-*"))
 
 
 def test_each_kind_is_typed_by_content_and_served_safely(server, http):
-    token = new_token(http)
+    token = register(http)["token"]
     uploads_dir = server.data_dir / "uploads"
     cases = [
         (PNG, "a.png", "image/png", "image/png"),
@@ -109,7 +97,7 @@ def test_each_kind_is_typed_by_content_and_served_safely(server, http):
 
 
 def test_names_are_sanitized_and_bad_requests_refused(server, http):
-    token = new_token(http)
+    token = register(http)["token"]
     response = upload(http, token, PNG, "../../<script>x.png", "image/png")
     assert response.status_code == 201
     file = response.json()["file"]
@@ -129,17 +117,17 @@ def test_names_are_sanitized_and_bad_requests_refused(server, http):
     assert upload(http, "not-a-token", TEXT).status_code == 401
     assert temp_files(server.data_dir / "uploads") == []
     # an unshared upload is visible to its uploader only; unknown ids are 404
-    other = new_token(http)
+    other = register(http)["token"]
     assert download(http, file["id"], other).status_code == 404
     assert download(http, "0" * 32, token).status_code == 404
     assert download(http, "../config.toml", token).status_code == 404
 
 
-def test_size_limit_rate_limit_and_aborted_bodies(make_server):
+async def test_size_limit_rate_limit_and_aborted_bodies(make_server):
     server = make_server(uploads={"max_bytes": 1024, "per_user_per_hour": 3})
     with httpx.Client(base_url=server.base_url) as http:
         uploads_dir = server.data_dir / "uploads"
-        token = new_token(http)
+        token = register(http)["token"]
 
         head = (
             "POST /api/chat/upload HTTP/1.1\r\nHost: x\r\n"
@@ -156,8 +144,8 @@ def test_size_limit_rate_limit_and_aborted_bodies(make_server):
         # a client that goes away mid-body leaves no temporary file behind
         with socket.create_connection((server.host, server.port), timeout=5) as sock:
             sock.sendall(f"{head}Content-Length: 1000\r\n\r\n".encode() + PNG)
-            wait_until(lambda: len(temp_files(uploads_dir)) == 1)
-        wait_until(lambda: temp_files(uploads_dir) == [])
+            await wait_until(lambda: len(temp_files(uploads_dir)) == 1)
+        await wait_until(lambda: temp_files(uploads_dir) == [])
 
         exactly = upload(http, token, PNG + bytes(1024 - len(PNG)), "max.png")
         assert exactly.status_code == 201
@@ -168,7 +156,7 @@ def test_size_limit_rate_limit_and_aborted_bodies(make_server):
         assert limited.status_code == 429  # the aborted upload counted too: 3 per hour
         assert limited.json()["code"] == "rate_limited"
         assert int(limited.headers["retry-after"]) > 0
-        assert upload(http, new_token(http), TEXT).status_code == 201
+        assert upload(http, register(http)["token"], TEXT).status_code == 201
         assert temp_files(uploads_dir) == []
 
 
@@ -251,7 +239,7 @@ async def test_attachments_and_who_may_download(server, http):
 
 async def test_files_of_private_rooms_and_ranges(server, http):
     alice, alice_account = await joined(server.ws_url, server.base_url)
-    carol_token = new_token(http)
+    carol_token = register(http)["token"]
     token = alice_account["token"]
     alice.send(type="create_room", name="secret", isPrivate=True)
     room = (await alice.expect("room_created"))["room"]

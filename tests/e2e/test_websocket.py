@@ -1,8 +1,8 @@
 """The WebSocket transport and the fan-out engine end to end, over real sockets.
 
-Clients: picows (tests/client.py), the ``websockets`` library for interop, and raw sockets
-(tests/rawws.py) wherever the test needs the exact bytes, hand-made frames, or a peer that
-stops reading or never answers pings.
+Clients: picows (tests/support/client.py), the ``websockets`` library for interop, and raw
+sockets (tests/support/rawws.py) wherever the test needs the exact bytes, hand-made frames,
+or a peer that stops reading or never answers pings.
 """
 
 from __future__ import annotations
@@ -24,31 +24,33 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from tests.client import ChatClient, joined, register
-from tests.conftest import ServerProcess, write_config
-from tests.rawws import (
+from tests.support.accounts import register
+from tests.support.client import ChatClient, joined
+from tests.support.frames import (
     OP_CONTINUATION,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    RawWS,
+    TAIL,
     client_frame,
     compress_message,
 )
+from tests.support.rawws import RawWS
+from tests.support.server import ServerProcess
+from tests.support.waiting import is_event
 
 DEFLATE = ("Sec-WebSocket-Extensions", "permessage-deflate")
 MAX_MESSAGE = 4096
 MAX_FRAGMENTS = 4
 THRESHOLD = 1024  # a short new_message event (~350 bytes) stays below it
 GOOD_ORIGIN = "http://good.example"
-_TAIL = b"\x00\x00\xff\xff"
 
 
 @pytest.fixture(scope="module")
 def edge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the connection-level checks: small message limits, one allowed origin."""
     directory: Path = tmp_path_factory.mktemp("ws-edge")
-    config = write_config(
+    server = ServerProcess.configured(
         directory,
         websocket={
             "max_message_bytes": MAX_MESSAGE,
@@ -57,8 +59,7 @@ def edge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         },
         server={"allowed_origins": [GOOD_ORIGIN]},
         limits={"auth_per_minute": 1000},
-    )
-    server = ServerProcess(config, directory / "data").start()
+    ).start()
     yield server
     server.kill()
 
@@ -135,9 +136,8 @@ async def library_expect(
     async with asyncio.timeout(timeout):
         while True:
             message = orjson.loads(await ws.recv())
-            data = message["data"]
-            if message["type"] == event_type and all(data.get(k) == v for k, v in match.items()):
-                return data
+            if is_event(message, event_type, match):
+                return message["data"]
 
 
 def inflate_strict(payload: bytes, window_bits: int) -> bytes:
@@ -147,7 +147,7 @@ def inflate_strict(payload: bytes, window_bits: int) -> bytes:
     caller's buffer, hence the small output steps.
     """
     decompressor = zlib.decompressobj(-window_bits)
-    out = decompressor.decompress(payload + _TAIL, 64)
+    out = decompressor.decompress(payload + TAIL, 64)
     while decompressor.unconsumed_tail:
         out += decompressor.decompress(decompressor.unconsumed_tail, 64)
     return out

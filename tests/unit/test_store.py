@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +21,10 @@ import pytest
 from fastchat import store
 from fastchat.config import StorageConfig
 from fastchat.errors import Overloaded, StorageUnavailable
+from tests.support.server import ROOT
+from tests.support.waiting import wait_until
 
 T0 = "2026-01-01T00:00:00.000Z"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -66,14 +67,6 @@ def dm(seq: int, *, sender: str = "u0", recipient: str = "u1", **kw: str | None)
         id=f"d{seq}", seq=seq, sender_id=sender, recipient_id=recipient, content=f"d{seq}",
         created_at=T0, **kw,
     )  # fmt: skip
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a statistic the writer thread updates (it has no event to await)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 class Results:
@@ -796,11 +789,12 @@ async def test_close_gives_up_on_a_failing_disk(db: store.Store, config: Storage
 
 def test_acked_writes_survive_sigkill(config: StorageConfig) -> None:
     config.path.parent.mkdir(parents=True)
+    child_script = ROOT / "tests" / "support" / "store_crash_child.py"
     child = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "store_crash_child.py"), str(config.path)],
+        [sys.executable, str(child_script), str(config.path)],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert child.stdout is not None
     acked: list[str] = []

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.client import ChatClient, register
-from tests.conftest import ServerProcess
+from tests.support.accounts import register
+from tests.support.client import ChatClient
+from tests.support.server import ServerProcess
 
 ROOM = "general"
 # Publishers send as fast as acks allow: the rate limiter must not be what slows them down.

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fastchat.config import ConfigError, load
-from tests.conftest import ROOT
+from tests.support.server import ROOT
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -63,38 +61,3 @@ def test_environment_overrides_the_secret(tmp_path):
     assert load(path, env={"FASTCHAT_JWT_SECRET": secret}).auth.jwt_secret == secret
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         load(path, env={"FASTCHAT_JWT_SECRET": "short"})
-
-
-def test_cli_reports_config_errors_without_a_traceback(tmp_path):
-    path = write(tmp_path, "[server]\nprot = 1\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "fastchat", "run", "-c", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "unknown key 'prot' in [server]" in result.stderr and str(path) in result.stderr
-    assert "Traceback" not in result.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "fastchat", "run", "-c", str(tmp_path / "nope.toml")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert missing.returncode == 2 and "file not found" in missing.stderr
-
-
-async def test_generated_secret_survives_a_restart(make_server):
-    from tests.client import ChatClient, register
-
-    server = make_server()
-    token = register(server.base_url)["token"]
-    secret_file = server.data_dir / "jwt_secret"
-    assert secret_file.exists() and secret_file.stat().st_mode & 0o777 == 0o600
-    assert server.stop() == 0
-    server.start()
-    client = await ChatClient.connect(server.ws_url, token)  # the old token still works
-    await client.close()

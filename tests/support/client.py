@@ -1,34 +1,15 @@
-"""Real clients for end-to-end tests: HTTP (httpx) and WebSocket (picows) over loopback."""
+"""The picows WebSocket chat client of the end-to-end tests."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import uuid
 from typing import Any
 
-import httpx
 import orjson
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-_names = itertools.count()
-PASSWORD = "correct horse battery"
-
-
-def register(
-    base_url: str, username: str | None = None, *, http: httpx.Client | None = None
-) -> dict[str, Any]:
-    """Register a fresh account; returns ``{"user": ..., "token": ...}``.
-
-    ``http``: a client to reuse (making one per call costs ~150 ms).
-    """
-    name = username or f"user{next(_names)}_{uuid.uuid4().hex[:6]}"
-    response = (http or httpx).post(
-        f"{base_url}/api/auth/register",
-        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
+from tests.support.accounts import register
+from tests.support.waiting import is_event
 
 
 class _Listener(WSListener):
@@ -64,9 +45,15 @@ class ChatClient:
         self.seen: list[dict[str, Any]] = []
 
     @classmethod
-    async def connect(cls, ws_url: str, token: str | None = None, **kwargs: Any) -> ChatClient:
+    async def open(cls, ws_url: str, **kwargs: Any) -> ChatClient:
+        """A connected client that has not waited for ``connection_established``."""
         transport, listener = await ws_connect(_Listener, ws_url, **kwargs)
-        client = cls(transport, listener)  # type: ignore[arg-type]
+        return cls(transport, listener)  # type: ignore[arg-type]
+
+    @classmethod
+    async def connect(cls, ws_url: str, token: str | None = None, **kwargs: Any) -> ChatClient:
+        """A connected client past ``connection_established``, authenticated with ``token``."""
+        client = await cls.open(ws_url, **kwargs)
         hello = await client.expect("connection_established")
         assert "timestamp" in hello
         if token is not None:
@@ -100,9 +87,7 @@ class ChatClient:
                 raise AssertionError(
                     f"no {event_type} {match} within {timeout}s; last seen: {self.seen[-5:]}"
                 ) from None
-            if event["type"] == event_type and all(
-                event["data"].get(k) == v for k, v in match.items()
-            ):
+            if is_event(event, event_type, match):
                 return event["data"]
 
     async def expect_error(self, code: str, timeout: float = 5.0) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Child process of test_store's crash test: writes messages until killed.
 
-Usage: ``python tests/store_crash_child.py DB_PATH``. Prints the id of every message whose
+Usage: ``python tests/support/store_crash_child.py DB_PATH``. Prints the id of every message whose
 commit was acknowledged, one per line, flushed at once, so the parent knows exactly which
 rows must survive a SIGKILL.
 """

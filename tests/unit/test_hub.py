@@ -18,37 +18,13 @@ from fastchat.config import WebSocketConfig
 from fastchat.hub import _STEP, PLAIN, Hub, Room
 from fastchat.metrics import Metrics
 from fastchat.ws.connection import Connection
-
-
-class RecordingTransport:
-    """Keeps every byte written, like a socket whose peer reads everything."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.writes = 0
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-        self.writes += 1
-
-    def get_write_buffer_size(self) -> int:
-        return 0
+from tests.support.frames import split_frames
+from tests.support.transports import RecordingTransport
 
 
 def payloads(conn: Connection) -> list[bytes]:
     """The payloads of the unmasked, uncompressed frames written to ``conn``."""
-    return frame_payloads(conn.raw.data)  # type: ignore[union-attr]
-
-
-def frame_payloads(data: bytes | bytearray) -> list[bytes]:
-    out, i = [], 0
-    while i < len(data):
-        length, i = data[i + 1] & 0x7F, i + 2
-        if length == 126:
-            length, i = int.from_bytes(data[i : i + 2], "big"), i + 2
-        out.append(bytes(data[i : i + length]))
-        i += length
-    return out
+    return [frame.payload for frame in split_frames(conn.raw.data)]  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -173,7 +149,7 @@ def test_droppable_events_skip_paused_members_and_excluded_ones_skip_the_exclude
     settle(loop, hub)
     paused.paused = False
     assert payloads(typist) == [b'{"n":1}']
-    assert [frame_payloads(blob) for blob in paused.held or []] == [[b'{"n":1}']]
+    assert [[f.payload for f in split_frames(blob)] for blob in paused.held or []] == [[b'{"n":1}']]
     assert payloads(members[1]) == [b'{"typing":1}', b'{"n":1}']
     assert hub._metrics.dropped_events == 1
 

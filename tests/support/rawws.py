@@ -9,87 +9,23 @@ hands back the HTTP response of a refused upgrade.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
-import struct
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from fastchat.ws.frames import (  # noqa: F401  (re-exported for the tests)
-    OP_BINARY,
+from tests.support.frames import (
     OP_CLOSE,
-    OP_CONTINUATION,
     OP_PING,
-    OP_PONG,
     OP_TEXT,
+    TAIL,
+    Frame,
+    client_frame,
+    parse_frame,
 )
-
-_TAIL = b"\x00\x00\xff\xff"
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One server frame: its parsed fields and its exact bytes on the wire."""
-
-    fin: bool
-    rsv1: bool
-    opcode: int
-    payload: bytes
-    raw: bytes
-
-    @property
-    def close_code(self) -> int | None:
-        if self.opcode != OP_CLOSE:
-            return None
-        return struct.unpack("!H", self.payload[:2])[0] if len(self.payload) >= 2 else 1005
-
-
-def mask(payload: bytes, key: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte masking ``key`` (RFC 6455 section 5.3)."""
-    n = len(payload)
-    if not n:
-        return b""
-    keystream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big")
-
-
-def client_frame(
-    opcode: int,
-    payload: bytes,
-    *,
-    fin: bool = True,
-    rsv1: bool = False,
-    rsv2: bool = False,
-    rsv3: bool = False,
-    masked: bool = True,
-) -> bytes:
-    """A client-to-server frame, masked unless told otherwise."""
-    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
-    first |= (0x20 if rsv2 else 0) | (0x10 if rsv3 else 0)
-    mask_bit = 0x80 if masked else 0
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", first, mask_bit | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not masked:
-        return header + payload
-    key = os.urandom(4)
-    return header + key + mask(payload, key)
-
-
-def compress_message(payload: bytes) -> bytes:
-    """``payload`` as a permessage-deflate message body (raw deflate without the tail)."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    assert data.endswith(_TAIL)
-    return data[:-4]
+from tests.support.upgrade import upgrade_request
+from tests.support.waiting import is_event
 
 
 class RawWS:
@@ -127,17 +63,8 @@ class RawWS:
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            f"GET {path} HTTP/1.1",
-            f"Host: {host}:{port}",
-            "Upgrade: websocket",
-            f"Connection: {connection}",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-            *(f"{name}: {value}" for name, value in headers),
-        ]
-        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        request, _key = upgrade_request(host, port, path, headers, connection=connection)
+        await loop.sock_sendall(sock, request)
         client = cls(sock, 0, {})
         head = await asyncio.wait_for(client._read_until(b"\r\n\r\n"), timeout)
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -181,38 +108,16 @@ class RawWS:
         del self._buffer[: end + len(marker)]
         return head
 
-    async def _read_exactly(self, n: int) -> None:
-        while len(self._buffer) < n:
-            await self._fill()
-
     async def recv_frame(self, timeout: float = 5.0) -> Frame:
         """The next frame; raises EOFError (or ConnectionResetError) when the socket ends."""
         return await asyncio.wait_for(self._recv_frame(), timeout)
 
     async def _recv_frame(self) -> Frame:
-        await self._read_exactly(2)
-        first, second = self._buffer[0], self._buffer[1]
-        assert not second & 0x80, "server frames must not be masked"
-        length = second & 0x7F
-        offset = 2
-        if length == 126:
-            await self._read_exactly(4)
-            length = struct.unpack_from("!H", self._buffer, 2)[0]
-            offset = 4
-        elif length == 127:
-            await self._read_exactly(10)
-            length = struct.unpack_from("!Q", self._buffer, 2)[0]
-            offset = 10
-        await self._read_exactly(offset + length)
-        raw = bytes(self._buffer[: offset + length])
-        del self._buffer[: offset + length]
-        return Frame(
-            fin=bool(first & 0x80),
-            rsv1=bool(first & 0x40),
-            opcode=first & 0x0F,
-            payload=raw[offset:],
-            raw=raw,
-        )
+        while (frame := parse_frame(self._buffer)) is None:
+            await self._fill()
+        del self._buffer[: len(frame.raw)]
+        assert not frame.masked, "server frames must not be masked"
+        return frame
 
     def decode(self, frame: Frame) -> dict[str, Any]:
         """The JSON event in a single-frame text message, inflating it if RSV1 is set.
@@ -223,7 +128,7 @@ class RawWS:
         assert frame.opcode == OP_TEXT and frame.fin, frame
         payload = frame.payload
         if frame.rsv1:
-            payload = self._inflater.decompress(payload + _TAIL)
+            payload = self._inflater.decompress(payload + TAIL)
         return orjson.loads(payload)
 
     async def next_event(self, timeout: float = 5.0) -> tuple[Frame, dict[str, Any]]:
@@ -242,9 +147,8 @@ class RawWS:
         deadline = loop.time() + timeout
         while True:
             frame, message = await self.next_event(max(deadline - loop.time(), 0))
-            data = message["data"]
-            if message["type"] == event_type and all(data.get(k) == v for k, v in match.items()):
-                return frame, data
+            if is_event(message, event_type, match):
+                return frame, message["data"]
 
     async def closed(self, timeout: float = 5.0) -> int | None:
         """Read until the server ends the connection; the close code it sent, if any."""

@@ -8,8 +8,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.client import PASSWORD, ChatClient, joined, register
-from tests.rawws import OP_TEXT, RawWS, client_frame
+from tests.support.accounts import PASSWORD, register
+from tests.support.client import ChatClient, joined
+from tests.support.frames import OP_TEXT, client_frame
+from tests.support.rawws import RawWS
 
 
 async def test_accounts_register_login_me_and_rooms(server):
