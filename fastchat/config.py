@@ -21,6 +21,9 @@ from typing import Any, Literal
 Compression = Literal["off", "shared", "dedicated"]
 Synchronous = Literal["full", "normal"]
 
+PACKAGED_CLIENT = Path(__file__).resolve().parent / "static"
+"""The browser client shipped inside the package: the default ``server.static_dir``."""
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the file and the key."""
@@ -30,7 +33,7 @@ class ConfigError(Exception):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 3000
-    static_dir: Path = Path("static")
+    static_dir: Path = PACKAGED_CLIENT
     cors_origins: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024

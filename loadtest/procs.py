@@ -146,7 +146,7 @@ def spawn_fastchat(
     directory = tempfile.TemporaryDirectory(prefix="fastchat-load-")
     base = Path(directory.name)
     sections: dict[str, dict[str, object]] = {
-        "server": {"host": "127.0.0.1", "port": 0, "static_dir": str(ROOT / "static")},
+        "server": {"host": "127.0.0.1", "port": 0},
         "websocket": {"compression": compression},
         "storage": {"path": str(base / "chat.db"), "uploads_dir": str(base / "uploads")},
         "auth": {"bcrypt_rounds": 4},

@@ -20,10 +20,16 @@ _URL = re.compile(r"fastchat listening on (http://\S+)")
 
 @dataclass
 class ServerProcess:
-    """A running ``fastchat run``; ``log`` collects its stderr lines."""
+    """A running ``fastchat run``; ``log`` collects its stderr lines.
 
-    config_path: Path
+    ``config_path=None`` runs without ``-c``; ``cwd`` and ``env`` (added to the environment)
+    let a test run it as an installed command would be, outside the repository.
+    """
+
+    config_path: Path | None
     data_dir: Path
+    cwd: Path = ROOT
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     base_url: str = ""
     log: list[str] = field(default_factory=list)
@@ -42,11 +48,12 @@ class ServerProcess:
         return int(self.base_url.rsplit(":", 1)[1])
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("FASTCHAT_JWT_SECRET", None)
+        config = ["-c", str(self.config_path)] if self.config_path is not None else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fastchat", "run", "-c", str(self.config_path)],
-            cwd=ROOT,
+            [sys.executable, "-m", "fastchat", "run", *config],
+            cwd=self.cwd,
             env=env,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -91,7 +98,7 @@ class ServerProcess:
 def write_config(directory: Path, **sections: dict[str, object]) -> Path:
     """A config.toml for tests: port 0, fast bcrypt, data under ``directory``."""
     base: dict[str, dict[str, object]] = {
-        "server": {"host": "127.0.0.1", "port": 0, "static_dir": str(ROOT / "static")},
+        "server": {"host": "127.0.0.1", "port": 0},
         "storage": {
             "path": str(directory / "data" / "chat.db"),
             "uploads_dir": str(directory / "data" / "uploads"),
