@@ -19,6 +19,7 @@ from fastchat.config import Config, ConfigError, load
 from fastchat.errors import ChatError
 from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
+from fastchat.tls import server_context
 
 ROLES = ("user", "moderator", "admin")
 _DEFAULT_CONFIG = "config.toml"
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     on_defaults = path is None and not Path(_DEFAULT_CONFIG).is_file()
     try:
         config = load(None if on_defaults else path or _DEFAULT_CONFIG)
+        tls = server_context(config.server) if args.command == "run" else None
     except ConfigError as exc:
         print(f"fastchat: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from fastchat.server import run
 
-            return run(config)
+            return run(config, tls)
         if args.command == "user" and args.user_command == "create":
             return _user_create(config, args.username, args.email, args.role)
         if args.command == "user":

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-_URL = re.compile(r"fastchat listening on (http://\S+)")
+_URL = re.compile(r"fastchat listening on (https?://\S+)")
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ServerProcess:
 
     @property
     def ws_url(self) -> str:
-        return self.base_url.replace("http://", "ws://") + "/ws"
+        return self.base_url.replace("http", "ws", 1) + "/ws"  # https -> wss
 
     @property
     def host(self) -> str:
