@@ -95,6 +95,17 @@ class ServerProcess:
             self.process.wait(10)
 
 
+def fastchat_command(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run ``fastchat ARGS`` to completion; its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "fastchat", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def write_config(directory: Path, **sections: dict[str, object]) -> Path:
     """A config.toml for tests: port 0, fast bcrypt, data under ``directory``."""
     base: dict[str, dict[str, object]] = {

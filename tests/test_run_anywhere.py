@@ -7,27 +7,16 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, write_config
+from tests.conftest import ROOT, ServerProcess, fastchat_command, write_config
 
 # What a wheel is built from: the repository without local state and without the tests.
 _NOT_SHIPPED = shutil.ignore_patterns(
     ".*", "__pycache__", "*.egg-info", "build", "dist", "data", "test-artifacts", "tests", "bench"
 )
-
-
-def fastchat(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fastchat", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def assert_serves_the_client(base_url: str) -> None:
@@ -86,14 +75,14 @@ def test_run_without_a_config_file_uses_the_defaults(tmp_path):
 
 
 def test_a_missing_config_file_given_with_c_is_a_one_line_error(tmp_path):
-    result = fastchat("run", "-c", "nope.toml", cwd=tmp_path)
+    result = fastchat_command("run", "-c", "nope.toml", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr == "fastchat: configuration error: nope.toml: file not found\n"
     assert not (tmp_path / "data").exists()
 
 
 def test_run_help_shows_the_config_option(tmp_path):
-    result = fastchat("run", "--help", cwd=tmp_path)
+    result = fastchat_command("run", "--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "-c FILE, --config FILE" in result.stdout and "./config.toml" in result.stdout
 

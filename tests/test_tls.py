@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import ssl
-import subprocess
-import sys
 
 import httpx
 import orjson
@@ -13,7 +11,7 @@ import pytest
 
 from tests.certificates import Certificates, make_certificates
 from tests.client import ChatClient, register
-from tests.conftest import ROOT, ServerProcess, write_config
+from tests.conftest import ServerProcess, fastchat_command, write_config
 from tests.test_websocket import library_expect, library_member, varied_text
 
 
@@ -102,13 +100,7 @@ def test_bad_tls_files_are_a_one_line_error(certificates, tmp_path, cert, key, m
     if key is not None:
         settings["tls_key_file"] = str(files[key])
     config = write_config(tmp_path, server=settings)
-    result = subprocess.run(
-        [sys.executable, "-m", "fastchat", "run", "-c", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = fastchat_command("run", "-c", str(config))
     assert result.returncode == 2
     assert result.stderr.startswith("fastchat: configuration error: ")
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
