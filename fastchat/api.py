@@ -55,6 +55,13 @@ _SECURITY_HEADERS = [
     ("Referrer-Policy", "no-referrer"),
 ]
 _WS_PATHS = ("/", "/ws")
+_NO_CLIENT_PAGE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>fastchat: no browser client</title>"
+    b"<h1>404: no browser client here</h1><p>This fastchat server has no browser client: the"
+    b" folder set as <code>[server] static_dir</code> is missing or has no"
+    b" <code>index.html</code> (the server log names it). Remove the setting to serve the"
+    b" client shipped with fastchat. The API and WebSocket work as usual.</p></html>\n"
+)
 
 Route = Callable[[Request], Awaitable[Response]]
 
@@ -68,6 +75,8 @@ class StaticFiles:
         if not root.is_dir():
             log.warning("static folder %s not found: the browser client is not served", root)
             return
+        if not (root / "index.html").is_file():
+            log.warning("static folder %s has no index.html: GET / answers 404", root)
         for path in sorted(root.rglob("*")):
             if path.is_file() and not any(
                 part.startswith(".") for part in path.relative_to(root).parts
@@ -99,6 +108,20 @@ class StaticFiles:
         if request.header("if-none-match") == etag:
             return Response(304, b"", headers)
         return Response(200, body, headers)
+
+    @staticmethod
+    def no_client() -> Response:
+        """``GET /`` without an ``index.html``: a page saying so (the log names the folder)."""
+        return Response(
+            404,
+            _NO_CLIENT_PAGE,
+            [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Cache-Control", "no-store"),
+                ("Content-Security-Policy", "default-src 'none'"),
+                *_SECURITY_HEADERS,
+            ],
+        )
 
 
 class Api:
@@ -168,6 +191,8 @@ class Api:
             found = self._static.get(name, request)
             if found is not None:
                 return found
+            if path == "/":
+                return self._static.no_client()
         if path in self._paths or path == "/api/chat/upload" or path == "/":
             return error_response(405, "Method not allowed")
         return error_response(404, "Not found")

@@ -52,6 +52,7 @@ class App:
                     "online_users": lambda: len(self.hub.users),
                     "rooms": lambda: len(self.hub.rooms),
                     "asyncio_tasks": lambda: len(asyncio.all_tasks()),
+                    "store_queue_max": lambda: config.storage.queue_max,
                 },
             )
         )

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import apsw
 
@@ -18,15 +19,16 @@ from fastchat.config import Config, ConfigError, load
 from fastchat.errors import ChatError
 from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
+from fastchat.tls import server_context
 
 ROLES = ("user", "moderator", "admin")
+_DEFAULT_CONFIG = "config.toml"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastchat", description="A fast real-time chat server.")
-    parser.add_argument(
-        "-c", "--config", default="config.toml", help="config file (default: ./config.toml)"
-    )
+    config_help = "config file (default: ./config.toml if there is one, else built-in defaults)"
+    parser.add_argument("-c", "--config", default=None, metavar="FILE", help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("run", help="start the server")
@@ -47,20 +49,29 @@ def main(argv: list[str] | None = None) -> int:
 
     # `-c` is accepted after the subcommand too: `fastchat run -c x.toml`.
     for sub in (commands.choices["run"], create, set_role, audit):
-        sub.add_argument("-c", "--config", dest="config_sub", default=None, help=argparse.SUPPRESS)
+        sub.add_argument(
+            "-c", "--config", dest="config_sub", default=None, metavar="FILE", help=config_help
+        )
 
     args = parser.parse_args(argv)
+    path = args.config_sub or args.config
+    on_defaults = path is None and not Path(_DEFAULT_CONFIG).is_file()
     try:
-        config = load(args.config_sub or args.config)
+        config = load(None if on_defaults else path or _DEFAULT_CONFIG)
+        tls = server_context(config.server) if args.command == "run" else None
     except ConfigError as exc:
         print(f"fastchat: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config)
+    if on_defaults:
+        logging.getLogger("fastchat").info(
+            "no -c and no ./%s: running on the built-in defaults", _DEFAULT_CONFIG
+        )
     try:
         if args.command == "run":
             from fastchat.server import run
 
-            return run(config)
+            return run(config, tls)
         if args.command == "user" and args.user_command == "create":
             return _user_create(config, args.username, args.email, args.role)
         if args.command == "user":

@@ -21,6 +21,9 @@ from typing import Any, Literal
 Compression = Literal["off", "shared", "dedicated"]
 Synchronous = Literal["full", "normal"]
 
+PACKAGED_CLIENT = Path(__file__).resolve().parent / "static"
+"""The browser client shipped inside the package: the default ``server.static_dir``."""
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the file and the key."""
@@ -30,7 +33,7 @@ class ConfigError(Exception):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 3000
-    static_dir: Path = Path("static")
+    static_dir: Path = PACKAGED_CLIENT
     cors_origins: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
@@ -38,6 +41,8 @@ class ServerConfig:
     header_timeout_seconds: float = 10.0
     keepalive_timeout_seconds: float = 30.0
     shutdown_timeout_seconds: float = 10.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +236,10 @@ def _coerce(key: str, hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
         return tuple(value)
-    if isinstance(hint, types.UnionType):  # pragma: no cover - no such key yet
-        raise bad(str(hint))
+    if isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint):
+        # An optional key: TOML has no null, so a value given is always the other type.
+        (inner,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
+        return _coerce(key, inner, value, where)
     raise AssertionError(f"unsupported config type {hint!r} for {key}")
 
 
@@ -252,6 +259,10 @@ def _check(config: Config, where: str) -> None:
     if config.websocket.ping_timeout_seconds > config.websocket.ping_interval_seconds:
         raise ConfigError(
             f"{where}: 'websocket.ping_timeout_seconds' must not exceed ping_interval_seconds"
+        )
+    if (config.server.tls_cert_file is None) != (config.server.tls_key_file is None):
+        raise ConfigError(
+            f"{where}: 'server.tls_cert_file' and 'server.tls_key_file' must be set together"
         )
     if config.log.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{where}: 'log.level' must be debug, info, warning or error")

@@ -208,8 +208,12 @@ class Hub:
     def _compressed_frame(self, payload: bytes, frame: bytes | None) -> bytes:
         if len(payload) < self._threshold or self._shared is None:
             return frame if frame is not None else build_frame(payload)
-        self._metrics.compressed_frames += 1
-        return build_frame(self._shared.compress(payload), rsv1=True)
+        compressed = self._shared.compress(payload)
+        metrics = self._metrics
+        metrics.compressed_frames += 1
+        metrics.deflate_in_bytes += len(payload)
+        metrics.deflate_out_bytes += len(compressed)
+        return build_frame(compressed, rsv1=True)
 
     def _queue(self, conn: Connection, blob: bytes) -> None:
         if conn.paused:

@@ -30,6 +30,8 @@ class Metrics:
     flushes: int = 0
     bytes_out: int = 0
     compressed_frames: int = 0
+    deflate_in_bytes: int = 0
+    deflate_out_bytes: int = 0
     dropped_events: int = 0
     write_pauses: int = 0
     slow_consumer_closes: int = 0
@@ -47,8 +49,10 @@ _HELP = {
     "frames_out": "WebSocket frames built (a broadcast counts once)",
     "deliveries": "frames delivered to connections (a broadcast counts once per member)",
     "flushes": "hub flushes (each writes once to every connection with queued bytes)",
-    "bytes_out": "uncompressed bytes delivered",
+    "bytes_out": "frame bytes delivered, as written (compressed where negotiated)",
     "compressed_frames": "frames compressed with permessage-deflate",
+    "deflate_in_bytes": "payload bytes given to the shared (once per broadcast) compressor",
+    "deflate_out_bytes": "bytes the shared compressor made of them",
     "dropped_events": "droppable events skipped for connections over the soft backpressure mark",
     "write_pauses": "times a connection's transport paused writing",
     "slow_consumer_closes": "connections closed for exceeding max_backpressure_bytes",

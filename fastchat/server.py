@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 
 import uvloop
 
@@ -29,12 +30,15 @@ log = logging.getLogger("fastchat")
 _GC_THRESHOLDS = (10_000, 10, 10)
 
 
-def run(config: Config) -> int:
-    """Run the server until SIGINT/SIGTERM; returns the process exit code."""
-    return uvloop.run(serve(config))
+def run(config: Config, tls: ssl.SSLContext | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; returns the process exit code.
+
+    With ``tls`` (see :func:`fastchat.tls.server_context`) the port speaks https and wss.
+    """
+    return uvloop.run(serve(config, tls))
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, tls: ssl.SSLContext | None = None) -> int:
     loop = asyncio.get_running_loop()
     app = App(config)
     api = Api(app)
@@ -45,9 +49,13 @@ async def serve(config: Config) -> int:
         port=config.server.port,
         reuse_address=True,
         backlog=4096,
+        ssl=tls,
+        # a TLS handshake is part of the request head's time budget
+        ssl_handshake_timeout=config.server.header_timeout_seconds if tls else None,
     )
     host, port = server.sockets[0].getsockname()[:2]
-    url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
     log.info("fastchat listening on %s", url)
     # What exists now (modules, configuration, rooms and users loaded at start) lives as
     # long as the process: keep it out of every later collection.

@@ -39,14 +39,20 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[sync_api.Browser]:
+def chromium_args() -> list[str]:
+    """Chromium's command line; a module overrides this fixture to add flags."""
+    return CHROMIUM_ARGS
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_args: list[str]) -> Iterator[sync_api.Browser]:
     """A headless Chromium (the system one: no browser download)."""
     if not shutil.which(CHROMIUM):
         if os.environ.get("CI"):  # in CI the browser tests must run, never skip
             pytest.fail(f"Chromium not found at {CHROMIUM}: scripts/test installs it")
         pytest.skip(f"Chromium not found at {CHROMIUM}")
     with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
         yield launched
         launched.close()
 

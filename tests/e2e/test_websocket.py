@@ -20,8 +20,6 @@ import httpx
 import orjson
 import pytest
 from picows import WSMsgType
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as websockets_connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from tests.support.accounts import register
@@ -35,9 +33,9 @@ from tests.support.frames import (
     client_frame,
     compress_message,
 )
+from tests.support.interop import library_expect, library_member, varied_text
 from tests.support.rawws import RawWS
 from tests.support.server import ServerProcess
-from tests.support.waiting import is_event
 
 DEFLATE = ("Sec-WebSocket-Extensions", "permessage-deflate")
 MAX_MESSAGE = 4096
@@ -91,16 +89,6 @@ def assert_healthy(server: ServerProcess) -> None:
     assert not any("Traceback" in line for line in server.log), "\n".join(server.log)
 
 
-def varied_text(length: int, seed: int) -> str:
-    """Chat-like content that compresses (words repeat) but is not trivially uniform."""
-    rng = random.Random(seed)
-    words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(40)]
-    text = ""
-    while len(text) < length:
-        text += rng.choice(words) + " "
-    return text[:length]
-
-
 async def raw_member(
     server: ServerProcess,
     token: str,
@@ -117,27 +105,6 @@ async def raw_member(
     await client.send_json(type="join_room", roomId=room)
     await client.expect("room_joined", roomId=room)
     return client
-
-
-async def library_member(server: ServerProcess, token: str, **kwargs: Any) -> ClientConnection:
-    """A ``websockets`` library client, authenticated and in general."""
-    ws = await websockets_connect(server.ws_url, **kwargs)
-    await library_expect(ws, "connection_established")
-    await ws.send(orjson.dumps({"type": "authenticate", "token": token}).decode())
-    await library_expect(ws, "authenticated")
-    await ws.send(orjson.dumps({"type": "join_room", "roomId": "general"}).decode())
-    await library_expect(ws, "room_joined", roomId="general")
-    return ws
-
-
-async def library_expect(
-    ws: ClientConnection, event_type: str, timeout: float = 5.0, **match: Any
-) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            message = orjson.loads(await ws.recv())
-            if is_event(message, event_type, match):
-                return message["data"]
 
 
 def inflate_strict(payload: bytes, window_bits: int) -> bytes:

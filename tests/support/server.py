@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-_URL = re.compile(r"fastchat listening on (http://\S+)")
+_URL = re.compile(r"fastchat listening on (https?://\S+)")
 
 
 def launch(
@@ -25,19 +25,23 @@ def launch(
     *,
     timeout: float = 20.0,
     preexec_fn: Callable[[], None] | None = None,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], str, threading.Thread]:
-    """Start ``argv`` in the repository root and wait until its stderr shows ``url_pattern``.
+    """Start ``argv`` in ``cwd`` (the repository root) and wait until its stderr shows
+    ``url_pattern``; ``env`` is added to the environment.
 
     Every stderr line is appended to ``log`` for as long as the process runs (by the returned
     thread). Returns the process, the pattern's first group and that thread; a process that
     exits or stays silent for ``timeout`` seconds is killed and reported with its log.
     """
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("FASTCHAT_JWT_SECRET", None)
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environment.pop("FASTCHAT_JWT_SECRET", None)
+    environment.update(env or {})
     process = subprocess.Popen(
         argv,
-        cwd=ROOT,
-        env=env,
+        cwd=cwd,
+        env=environment,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -66,11 +70,14 @@ def launch(
     return process, urls[0], reader
 
 
-def run_fastchat(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """``python -m fastchat ARGS`` run to its end in the repository root, output captured."""
+def run_fastchat(
+    *args: str, stdin: str = "", cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """``python -m fastchat ARGS`` run to its end in ``cwd`` (the repository root), output
+    captured."""
     return subprocess.run(
         [sys.executable, "-m", "fastchat", *args],
-        cwd=ROOT,
+        cwd=cwd,
         input=stdin,
         capture_output=True,
         text=True,
@@ -80,10 +87,16 @@ def run_fastchat(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str
 
 @dataclass
 class ServerProcess:
-    """A running ``fastchat run``; ``log`` collects its stderr lines."""
+    """A running ``fastchat run``; ``log`` collects its stderr lines.
 
-    config_path: Path
+    ``config_path=None`` runs without ``-c``; ``cwd`` and ``env`` (added to the environment)
+    let a test run it as an installed command would be, outside the repository.
+    """
+
+    config_path: Path | None
     data_dir: Path
+    cwd: Path = ROOT
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     base_url: str = ""
     log: list[str] = field(default_factory=list)
@@ -96,7 +109,7 @@ class ServerProcess:
 
     @property
     def ws_url(self) -> str:
-        return self.base_url.replace("http://", "ws://") + "/ws"
+        return self.base_url.replace("http", "ws", 1) + "/ws"  # https -> wss
 
     @property
     def host(self) -> str:
@@ -107,9 +120,10 @@ class ServerProcess:
         return int(self.base_url.rsplit(":", 1)[1])
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        argv = [sys.executable, "-m", "fastchat", "run", "-c", str(self.config_path)]
+        config = ["-c", str(self.config_path)] if self.config_path is not None else []
+        argv = [sys.executable, "-m", "fastchat", "run", *config]
         self.process, self.base_url, self._reader = launch(
-            "server", argv, _URL, self.log, timeout=timeout
+            "server", argv, _URL, self.log, timeout=timeout, cwd=self.cwd, env=self.env
         )
         return self
 
@@ -137,7 +151,7 @@ def write_config(directory: Path, **sections: dict[str, object]) -> Path:
     """``directory``/config.toml: port 0, fast bcrypt, data under ``directory``/data;
     ``sections`` add to or override its tables."""
     base: dict[str, dict[str, object]] = {
-        "server": {"host": "127.0.0.1", "port": 0, "static_dir": str(ROOT / "static")},
+        "server": {"host": "127.0.0.1", "port": 0},
         "storage": {
             "path": str(directory / "data" / "chat.db"),
             "uploads_dir": str(directory / "data" / "uploads"),

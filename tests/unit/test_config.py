@@ -55,6 +55,18 @@ def test_bad_config_is_refused_with_the_key_and_file(tmp_path, text, message):
     assert str(path) in str(raised.value)
 
 
+def test_tls_files_are_optional_paths_relative_to_the_file(tmp_path):
+    assert load(None, env={}).server.tls_cert_file is None
+    text = '[server]\ntls_cert_file = "tls/cert.pem"\ntls_key_file = "/etc/key.pem"\n'
+    server = load(write(tmp_path, text), env={}).server
+    assert server.tls_cert_file == tmp_path / "tls" / "cert.pem"
+    assert server.tls_key_file == Path("/etc/key.pem")
+    with pytest.raises(ConfigError, match=r"'server\.tls_key_file' must be a path string"):
+        load(write(tmp_path, '[server]\ntls_cert_file = "c"\ntls_key_file = 1\n'), env={})
+    with pytest.raises(ConfigError, match="must be set together"):
+        load(write(tmp_path, '[server]\ntls_key_file = "k"\n'), env={})
+
+
 def test_environment_overrides_the_secret(tmp_path):
     path = write(tmp_path, '[auth]\njwt_secret = ""\n')
     secret = "s" * 40
