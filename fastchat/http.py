@@ -587,15 +587,15 @@ class HttpProtocol(asyncio.Protocol):
         self._linger_bytes -= size
         self._last_read_at = self._loop.time()
         if self._linger_bytes < 0 or self._last_read_at >= self._linger_until:
-            self._end_linger()
+            self._close_now()
 
-    def _end_linger(self) -> None:
+    def _close_now(self) -> None:
         self._cancel_timer()
         transport = self._transport
         if transport is None:
             return
         if transport.get_write_buffer_size():
-            transport.abort()  # the client never read the answer: don't wait for it to
+            transport.abort()  # the client has not read what was sent: don't wait for it to
         else:
             transport.close()
 
@@ -663,13 +663,13 @@ class HttpProtocol(asyncio.Protocol):
             if now < deadline:
                 self._timer = self._loop.call_at(deadline, self._on_timeout)
             else:
-                self._end_linger()
+                self._close_now()
             return
         if not self._in_request:
             if self._request is None:
                 self._fail(408, "Request timeout")  # a connection that sends nothing
             else:
-                self._transport.close()  # idle keep-alive connection: just close
+                self._close_now()  # idle keep-alive connection: just close
             return
         config = self._config
         if self._request is None:  # still reading the head
