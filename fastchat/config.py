@@ -37,7 +37,7 @@ class ServerConfig:
     max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 16 * 1024
     header_timeout_seconds: float = 10.0
-    request_timeout_seconds: float = 120.0
+    request_timeout_seconds: float = 300.0
     min_body_bytes_per_second: int = 1024
     send_timeout_seconds: float = 30.0
     max_http_connections_per_ip: int = 128

@@ -614,6 +614,8 @@ class HttpProtocol(asyncio.Protocol):
         self._forget()  # a WebSocket now: counted by the session's caps, not these
         # Drop everything but the slots themselves (see __slots__ above).
         self._reset()
+        self._head_deadline = self._request_deadline = 0.0
+        self._body_started = self._last_read_at = 0.0
         self._request = None
         self._queue = _NO_QUEUE
         self._parser = None  # type: ignore[assignment]

@@ -111,43 +111,42 @@ def body_json(reply: bytes) -> dict:
 # --- 1. backpressure ----------------------------------------------------------------------
 
 
-def test_pipelined_requests_never_read_keep_memory_bounded(server):
+def assert_unread_pipelines_cost_little(
+    server: ServerProcess, request: bytes, connections: int, count: int
+) -> None:
+    """Pipeline ``count`` copies of ``request`` on connections that never read: the server
+    must stop reading from them, grow by less than 48 MiB and keep answering others."""
     baseline = rss_bytes(server)
-    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"  # index.html, ~6 KiB an answer
-    sockets = [non_reading_socket(server) for _ in range(4)]
+    sockets = [non_reading_socket(server) for _ in range(connections)]
     try:
         for sock in sockets:
-            send_until_blocked(sock, request * 8000)
-        # Buffering every answer would take ~200 MiB.
+            send_until_blocked(sock, request * count)
         assert_rss_stays_below(server, baseline + 48 * MIB)
     finally:
         for sock in sockets:
             sock.close()
 
 
+def test_pipelined_requests_never_read_keep_memory_bounded(server):
+    # index.html is ~6 KiB: buffering every answer would take ~200 MiB
+    assert_unread_pipelines_cost_little(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 4, 8000)
+
+
 def test_pipelined_downloads_are_streamed(server):
+    content = bytes(range(256)) * (16 * 1024)  # 4 MiB
     with httpx.Client(base_url=server.base_url) as http:
         token = register(server.base_url, http=http)["token"]
         uploaded = http.post(
             "/api/chat/upload",
-            content=bytes(range(256)) * (16 * 1024),  # 4 MiB
+            content=content,
             headers={"Authorization": f"Bearer {token}", "X-Filename": "big.bin"},
         )
         assert uploaded.status_code == 201
         url = uploaded.json()["file"]["url"]
-        whole = http.get(url, headers={"Authorization": f"Bearer {token}"})
-        assert whole.content == bytes(range(256)) * (16 * 1024)
-    baseline = rss_bytes(server)
-    request = f"GET {url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
-    sockets = [non_reading_socket(server) for _ in range(3)]
-    try:
-        for sock in sockets:
-            send_until_blocked(sock, request * 40)
-        # Holding the answers would take 3 x 40 x 4 MiB.
-        assert_rss_stays_below(server, baseline + 48 * MIB)
-    finally:
-        for sock in sockets:
-            sock.close()
+        assert http.get(url, headers={"Authorization": f"Bearer {token}"}).content == content
+    request = f"GET {url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    # holding the answers would take 3 x 40 x 4 MiB
+    assert_unread_pipelines_cost_little(server, request.encode(), 3, 40)
 
 
 # --- 2. slow requests and per-address caps ------------------------------------------------
