@@ -40,7 +40,7 @@ class ServerConfig:
     request_timeout_seconds: float = 300.0
     min_body_bytes_per_second: int = 1024
     send_timeout_seconds: float = 30.0
-    max_http_connections_per_ip: int = 128
+    max_http_connections_per_ip: int = 256
     trusted_proxies: tuple[str, ...] = ()
     keepalive_timeout_seconds: float = 30.0
     shutdown_timeout_seconds: float = 10.0

@@ -149,6 +149,23 @@ def test_pipelined_downloads_are_streamed(server):
     assert_unread_pipelines_cost_little(server, request.encode(), 3, 40)
 
 
+def test_a_client_that_reads_nothing_is_disconnected(make_server):
+    server = make_server(server={"send_timeout_seconds": 0.5})
+    with httpx.Client(base_url=server.base_url) as http:
+        token = register(server.base_url, http=http)["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        uploaded = http.post("/api/chat/upload", content=bytes(4 * MIB), headers=auth)
+        url = uploaded.json()["file"]["url"]
+        request = f"GET {url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        sock = non_reading_socket(server)
+        try:
+            sock.sendall(request.encode() * 2)  # more than the socket buffers hold
+            wait_until(lambda: any("server.send_timeout_seconds" in line for line in server.log))
+        finally:
+            sock.close()
+        assert http.get("/healthz").status_code == 200
+
+
 # --- 2. slow requests and per-address caps ------------------------------------------------
 
 
