@@ -8,6 +8,10 @@ step, which costs more than the whole request handling on our hot paths.)
 
 This module knows nothing about chat: a :class:`Router` maps requests to handlers, and an
 upgrade request is passed to ``on_upgrade`` together with the socket.
+
+What one client can make the server hold is bounded: deadlines for the head and the whole
+request, a minimum body rate, a cap on connections per client address, no reading while
+answers wait to be read, and a lingering close after errors (docs/protocol.md, 2.1).
 """
 
 from __future__ import annotations
