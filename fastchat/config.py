@@ -9,6 +9,7 @@ argument. Unknown keys and values of the wrong type stop start-up with a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -39,6 +40,11 @@ class ServerConfig:
     max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 16 * 1024
     header_timeout_seconds: float = 10.0
+    request_timeout_seconds: float = 300.0
+    min_body_bytes_per_second: int = 1024
+    send_timeout_seconds: float = 30.0
+    max_http_connections_per_ip: int = 256
+    trusted_proxies: tuple[str, ...] = ()
     keepalive_timeout_seconds: float = 30.0
     shutdown_timeout_seconds: float = 10.0
     tls_cert_file: Path | None = None
@@ -246,6 +252,13 @@ def _coerce(key: str, hint: Any, value: Any, where: str) -> Any:
 def _check(config: Config, where: str) -> None:
     if not 0 <= config.server.port <= 65535:
         raise ConfigError(f"{where}: 'server.port' must be between 0 and 65535")
+    for entry in config.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: 'server.trusted_proxies' entry {entry!r} is not an address or network"
+            ) from None
     if not 4 <= config.auth.bcrypt_rounds <= 31:
         raise ConfigError(f"{where}: 'auth.bcrypt_rounds' must be between 4 and 31")
     if config.websocket.backpressure_soft_bytes > config.websocket.max_backpressure_bytes:

@@ -138,3 +138,29 @@ class ConnectionCounter:
             self._counts[key] = n
         else:
             del self._counts[key]
+
+
+class EventThrottle:
+    """At most one report per kind of event per ``window_seconds``; the rest are counted.
+
+    For log lines about floods: report the first event of a window, then how many followed.
+    """
+
+    def __init__(self, window_seconds: float) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self.window = window_seconds
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def hit(self, kind: str, now: float) -> bool:
+        """True if this event is to be reported now; otherwise it is counted as held back."""
+        if now >= self._next.get(kind, now):
+            self._next[kind] = now + self.window
+            return True
+        self._held[kind] = self._held.get(kind, 0) + 1
+        return False
+
+    def take_held(self, kind: str) -> int:
+        """How many events of ``kind`` were held back since the last call; resets the count."""
+        return self._held.pop(kind, 0)

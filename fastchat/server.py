@@ -18,7 +18,7 @@ from fastchat.api import Api
 from fastchat.app import App
 from fastchat.config import Config
 from fastchat.errors import CLOSE_GOING_AWAY
-from fastchat.http import HttpProtocol
+from fastchat.http import HttpConnections
 from fastchat.ws.keepalive import Keepalive
 
 log = logging.getLogger("fastchat")
@@ -42,9 +42,9 @@ async def serve(config: Config, tls: ssl.SSLContext | None = None) -> int:
     loop = asyncio.get_running_loop()
     app = App(config)
     api = Api(app)
-    http_connections: set[HttpProtocol] = set()
+    http_connections = HttpConnections(api, config.server)
     server = await loop.create_server(
-        lambda: HttpProtocol(api, config.server, http_connections),
+        http_connections.protocol,
         host=config.server.host,
         port=config.server.port,
         reuse_address=True,
@@ -74,8 +74,7 @@ async def serve(config: Config, tls: ssl.SSLContext | None = None) -> int:
 
     server.close()
     keepalive.stop()
-    for protocol in list(http_connections):
-        protocol.close_if_idle()
+    http_connections.close_idle()
     closing = [conn.transport.wait_disconnected() for conn in app.hub.connections if conn.transport]
     for conn in list(app.hub.connections):
         conn.close(CLOSE_GOING_AWAY, "server shutting down")

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from fastchat import store as ops
 from fastchat.errors import ChatError, Forbidden, NotFound, RateLimited, ValidationError
-from fastchat.http import BodySink, Request, Response, json_response
+from fastchat.http import BodySink, FileBody, Request, Response, json_response
 from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
 
@@ -37,6 +37,9 @@ _SNIFF_BYTES = 16
 _NAME_MAX = 200
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\<>:\"|?*]")
 _FILE_CSP = "default-src 'none'; sandbox"
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_MAX_POSITION_DIGITS = 19
+_BEYOND_ANY_FILE = 10**_MAX_POSITION_DIGITS
 
 
 def sniff(head: bytes) -> str:
@@ -163,8 +166,6 @@ class Uploads:
                 raise Forbidden("You cannot see the room this file was posted in")
             if self._app.chat.message_deleted(share[1]):
                 raise NotFound("File not found")
-        path = self._dir / row.id
-        data = path.read_bytes()  # files are at most uploads.max_bytes
         headers = [
             ("Content-Type", row.content_type),
             ("X-Content-Type-Options", "nosniff"),
@@ -175,30 +176,46 @@ class Uploads:
         disposition = "inline" if row.content_type.startswith("image/") else "attachment"
         quoted = row.name.replace('"', "_")
         headers.append(("Content-Disposition", f'{disposition}; filename="{_ascii(quoted)}"'))
+        file = (self._dir / row.id).open("rb")  # streamed by the HTTP layer, which closes it
+        size = os.fstat(file.fileno()).st_size
         range_header = request.header("range")
-        if range_header:
-            return _ranged(data, range_header, headers)
-        return Response(200, data, headers)
+        if not range_header:
+            return Response(200, b"", headers, content_length=size, file=FileBody(file, 0, size))
+        span = _byte_range(range_header, size)
+        if span is None:
+            file.close()
+            return Response(416, b"", [("Content-Range", f"bytes */{size}")])
+        start, end = span
+        headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        length = end - start + 1
+        return Response(
+            206, b"", headers, content_length=length, file=FileBody(file, start, length)
+        )
 
 
 def _ascii(name: str) -> str:
     return name.encode("ascii", "replace").decode("ascii")
 
 
-def _ranged(data: bytes, header: str, headers: list[tuple[str, str]]) -> Response:
-    """A single ``bytes=start-end`` range (RFC 9110 section 14); anything else gets 416."""
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
-    size = len(data)
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The first and last byte of a single ``bytes=start-end`` range (RFC 9110 section 14),
+    or None if it is malformed or cannot be satisfied (416)."""
+    match = _RANGE.fullmatch(header.strip())
     if match is None or match.group(1) == match.group(2) == "":
-        return Response(416, b"", [("Content-Range", f"bytes */{size}")])
+        return None
     first, last = match.groups()
     if first == "":
-        start, end = max(0, size - int(last)), size - 1
+        start, end = max(0, size - _position(last)), size - 1
     else:
-        start = int(first)
-        end = min(int(last), size - 1) if last else size - 1
+        start = _position(first)
+        end = min(_position(last), size - 1) if last else size - 1
     if start >= size or start > end:
-        return Response(416, b"", [("Content-Range", f"bytes */{size}")])
-    return Response(
-        206, data[start : end + 1], [*headers, ("Content-Range", f"bytes {start}-{end}/{size}")]
-    )
+        return None
+    return start, end
+
+
+def _position(digits: str) -> int:
+    """A byte position; one of more digits than any file size has counts as beyond every file
+    (and never reaches Python's limit on the digits of an int)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_POSITION_DIGITS else _BEYOND_ANY_FILE

@@ -44,6 +44,10 @@ def test_the_shipped_config_toml_is_valid_and_matches_the_defaults():
         ("[server]\ncors_origins = [1]\n", "'server.cors_origins' must be a list of strings"),
         ('[auth]\njwt_secret = "short"\n', "at least 32 bytes"),
         ("[limits]\nburst = true\n", "'limits.burst' must be an integer"),
+        (
+            '[server]\ntrusted_proxies = ["10.0.0.0/33"]\n',
+            "'server.trusted_proxies' entry '10.0.0.0/33' is not an address or network",
+        ),
         ("[server\n", "not valid TOML"),
     ],
 )

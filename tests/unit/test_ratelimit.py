@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastchat.ratelimit import ConnectionCounter, KeyedLimiter, TokenBucket
+from fastchat.ratelimit import ConnectionCounter, EventThrottle, KeyedLimiter, TokenBucket
 
 # --- TokenBucket ----------------------------------------------------------------------
 
@@ -235,3 +237,30 @@ def test_counter_double_release_is_an_error() -> None:
     with pytest.raises(KeyError):
         counter.release("ip")
     assert counter.count("ip") == 0
+
+
+# --- EventThrottle --------------------------------------------------------------------
+
+
+def test_throttle_reports_once_per_window_and_counts_the_rest() -> None:
+    throttle = EventThrottle(10.0)
+    assert throttle.hit("cap", 100.0)
+    assert not throttle.hit("cap", 101.0)
+    assert not throttle.hit("cap", 109.9)
+    assert throttle.hit("slow", 105.0)  # each kind has its own window
+    assert throttle.take_held("cap") == 2
+    assert throttle.take_held("cap") == 0
+    assert throttle.hit("cap", 110.0)  # a new window
+    assert throttle.take_held("slow") == 0
+
+
+@given(st.lists(st.floats(0, 30), max_size=50))
+def test_throttle_reports_at_most_one_per_window(gaps: list[float]) -> None:
+    throttle = EventThrottle(10.0)
+    now, reported = 0.0, []
+    for gap in gaps:
+        now += gap
+        if throttle.hit("x", now):
+            reported.append(now)
+    assert all(b - a >= 10.0 for a, b in pairwise(reported))
+    assert len(reported) + throttle.take_held("x") == len(gaps)
