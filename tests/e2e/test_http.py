@@ -11,19 +11,14 @@ import pytest
 
 from tests.support.accounts import register
 from tests.support.client import ChatClient
+from tests.support.rawhttp import read_until_closed
 
 
 def raw_exchange(server, data: bytes, timeout: float = 5.0) -> bytes:
     """Send raw bytes, read until the server closes (or times out)."""
     with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except TimeoutError:
-            pass
-        return b"".join(chunks)
+        return read_until_closed(sock, timeout)
 
 
 def test_index_and_static_files_are_served_with_types_and_csp(server):

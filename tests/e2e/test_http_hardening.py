@@ -16,8 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastchat.uploads import _byte_range
-from tests.client import register
-from tests.conftest import ServerProcess
+from tests.support.accounts import register
+from tests.support.rawhttp import read_until_closed
+from tests.support.server import ServerProcess
 
 MIB = 1024 * 1024
 OTHER_ADDRESS = "127.0.0.2"  # also loopback: a second client address on this machine
@@ -74,18 +75,6 @@ def assert_rss_stays_below(server: ServerProcess, limit: int, seconds: float = 1
             time.sleep(0.05)
 
 
-def read_reply(sock: socket.socket, timeout: float) -> bytes:
-    """Read until the server closes or ``timeout`` passes."""
-    sock.settimeout(timeout)
-    chunks = []
-    try:
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    except TimeoutError:
-        pass
-    return b"".join(chunks)
-
-
 def trickle_body(server: ServerProcess, interval: float, budget: float = 6.0) -> bytes:
     """Send a login head and then one body byte per ``interval`` until the server answers."""
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
@@ -94,7 +83,7 @@ def trickle_body(server: ServerProcess, interval: float, budget: float = 6.0) ->
         while time.monotonic() < deadline:
             readable, _, _ = select.select([sock], [], [], interval)
             if readable:
-                return read_reply(sock, 2)
+                return read_until_closed(sock, 2)
             sock.sendall(b"x")
     return b""
 
@@ -135,7 +124,7 @@ def test_pipelined_requests_never_read_keep_memory_bounded(server):
 def test_pipelined_downloads_are_streamed(server):
     content = bytes(range(256)) * (16 * 1024)  # 4 MiB
     with httpx.Client(base_url=server.base_url) as http:
-        token = register(server.base_url, http=http)["token"]
+        token = register(http)["token"]
         uploaded = http.post(
             "/api/chat/upload",
             content=content,
@@ -152,7 +141,7 @@ def test_pipelined_downloads_are_streamed(server):
 def test_a_client_that_reads_nothing_is_disconnected(make_server):
     server = make_server(server={"send_timeout_seconds": 0.5})
     with httpx.Client(base_url=server.base_url) as http:
-        token = register(server.base_url, http=http)["token"]
+        token = register(http)["token"]
         auth = {"Authorization": f"Bearer {token}"}
         uploaded = http.post("/api/chat/upload", content=bytes(4 * MIB), headers=auth)
         url = uploaded.json()["file"]["url"]
@@ -196,7 +185,7 @@ def test_connections_per_address_are_capped_and_the_shedding_logged_once(make_se
     try:
         for _ in range(5):
             with socket.create_connection((server.host, server.port), timeout=5) as sock:
-                reply = read_reply(sock, 5)
+                reply = read_until_closed(sock, 5)
             assert reply.startswith(b"HTTP/1.1 503 "), reply[:80]
             assert body_json(reply) == {"error": "Too many connections from your address"}
         # another address is not affected
@@ -249,7 +238,7 @@ def test_a_client_that_sends_everything_first_gets_the_431(server):
 def test_a_client_that_sends_everything_first_gets_the_400(server):
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(b"GARBAGE\r\n\r\n" + b"x" * (4 * MIB))
-        reply = read_reply(sock, 10)
+        reply = read_until_closed(sock, 10)
     assert reply.startswith(b"HTTP/1.1 400 "), reply[:80]
     assert body_json(reply) == {"error": "Malformed HTTP request"}
 
@@ -259,7 +248,7 @@ def test_a_client_that_sends_everything_first_gets_the_400(server):
 
 def test_ranges_with_thousands_of_digits(server):
     with httpx.Client(base_url=server.base_url) as http:
-        token = register(server.base_url, http=http)["token"]
+        token = register(http)["token"]
         auth = {"Authorization": f"Bearer {token}"}
         uploaded = http.post("/api/chat/upload", content=b"0123456789", headers=auth)
         url = uploaded.json()["file"]["url"]
@@ -291,7 +280,7 @@ def test_pipelined_requests_before_garbage_get_their_answers(server):
     valid = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
         sock.sendall(valid * 3 + b"GARBAGE\r\n\r\n")
-        reply = read_reply(sock, 5)
+        reply = read_until_closed(sock, 5)
     assert statuses(reply) == [b"200", b"200", b"200", b"400"]
 
 
@@ -299,7 +288,7 @@ def test_too_deep_a_pipeline_is_refused_after_the_answers(server):
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
         sock.sendall(request * 100)
-        reply = read_reply(sock, 5)
+        reply = read_until_closed(sock, 5)
     assert statuses(reply) == [b"200"] * 64 + [b"429"]
 
 
