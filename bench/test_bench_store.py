@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from bench.support import CONTENT, ROOM_ID, USER_ID, bench_config
-from fastchat import store as ops
 from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
-from fastchat.store import Op, Store, WriteBehind
+from fastchat.storage import ops
+from fastchat.storage.base import Op
+from fastchat.storage.sqlite import SqliteStore, WriteBehind
 
 BATCH = 1000
 
@@ -51,7 +52,7 @@ def writer(
     config = bench_config(
         tmp_path, synchronous=request.param, batch_max=BATCH, flush_interval_ms=1000
     ).storage
-    store = Store(config)
+    store = SqliteStore(config)
     store.open()
     writer = WriteBehind(config, loop)
     writer.start()

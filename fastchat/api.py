@@ -15,11 +15,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import apsw
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fastchat import store as ops
 from fastchat.auth import normalize_email, validate_login, validate_registration
 from fastchat.errors import Banned, ChatError, Conflict, InvalidCredentials, RateLimited
 from fastchat.http import BodySink, Request, Response, error_response, json_response
@@ -27,6 +25,8 @@ from fastchat.hub import DEDICATED, PLAIN, SHARED
 from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
+from fastchat.storage import ops
+from fastchat.storage.base import Duplicate
 from fastchat.ws.connection import Connection
 from fastchat.ws.deflate import (
     ContextDeflater,
@@ -276,7 +276,7 @@ class Api:
         )
         try:
             await self._app.writer.execute(op)
-        except apsw.ConstraintError:
+        except Duplicate:
             raise Conflict("User already exists") from None
         token = self._app.tokens.issue(user_id, registration.username, "user")
         return json_response(

@@ -12,7 +12,7 @@ from fastchat.errors import Banned, InvalidToken
 from fastchat.hub import Hub
 from fastchat.metrics import Metrics, MetricsCollector, registry_for
 from fastchat.session import Sessions
-from fastchat.store import Store, WriteBehind
+from fastchat.storage.sqlite import SqliteStore, WriteBehind
 
 if TYPE_CHECKING:
     from fastchat.config import Config
@@ -28,7 +28,7 @@ class App:
 
         self.config = config
         self.metrics = Metrics()
-        self.store = Store(config.storage)
+        self.store = SqliteStore(config.storage)
         startup = self.store.open()
         self.writer = WriteBehind(config.storage, asyncio.get_running_loop())
         self.writer.start()

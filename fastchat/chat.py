@@ -1,7 +1,7 @@
 """The chat itself: one method per client event, pure logic over the hub and the store.
 
 Nothing here touches a socket: replies go through :class:`~fastchat.hub.Hub` (which queues
-bytes) and writes through :class:`~fastchat.store.WriteBehind` (which queues operations).
+bytes) and writes through a :class:`~fastchat.storage.base.Writer` (which queues operations).
 Every state change is applied in memory first (so the fast path never waits on disk) and
 acknowledged to the sender only once its batch has committed.
 """
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fastchat import protocol as p
-from fastchat import store as ops
 from fastchat.errors import (
     Banned,
     ChatError,
@@ -39,12 +38,14 @@ from fastchat.hub import Hub, Room
 from fastchat.ids import new_id
 from fastchat.protocol import event, utc_now_iso
 from fastchat.seen import SeenClientIds
+from fastchat.storage import ops
+from fastchat.storage.base import FOREVER
 
 if TYPE_CHECKING:
     from fastchat.auth import TokenService
     from fastchat.config import Config
     from fastchat.metrics import Metrics
-    from fastchat.store import FileRow, StartupState, Store, UserRow, WriteBehind
+    from fastchat.storage.base import FileRow, Op, StartupState, Store, UserRow, Writer
     from fastchat.ws.connection import Connection
 
 log = logging.getLogger("fastchat.chat")
@@ -126,7 +127,7 @@ class Chat:
         config: Config,
         hub: Hub,
         store: Store,
-        writer: WriteBehind,
+        writer: Writer,
         tokens: TokenService,
         metrics: Metrics,
         startup: StartupState,
@@ -210,7 +211,7 @@ class Chat:
             raise Overloaded("Server is overloaded, try again shortly", request_type=request_type)
 
     def _submit(
-        self, op: ops.Op, on_done: Callable[[BaseException | None], None] | None = None
+        self, op: Op, on_done: Callable[[BaseException | None], None] | None = None
     ) -> None:
         if not self._writer.submit(op, on_done):
             raise Overloaded("Server is overloaded, try again shortly")
@@ -968,7 +969,7 @@ class Chat:
             raise Forbidden("Only admins can ban", request_type=cmd.TYPE)
         target = self._moderation_target(user, cmd.user_id, None, cmd.TYPE)
         self._check_capacity(cmd.TYPE)
-        until = time.time() + cmd.duration_seconds if cmd.duration_seconds else ops.FOREVER
+        until = time.time() + cmd.duration_seconds if cmd.duration_seconds else FOREVER
         target.banned_until = until
         self._submit(ops.set_user_ban(target.id, until, cmd.reason))
         self._audit(
@@ -976,7 +977,7 @@ class Chat:
         )
         self._hub.send(conn, event("moderation_done", {"action": "ban", "userId": target.id}))
         payload = event(
-            "banned", {"reason": cmd.reason, "until": None if until == ops.FOREVER else until}
+            "banned", {"reason": cmd.reason, "until": None if until == FOREVER else until}
         )
         conns = list(self._user_conns(target.id))
         self._hub.send_many(conns, payload)

@@ -10,14 +10,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import apsw
-
-from fastchat import store as ops
 from fastchat.auth import PasswordHasher, normalize_email, validate_registration
 from fastchat.config import Config, ConfigError, load
 from fastchat.errors import ChatError
 from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
+from fastchat.storage import ops
+from fastchat.storage.base import Op, StorageError
+from fastchat.storage.sqlite import SqliteStore, WriteBehind
 
 ROLES = ("user", "moderator", "admin")
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "user":
             return _user_set_role(config, args.username, args.role)
         return _audit(config, args.limit)
-    except (ChatError, ValueError, apsw.Error) as exc:
+    except (ChatError, ValueError, StorageError) as exc:
         print(f"fastchat: {exc}", file=sys.stderr)
         return 1
 
@@ -81,9 +81,9 @@ def _setup_logging(config: Config) -> None:
 
 
 @contextmanager
-def _open_store(config: Config) -> Iterator[ops.Store]:
+def _open_store(config: Config) -> Iterator[SqliteStore]:
     """The store, left as clean as it was found (the server uses the marker at start)."""
-    store = ops.Store(config.storage)
+    store = SqliteStore(config.storage)
     startup = store.open()
     try:
         yield store
@@ -147,11 +147,11 @@ def _user_set_role(config: Config, username: str, role: str) -> int:
     return 0
 
 
-def _write(config: Config, op: ops.Op) -> None:
+def _write(config: Config, op: Op) -> None:
     """Commit one operation through the same writer the server uses."""
 
     async def write() -> None:
-        writer = ops.WriteBehind(config.storage, asyncio.get_running_loop())
+        writer = WriteBehind(config.storage, asyncio.get_running_loop())
         writer.start()
         try:
             await writer.execute(op)

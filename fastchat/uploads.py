@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from fastchat import store as ops
 from fastchat.errors import ChatError, Forbidden, NotFound, RateLimited, ValidationError
 from fastchat.http import BodySink, Request, Response, json_response
 from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
+from fastchat.storage import ops
 
 if TYPE_CHECKING:
     from fastchat.app import App

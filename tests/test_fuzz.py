@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastchat import store as ops
 from fastchat.app import App
 from fastchat.config import load
 from fastchat.protocol import COMMAND_TYPES, utc_now_iso
+from fastchat.storage import ops
 from tests.conftest import write_config
 
 FUZZ = settings(
