@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 from fastchat.auth import PasswordHasher, TokenService, bearer_token, resolve_jwt_secret
 from fastchat.chat import Chat, User
-from fastchat.errors import Banned, InvalidToken
 from fastchat.hub import Hub
 from fastchat.metrics import Metrics, MetricsCollector, registry_for
 from fastchat.session import Sessions
 from fastchat.storage.sqlite import SqliteStore, WriteBehind
+from fastchat.web.uploads import Uploads
 
 if TYPE_CHECKING:
     from fastchat.config import Config
-    from fastchat.http import Request
-    from fastchat.uploads import Uploads
+    from fastchat.web.http import Request
 
 
 class App:
     """Holds the services; built inside the running event loop by :mod:`fastchat.server`."""
 
     def __init__(self, config: Config):
-        from fastchat.uploads import Uploads
-
         self.config = config
         self.metrics = Metrics()
         self.store = SqliteStore(config.storage)
@@ -42,7 +38,14 @@ class App:
             config, self.hub, self.store, self.writer, self.tokens, self.metrics, startup
         )
         self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
-        self.uploads: Uploads = Uploads(self)
+        self.uploads = Uploads(
+            config.storage.uploads_dir,
+            config.uploads.per_user_per_hour,
+            self.api_user,
+            self.store,
+            self.writer,
+            self.chat,
+        )
         self.registry = registry_for(
             MetricsCollector(
                 self.metrics,
@@ -62,13 +65,7 @@ class App:
         Tokens are accepted only there (and in the WebSocket ``authenticate`` message), never
         in a URL, where they would end up in logs, history and Referer headers.
         """
-        claims = self.tokens.verify(bearer_token(request.header("authorization")))
-        user = self.chat.user(claims.user_id)
-        if user is None:
-            raise InvalidToken("User not found")
-        if user.is_banned(time.time()):
-            raise Banned("This account is banned")
-        return user
+        return self.chat.identify(bearer_token(request.header("authorization")))
 
     async def close(self, timeout: float) -> int:
         """Flush the write-behind queue and close the database; returns ops not written."""

@@ -119,6 +119,11 @@ class _PendingAck:
         self.chat._acked(self, error)
 
 
+def _visible(room: Room, user: User) -> bool:
+    """Private rooms are invisible to non-members."""
+    return not room.is_private or user.id in room.member_ids
+
+
 class Chat:
     """Rooms, messages, presence, direct messages and moderation."""
 
@@ -179,21 +184,34 @@ class Chat:
             user = self._users[user_id] = User.from_row(row)
         return user
 
-    def file_share(self, file: FileRow) -> tuple[str, str] | None:
+    def check_file_access(self, user: User, file: FileRow) -> None:
+        """Raise unless ``user`` may download ``file``.
+
+        Until it is shared only its uploader may; then whoever may see the room of the
+        message sharing it, until that message is deleted (which withdraws the file).
+        """
+        share = self._file_share(file)
+        if share is None:
+            if file.uploader_id != user.id:
+                raise NotFound("File not found")
+            return
+        room = self._hub.rooms.get(share[0])
+        if room is None or not _visible(room, user):
+            raise Forbidden("You cannot see the room this file was posted in")
+        found = self._find_message(share[1])
+        if found is None or found[1].get("deleted"):
+            raise NotFound("File not found")
+
+    def _file_share(self, file: FileRow) -> tuple[str, str] | None:
         """``(room id, message id)`` of the message sharing ``file``; None while unshared."""
         if file.room_id is not None and file.message_id is not None:
             return file.room_id, file.message_id
         return self._attaching.get(file.id)
 
-    def message_deleted(self, message_id: str) -> bool:
-        """Whether a message is gone (deleting a message withdraws its attachment too)."""
-        found = self._find_message(message_id)
-        return found is None or bool(found[1].get("deleted"))
-
     def _room(self, room_id: str, user: User, request_type: str) -> Room:
-        """The room, if ``user`` may see it; private rooms are invisible to non-members."""
+        """The room, if ``user`` may see it."""
         room = self._hub.rooms.get(room_id)
-        if room is None or (room.is_private and user.id not in room.member_ids):
+        if room is None or not _visible(room, user):
             raise NotFound("Room not found", request_type=request_type)
         return room
 
@@ -224,24 +242,20 @@ class Chat:
         return self._hub.users.get(user_id, set())
 
     def visible_rooms(self, user: User) -> list[dict[str, Any]]:
-        rooms = [
-            room.summary()
-            for room in self._hub.rooms.values()
-            if not room.is_private or user.id in room.member_ids
-        ]
+        rooms = [room.summary() for room in self._hub.rooms.values() if _visible(room, user)]
         rooms.sort(key=lambda r: (r["name"].lower(), r["id"]))
         return rooms
 
     # --- connection lifecycle -------------------------------------------------------------
 
-    def identify(self, cmd: p.Authenticate) -> User:
+    def identify(self, token: str, request_type: str | None = None) -> User:
         """The account behind a token; raises InvalidToken or Banned."""
-        claims = self._tokens.verify(cmd.token)
+        claims = self._tokens.verify(token)
         user = self.user(claims.user_id)
         if user is None:
-            raise InvalidToken("User not found", request_type=cmd.TYPE)
+            raise InvalidToken("User not found", request_type=request_type)
         if user.is_banned(time.time()):
-            raise Banned("This account is banned", request_type=cmd.TYPE)
+            raise Banned("This account is banned", request_type=request_type)
         return user
 
     def authenticate(self, conn: Connection, user: User) -> None:

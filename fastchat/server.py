@@ -13,11 +13,11 @@ import signal
 
 import uvloop
 
-from fastchat.api import Api
 from fastchat.app import App
 from fastchat.config import Config
 from fastchat.errors import CLOSE_GOING_AWAY
-from fastchat.http import HttpProtocol
+from fastchat.web.api import Api
+from fastchat.web.http import HttpProtocol
 from fastchat.ws.keepalive import Keepalive
 
 log = logging.getLogger("fastchat")

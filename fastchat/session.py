@@ -152,7 +152,7 @@ class Sessions:
         if not isinstance(cmd, p.Authenticate):
             raise AuthRequired("Authentication required", request_type=cmd.TYPE)
         try:
-            user = self._chat.identify(cmd)
+            user = self._chat.identify(cmd.token, cmd.TYPE)
         except Banned as err:
             self._hub.send(conn, p.error_event(err))
             conn.close(CLOSE_BANNED, "banned")

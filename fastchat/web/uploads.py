@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from fastchat.errors import ChatError, Forbidden, NotFound, RateLimited, ValidationError
-from fastchat.http import BodySink, Request, Response, json_response
+from fastchat.errors import ChatError, NotFound, RateLimited, ValidationError
 from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
+from fastchat.web.http import BodySink, Request, Response, json_response
 
 if TYPE_CHECKING:
-    from fastchat.app import App
-    from fastchat.chat import User
+    from collections.abc import Callable
+
+    from fastchat.chat import Chat, User
+    from fastchat.storage.base import Store, Writer
 
 _IMAGE_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -90,18 +92,30 @@ class _TempFileSink:
 class Uploads:
     """The upload and download routes."""
 
-    def __init__(self, app: App):
-        self._app = app
-        self._dir = app.config.storage.uploads_dir
+    def __init__(
+        self,
+        directory: Path,
+        per_user_per_hour: int,
+        api_user: Callable[[Request], User],
+        store: Store,
+        writer: Writer,
+        chat: Chat,
+    ):
+        """``api_user`` is the account behind a request (it raises for anonymous ones)."""
+        self._api_user = api_user
+        self._store = store
+        self._writer = writer
+        self._chat = chat
+        self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
         for leftover in self._dir.glob(".upload-*"):
             leftover.unlink(missing_ok=True)  # bodies of uploads cut off by a crash
-        self._limiter = KeyedLimiter(app.config.uploads.per_user_per_hour, 3600.0)
+        self._limiter = KeyedLimiter(per_user_per_hour, 3600.0)
 
     def sink(self, request: Request) -> BodySink:
         """Called when the headers are complete: check who uploads before storing a byte."""
         try:
-            user = self._app.api_user(request)
+            user = self._api_user(request)
             retry = self._limiter.hit(user.id, time.monotonic())
             if retry is not None:
                 raise RateLimited("Upload limit reached, try again later", retry_after=retry)
@@ -111,7 +125,7 @@ class Uploads:
 
     async def upload(self, request: Request, sink: BodySink | None) -> Response:
         if not isinstance(sink, _TempFileSink):  # no sink: the body was empty
-            self._app.api_user(request)  # an anonymous request is refused as such first
+            self._api_user(request)  # an anonymous request is refused as such first
             raise ValidationError("The file is empty", field="body")
         sink.finish()
         if sink.error is not None:
@@ -125,7 +139,7 @@ class Uploads:
         content_type = sniff(sink.head)
         name = sanitize_name(request.header("x-filename"))
         os.replace(sink.path, self._dir / file_id)
-        await self._app.writer.execute(
+        await self._writer.execute(
             ops.insert_file(
                 id=file_id,
                 uploader_id=sink.user.id,
@@ -149,20 +163,11 @@ class Uploads:
         )
 
     async def download(self, request: Request, file_id: str) -> Response:
-        user = self._app.api_user(request)
-        row = self._app.store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
+        user = self._api_user(request)
+        row = self._store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
         if row is None:
             raise NotFound("File not found")
-        share = self._app.chat.file_share(row)
-        if share is None:
-            if row.uploader_id != user.id:
-                raise NotFound("File not found")
-        else:
-            room = self._app.hub.rooms.get(share[0])
-            if room is None or (room.is_private and user.id not in room.member_ids):
-                raise Forbidden("You cannot see the room this file was posted in")
-            if self._app.chat.message_deleted(share[1]):
-                raise NotFound("File not found")
+        self._chat.check_file_access(user, row)
         path = self._dir / row.id
         data = path.read_bytes()  # files are at most uploads.max_bytes
         headers = [

@@ -1,18 +1,15 @@
 """The HTTP side of the application: routes, the JSON API, static files, WebSocket upgrades.
 
-:class:`Api` implements :class:`fastchat.http.Router`. Each route is one small async
+:class:`Api` implements :class:`fastchat.web.http.Router`. Each route is one small async
 method; authentication, CORS and error mapping are done once here, at the edge.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import mimetypes
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
@@ -20,13 +17,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fastchat.auth import normalize_email, validate_login, validate_registration
 from fastchat.errors import Banned, ChatError, Conflict, InvalidCredentials, RateLimited
-from fastchat.http import BodySink, Request, Response, error_response, json_response
 from fastchat.hub import DEDICATED, PLAIN, SHARED
 from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
-from fastchat.storage.base import Duplicate
+from fastchat.storage.base import AuditRow, Duplicate
+from fastchat.web.http import BodySink, Request, Response, error_response, json_response
+from fastchat.web.static import StaticFiles
 from fastchat.ws.connection import Connection
 from fastchat.ws.deflate import (
     ContextDeflater,
@@ -45,64 +43,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastchat.api")
 
-CLIENT_CSP = (
-    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' blob: data:; "
-    "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
-_SECURITY_HEADERS = [
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-]
 _WS_PATHS = ("/", "/ws")
 
 Route = Callable[[Request], Awaitable[Response]]
 
 
-class StaticFiles:
-    """The browser client, read once at start: only files that exist then can be served,
-    so no request path can reach outside the folder."""
-
-    def __init__(self, root: Path):
-        self._files: dict[str, tuple[bytes, str, str]] = {}
-        if not root.is_dir():
-            log.warning("static folder %s not found: the browser client is not served", root)
-            return
-        for path in sorted(root.rglob("*")):
-            if path.is_file() and not any(
-                part.startswith(".") for part in path.relative_to(root).parts
-            ):
-                body = path.read_bytes()
-                ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-                if ctype.startswith("text/") or ctype in (
-                    "application/javascript",
-                    "application/json",
-                ):
-                    ctype += "; charset=utf-8"
-                etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-                self._files[path.relative_to(root).as_posix()] = (body, ctype, etag)
-
-    def get(self, name: str, request: Request) -> Response | None:
-        found = self._files.get(name)
-        if found is None:
-            return None
-        body, ctype, etag = found
-        headers = [
-            ("Content-Type", ctype),
-            ("ETag", etag),
-            # index.html must be revalidated so a new release is picked up; assets too, cheaply.
-            ("Cache-Control", "no-cache"),
-            *_SECURITY_HEADERS,
-        ]
-        if name == "index.html":
-            headers.append(("Content-Security-Policy", CLIENT_CSP))
-        if request.header("if-none-match") == etag:
-            return Response(304, b"", headers)
-        return Response(200, body, headers)
-
-
 class Api:
-    """Routes requests to handlers; the :class:`fastchat.http.Router` of the server."""
+    """Routes requests to handlers; the :class:`fastchat.web.http.Router` of the server."""
 
     def __init__(self, app: App):
         self._app = app
@@ -329,7 +276,7 @@ def _json_body(request: Request) -> object:
         raise ValidationError("Body must be JSON", field="body") from None
 
 
-def _audit_json(entry: ops.AuditRow) -> dict[str, object]:
+def _audit_json(entry: AuditRow) -> dict[str, object]:
     return {
         "id": entry.id,
         "at": entry.at,
