@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from bench.support import CONTENT, ROOM_ID, USER_ID, bench_config
+from fastchat.clock import utc_now_iso
 from fastchat.ids import new_id
-from fastchat.protocol import utc_now_iso
 from fastchat.storage import ops
 from fastchat.storage.base import Op
 from fastchat.storage.sqlite import SqliteStore, WriteBehind

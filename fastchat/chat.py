@@ -18,9 +18,8 @@ from itertools import islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from fastchat import protocol as p
+from fastchat.clock import utc_now_iso
 from fastchat.errors import (
     Banned,
     ChatError,
@@ -36,7 +35,8 @@ from fastchat.errors import (
 )
 from fastchat.hub import Hub, Room
 from fastchat.ids import new_id
-from fastchat.protocol import event, utc_now_iso
+from fastchat.protocol import event
+from fastchat.roles import ROLE_RANK
 from fastchat.seen import SeenClientIds
 from fastchat.storage import ops
 from fastchat.storage.base import FOREVER
@@ -54,7 +54,6 @@ _seq = itemgetter("seq")
 
 TYPING_EXPIRES_SECONDS = 6.0
 CATCH_UP_LIMIT = 200
-ROLE_RANK = {"user": 0, "moderator": 1, "admin": 2}
 
 
 @dataclass(slots=True)
@@ -451,25 +450,25 @@ class Chat:
         room.seq = seq = room.seq + 1
         message_id = new_id()
         timestamp = utc_now_iso()
-        message = {
-            "id": message_id,
-            "seq": seq,
-            "roomId": room.id,
-            "userId": user.id,
-            "username": user.username,
-            "avatar_url": user.avatar_url,
-            "content": cmd.content,
-            "messageType": cmd.message_type,
-            "replyTo": cmd.reply_to,
-            "clientId": client_id,
-            "timestamp": timestamp,
-            "edited": False,
-        }
+        message = p.message_json(
+            message_id,
+            seq,
+            room.id,
+            user.id,
+            user.username,
+            user.avatar_url,
+            cmd.content,
+            cmd.message_type,
+            cmd.reply_to,
+            client_id,
+            timestamp,
+            False,
+        )
         if attachment is not None:
             message["attachment"] = attachment
         if user.id in room.typing:
             self._stop_typing(room, user)
-        self._hub.publish(room, orjson.dumps({"type": "new_message", "data": {"message": message}}))
+        self._hub.publish(room, event("new_message", {"message": message}))
         self._remember(room, message)
         self._metrics.messages_accepted += 1
 
@@ -590,13 +589,7 @@ class Chat:
                 request_type=cmd.TYPE,
                 field="messageType",
             )
-        return {
-            "id": row.id,
-            "name": row.name,
-            "size": row.size,
-            "contentType": row.content_type,
-            "url": f"/api/chat/files/{row.id}",
-        }
+        return p.attachment_json(row.id, row.name, row.size, row.content_type)
 
     def _remember(self, room: Room, message: dict[str, Any]) -> None:
         history = self._history(room)
@@ -612,32 +605,28 @@ class Chat:
 
     def _message_from_row(self, row: Any) -> dict[str, Any]:
         author = self.user(row.user_id)
-        message: dict[str, Any] = {
-            "id": row.id,
-            "seq": row.seq,
-            "roomId": row.room_id,
-            "userId": row.user_id,
-            "username": author.username if author else "unknown",
-            "avatar_url": author.avatar_url if author else None,
-            "content": "" if row.deleted_at else row.content,
-            "messageType": row.message_type,
-            "replyTo": row.reply_to,
-            "clientId": row.client_id,
-            "timestamp": row.created_at,
-            "edited": row.edited_at is not None,
-        }
+        message = p.message_json(
+            row.id,
+            row.seq,
+            row.room_id,
+            row.user_id,
+            author.username if author else "unknown",
+            author.avatar_url if author else None,
+            "" if row.deleted_at else row.content,
+            row.message_type,
+            row.reply_to,
+            row.client_id,
+            row.created_at,
+            row.edited_at is not None,
+        )
         if row.deleted_at:
             message["deleted"] = True
         if row.attachment_id and not row.deleted_at:
             file = self._store.file(row.attachment_id)
             if file is not None:
-                message["attachment"] = {
-                    "id": file.id,
-                    "name": file.name,
-                    "size": file.size,
-                    "contentType": file.content_type,
-                    "url": f"/api/chat/files/{file.id}",
-                }
+                message["attachment"] = p.attachment_json(
+                    file.id, file.name, file.size, file.content_type
+                )
         return message
 
     def _find_message(self, message_id: str) -> tuple[Room, dict[str, Any]] | None:

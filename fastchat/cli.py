@@ -11,15 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastchat.auth import PasswordHasher, normalize_email, validate_registration
+from fastchat.clock import utc_now_iso
 from fastchat.config import Config, ConfigError, load
 from fastchat.errors import ChatError
 from fastchat.ids import new_id
-from fastchat.protocol import utc_now_iso
+from fastchat.roles import ROLES
 from fastchat.storage import ops
 from fastchat.storage.base import Op, StorageError
 from fastchat.storage.sqlite import SqliteStore, WriteBehind
-
-ROLES = ("user", "moderator", "admin")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
+from fastchat.clock import utc_now_iso
 from fastchat.errors import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_BANNED,
@@ -25,7 +26,7 @@ from fastchat.errors import (
     Conflict,
     RateLimited,
 )
-from fastchat.protocol import event, utc_now_iso
+from fastchat.protocol import event
 from fastchat.ratelimit import ConnectionCounter, TokenBucket
 
 if TYPE_CHECKING:

@@ -44,9 +44,9 @@ import apsw
 import orjson
 import uvloop
 
+from fastchat.clock import utc_now_iso
 from fastchat.config import StorageConfig
 from fastchat.ids import new_id
-from fastchat.protocol import utc_now_iso
 from fastchat.storage import base, sqlite
 from fastchat.storage.ops import insert_message
 

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastchat.app import App
+from fastchat.clock import utc_now_iso
 from fastchat.config import load
-from fastchat.protocol import COMMAND_TYPES, utc_now_iso
+from fastchat.protocol import COMMAND_TYPES
 from fastchat.storage import ops
 from tests.conftest import write_config
 

@@ -16,10 +16,10 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fastchat.auth import normalize_email, validate_login, validate_registration
+from fastchat.clock import utc_now_iso
 from fastchat.errors import Banned, ChatError, Conflict, InvalidCredentials, RateLimited
 from fastchat.hub import DEDICATED, PLAIN, SHARED
 from fastchat.ids import new_id
-from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
 from fastchat.storage.base import AuditRow, Duplicate

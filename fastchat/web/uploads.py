@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from fastchat.clock import utc_now_iso
 from fastchat.errors import ChatError, NotFound, RateLimited, ValidationError
-from fastchat.protocol import utc_now_iso
+from fastchat.protocol import attachment_json
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
 from fastchat.web.http import BodySink, Request, Response, json_response
@@ -151,15 +152,7 @@ class Uploads:
         )
         return json_response(
             201,
-            {
-                "file": {
-                    "id": file_id,
-                    "name": name,
-                    "size": sink.size,
-                    "contentType": content_type,
-                    "url": f"/api/chat/files/{file_id}",
-                }
-            },
+            {"file": attachment_json(file_id, name, sink.size, content_type)},
         )
 
     async def download(self, request: Request, file_id: str) -> Response:
