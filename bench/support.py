@@ -8,11 +8,12 @@ from typing import Any
 
 from fastchat.clock import utc_now_iso
 from fastchat.config import AuthConfig, Config, StorageConfig, WebSocketConfig
-from fastchat.hub import DEDICATED, PLAIN, Hub
+from fastchat.fanout.hub import Hub
 from fastchat.metrics import Metrics
 from fastchat.protocol import event, message_json
 from fastchat.ws.connection import Connection
 from fastchat.ws.deflate import ContextDeflater
+from fastchat.ws.peer import DEDICATED, PLAIN
 
 ROOM_SIZE = 1000
 USER_ID = "6f1c2d4e-8a9b-4c3d-9e2f-1a2b3c4d5e6f"

@@ -16,8 +16,7 @@ import pytest
 
 from bench.support import ROOM_ID, bench_config, message_dict
 from fastchat.app import App
-from fastchat.chat import Chat
-from fastchat.hub import Room
+from fastchat.chat import Chat, Room
 
 CACHE = 500
 LIMIT = 50
@@ -31,9 +30,9 @@ async def _app(data_dir: Path) -> App:
 def chat_room(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> Iterator[tuple[Chat, Room]]:
     """The real Chat and its 'general' room, whose cache holds seqs 1..500."""
     app = loop.run_until_complete(_app(tmp_path))
-    room = app.hub.rooms[ROOM_ID]
+    room = app.chat._rooms[ROOM_ID]
     room.history = deque((message_dict(seq) for seq in range(1, CACHE + 1)), maxlen=CACHE)
-    room.seq = CACHE
+    app.broker.open_room(ROOM_ID, CACHE)
     yield app.chat, room
     assert loop.run_until_complete(app.close(5.0)) == 0
 

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from fastchat.auth import PasswordHasher, TokenService, bearer_token, resolve_jwt_secret
 from fastchat.chat import Chat, User
-from fastchat.hub import Hub
+from fastchat.fanout.broker import LocalBroker
+from fastchat.fanout.hub import Hub
 from fastchat.metrics import Metrics, MetricsCollector, registry_for
 from fastchat.session import Sessions
 from fastchat.storage.sqlite import SqliteStore, WriteBehind
@@ -34,8 +35,16 @@ class App:
         )
         self.hasher = PasswordHasher(config.auth.bcrypt_rounds, config.auth.bcrypt_threads)
         self.hub = Hub(config.websocket, self.metrics)
+        self.broker = LocalBroker(self.hub)
         self.chat = Chat(
-            config, self.hub, self.store, self.writer, self.tokens, self.metrics, startup
+            config.storage,
+            self.hub,
+            self.broker,
+            self.store,
+            self.writer,
+            self.tokens,
+            self.metrics,
+            startup,
         )
         self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
         self.uploads = Uploads(

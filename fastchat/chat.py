@@ -1,6 +1,6 @@
 """The chat itself: one method per client event, pure logic over the hub and the store.
 
-Nothing here touches a socket: replies go through :class:`~fastchat.hub.Hub` (which queues
+Nothing here touches a socket: replies go through :class:`~fastchat.fanout.hub.Hub` (which queues
 bytes) and writes through a :class:`~fastchat.storage.base.Writer` (which queues operations).
 Every state change is applied in memory first (so the fast path never waits on disk) and
 acknowledged to the sender only once its batch has committed.
@@ -8,6 +8,7 @@ acknowledged to the sender only once its batch has committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from bisect import bisect_left, bisect_right
@@ -33,7 +34,6 @@ from fastchat.errors import (
     StorageUnavailable,
     ValidationError,
 )
-from fastchat.hub import Hub, Room
 from fastchat.ids import new_id
 from fastchat.protocol import event
 from fastchat.roles import ROLE_RANK
@@ -43,7 +43,10 @@ from fastchat.storage.base import FOREVER
 
 if TYPE_CHECKING:
     from fastchat.auth import TokenService
-    from fastchat.config import Config
+    from fastchat.config import StorageConfig
+    from fastchat.fanout.broker import Broker
+    from fastchat.fanout.hub import Hub
+    from fastchat.fanout.hub import Room as Channel
     from fastchat.metrics import Metrics
     from fastchat.storage.base import FileRow, Op, StartupState, Store, UserRow, Writer
     from fastchat.ws.connection import Connection
@@ -118,6 +121,54 @@ class _PendingAck:
         self.chat._acked(self, error)
 
 
+class Room:
+    """A room as the chat knows it: what it is, who may join, its recent history, typists.
+
+    Who is in it *now* is the hub's: ``channel`` is its fan-out state.
+    """
+
+    __slots__ = (
+        "channel",
+        "created_by",
+        "description",
+        "history",
+        "id",
+        "is_private",
+        "member_ids",
+        "name",
+        "typing",
+    )
+
+    def __init__(
+        self,
+        room_id: str,
+        name: str,
+        description: str | None,
+        is_private: bool,
+        created_by: str | None,
+        member_ids: set[str],
+        channel: Channel,
+    ):
+        self.id = room_id
+        self.name = name
+        self.description = description
+        self.is_private = is_private
+        self.created_by = created_by
+        self.member_ids = member_ids  # persisted membership (who may join a private room)
+        self.channel = channel
+        self.history: deque[dict[str, Any]] | None = None  # loaded on first use
+        self.typing: dict[str, asyncio.TimerHandle] = {}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "is_private": self.is_private,
+            "member_count": len(self.member_ids),
+        }
+
+
 def _visible(room: Room, user: User) -> bool:
     """Private rooms are invisible to non-members."""
     return not room.is_private or user.id in room.member_ids
@@ -128,22 +179,24 @@ class Chat:
 
     def __init__(
         self,
-        config: Config,
+        config: StorageConfig,
         hub: Hub,
+        broker: Broker,
         store: Store,
         writer: Writer,
         tokens: TokenService,
         metrics: Metrics,
         startup: StartupState,
     ):
-        self._config = config
         self._hub = hub
+        self._broker = broker
         self._store = store
         self._writer = writer
         self._tokens = tokens
         self._metrics = metrics
-        self._history_cache = config.storage.history_cache
-        self._queue_max = config.storage.queue_max
+        self._history_cache = config.history_cache
+        self._queue_max = config.queue_max
+        self._rooms: dict[str, Room] = {}
         self._users: dict[str, User] = {}
         # "user id\0client id" -> the message in flight under that clientId
         self._pending_client_ids: dict[str, _PendingAck] = {}
@@ -155,17 +208,17 @@ class Chat:
         self._attaching: dict[str, tuple[str, str]] = {}
         # After an unclean stop, messages may have been handed a seq and broadcast without
         # being stored; at most queue_max + batch_max of them. Skip past that many.
-        gap = 0 if startup.clean else config.storage.queue_max + config.storage.batch_max
-        self._dm_seq = startup.max_dm_seq + gap
+        gap = 0 if startup.clean else config.queue_max + config.batch_max
+        broker.open_direct(startup.max_dm_seq + gap)
         for row in store.all_rooms():
-            hub.rooms[row.id] = Room(
+            self._rooms[row.id] = Room(
                 row.id,
                 row.name,
                 row.description,
                 bool(row.is_private),
                 row.created_by,
                 store.room_member_ids(row.id),
-                startup.max_room_seq.get(row.id, 0) + gap,
+                broker.open_room(row.id, startup.max_room_seq.get(row.id, 0) + gap),
             )
         now = time.time()
         for room_id, user_id, until in store.active_mutes():
@@ -194,7 +247,7 @@ class Chat:
             if file.uploader_id != user.id:
                 raise NotFound("File not found")
             return
-        room = self._hub.rooms.get(share[0])
+        room = self._rooms.get(share[0])
         if room is None or not _visible(room, user):
             raise Forbidden("You cannot see the room this file was posted in")
         found = self._find_message(share[1])
@@ -209,16 +262,16 @@ class Chat:
 
     def _room(self, room_id: str, user: User, request_type: str) -> Room:
         """The room, if ``user`` may see it."""
-        room = self._hub.rooms.get(room_id)
+        room = self._rooms.get(room_id)
         if room is None or not _visible(room, user):
             raise NotFound("Room not found", request_type=request_type)
         return room
 
     def _in_room(self, room_id: str, conn: Connection, request_type: str) -> Room:
-        room = self._hub.rooms.get(room_id)
+        room = self._rooms.get(room_id)
         if room is None:
             raise NotFound("Room not found", request_type=request_type)
-        if conn not in room.conns:
+        if conn not in room.channel.conns:
             raise NotMember("You are not a member of this room", request_type=request_type)
         return room
 
@@ -237,11 +290,8 @@ class Chat:
         self._metrics.errors_sent += 1
         self._hub.send(conn, p.error_event(err))
 
-    def _user_conns(self, user_id: str) -> set[Connection]:
-        return self._hub.users.get(user_id, set())
-
     def visible_rooms(self, user: User) -> list[dict[str, Any]]:
-        rooms = [room.summary() for room in self._hub.rooms.values() if _visible(room, user)]
+        rooms = [room.summary() for room in self._rooms.values() if _visible(room, user)]
         rooms.sort(key=lambda r: (r["name"].lower(), r["id"]))
         return rooms
 
@@ -259,10 +309,7 @@ class Chat:
 
     def authenticate(self, conn: Connection, user: User) -> None:
         """Bind ``conn`` to ``user``: ``authenticated`` reply, presence, last seen."""
-        conns = self._hub.users.setdefault(user.id, set())
-        first = not conns
-        conns.add(conn)
-        conn.user_id = user.id
+        first = self._hub.bind_user(conn, user.id)
         self._hub.send(
             conn,
             event("authenticated", {"user": user.private(), "rooms": self.visible_rooms(user)}),
@@ -272,23 +319,19 @@ class Chat:
         self._writer.submit(ops.touch_last_seen(user.id, utc_now_iso()))
 
     def disconnect(self, conn: Connection, user: User) -> None:
-        for room in list(conn.rooms):
-            self._leave(room, conn, user)
-        conns = self._hub.users.get(user.id)
-        if conns is not None:
-            conns.discard(conn)
-            if not conns:
-                del self._hub.users[user.id]
-                self._presence(user, "offline")
-                self._writer.submit(ops.touch_last_seen(user.id, utc_now_iso()))
+        for channel in list(conn.rooms):
+            self._leave(self._rooms[channel.id], conn, user)
+        if self._hub.unbind_user(conn, user.id):
+            self._presence(user, "offline")
+            self._writer.submit(ops.touch_last_seen(user.id, utc_now_iso()))
 
     def _presence(self, user: User, status: str) -> None:
         """Tell the users who share a room with ``user`` (not the whole server)."""
         targets: set[Connection] = set()
-        for room in self._hub.rooms.values():
-            if user.id in room.member_ids and room.conns:
-                targets.update(room.conns)
-        targets.difference_update(self._user_conns(user.id))
+        for room in self._rooms.values():
+            if user.id in room.member_ids and room.channel.conns:
+                targets.update(room.channel.conns)
+        targets.difference_update(self._hub.user_conns(user.id))
         if targets:
             payload = event(
                 "user_status",
@@ -309,11 +352,11 @@ class Chat:
             self._check_capacity(cmd.TYPE)
             room.member_ids.add(user.id)
             self._submit(ops.add_member(room.id, user.id, "member", utc_now_iso()))
-        already_present = user.id in room.online_user_ids()
-        self._hub.enter(room, conn)
+        already_present = user.id in room.channel.online_user_ids()
+        self._hub.enter(room.channel, conn)
         members = [
             {**member.public(), "role": member.role, "status": "online"}
-            for member in (self.user(uid) for uid in room.online_user_ids())
+            for member in (self.user(uid) for uid in room.channel.online_user_ids())
             if member is not None
         ]
         self._hub.send(
@@ -329,13 +372,13 @@ class Chat:
                 ),
             )
         if not already_present:
-            self._hub.publish(
-                room,
+            self._broker.publish(
+                room.channel,
                 event(
                     "user_joined",
                     {"user": user.public(), "roomId": room.id, "timestamp": utc_now_iso()},
                 ),
-                exclude=self._user_conns(user.id),
+                exclude=self._hub.user_conns(user.id),
             )
 
     def leave_room(self, conn: Connection, user: User, cmd: p.LeaveRoom) -> None:
@@ -344,14 +387,14 @@ class Chat:
         self._hub.send(conn, event("room_left", {"roomId": room.id}))
 
     def _leave(self, room: Room, conn: Connection, user: User) -> None:
-        self._hub.leave(room, conn)
-        if user.id not in room.online_user_ids():  # else another tab is still there
+        self._hub.leave(room.channel, conn)
+        if user.id not in room.channel.online_user_ids():  # else another tab is still there
             self._announce_left(room, user)
 
     def _announce_left(self, room: Room, user: User) -> None:
         self._stop_typing(room, user)
-        self._hub.publish(
-            room,
+        self._broker.publish(
+            room.channel,
             event(
                 "user_left",
                 {
@@ -365,17 +408,18 @@ class Chat:
     def create_room(self, conn: Connection, user: User, cmd: p.CreateRoom) -> None:
         self._check_capacity(cmd.TYPE)
         now = utc_now_iso()
+        room_id = new_id()
         room = Room(
-            new_id(),
+            room_id,
             cmd.name,
             cmd.description or None,
             cmd.is_private,
             user.id,
             {user.id},
-            0,
+            self._broker.open_room(room_id, 0),
         )
         room.history = deque(maxlen=self._history_cache)
-        self._hub.rooms[room.id] = room
+        self._rooms[room.id] = room
         self._submit(
             ops.insert_room(
                 id=room.id,
@@ -389,9 +433,9 @@ class Chat:
         self._submit(ops.add_member(room.id, user.id, "owner", now))
         payload = event("room_created", {"room": room.summary()})
         if room.is_private:
-            self._hub.send_many(self._user_conns(user.id), payload)
+            self._broker.send_user(user.id, payload)
         else:
-            self._hub.send_many((c for c in self._hub.connections if c.user_id), payload)
+            self._broker.send_everyone(payload)
 
     def invite_to_room(self, conn: Connection, user: User, cmd: p.InviteToRoom) -> None:
         room = self._room(cmd.room_id, user, cmd.TYPE)
@@ -406,9 +450,7 @@ class Chat:
             self._check_capacity(cmd.TYPE)
             room.member_ids.add(target.id)
             self._submit(ops.add_member(room.id, target.id, "member", utc_now_iso()))
-        self._hub.send_many(
-            self._user_conns(target.id), event("room_invited", {"room": room.summary()})
-        )
+        self._broker.send_user(target.id, event("room_invited", {"room": room.summary()}))
         self._hub.send(conn, event("member_added", {"roomId": room.id, "userId": target.id}))
 
     def _can_manage(self, room: Room, user: User) -> bool:
@@ -447,7 +489,7 @@ class Chat:
                 )
         attachment = self._attachment(user, room, cmd) if cmd.file_id is not None else None
 
-        room.seq = seq = room.seq + 1
+        seq = self._broker.next_seq(room.id)
         message_id = new_id()
         timestamp = utc_now_iso()
         message = p.message_json(
@@ -468,7 +510,7 @@ class Chat:
             message["attachment"] = attachment
         if user.id in room.typing:
             self._stop_typing(room, user)
-        self._hub.publish(room, event("new_message", {"message": message}))
+        self._broker.publish(room.channel, event("new_message", {"message": message}))
         self._remember(room, message)
         self._metrics.messages_accepted += 1
 
@@ -636,7 +678,7 @@ class Chat:
         row = self._store.message_by_id(message_id)
         if row is None:
             return None
-        room = self._hub.rooms.get(row.room_id)
+        room = self._rooms.get(row.room_id)
         if room is None:
             return None
         for cached in reversed(self._history(room)):
@@ -665,7 +707,7 @@ class Chat:
         edited = {**message, "content": cmd.content, "edited": True}
         self._replace(room, edited)
         self._submit(ops.edit_message(message["id"], cmd.content, utc_now_iso()))
-        self._hub.publish(room, event("message_edited", {"message": edited}))
+        self._broker.publish(room.channel, event("message_edited", {"message": edited}))
 
     def delete_message(self, conn: Connection, user: User, cmd: p.DeleteMessage) -> None:
         found = self._find_message(cmd.message_id)
@@ -679,8 +721,8 @@ class Chat:
         deleted = {k: v for k, v in message.items() if k != "attachment"}
         self._replace(room, {**deleted, "content": "", "deleted": True})
         self._submit(ops.delete_message(message["id"], utc_now_iso()))
-        self._hub.publish(
-            room, event("message_deleted", {"messageId": message["id"], "roomId": room.id})
+        self._broker.publish(
+            room.channel, event("message_deleted", {"messageId": message["id"], "roomId": room.id})
         )
         if message["userId"] != user.id:
             self._audit(
@@ -758,7 +800,9 @@ class Chat:
             "user_typing",
             {"userId": user.id, "username": user.username, "roomId": room.id, "typing": typing},
         )
-        self._hub.publish(room, payload, droppable=True, exclude=self._user_conns(user.id))
+        self._broker.publish(
+            room.channel, payload, droppable=True, exclude=self._hub.user_conns(user.id)
+        )
 
     # --- direct messages ------------------------------------------------------------------
 
@@ -782,11 +826,11 @@ class Chat:
         ):
             return
         self._check_capacity(cmd.TYPE)
-        self._dm_seq = seq = self._dm_seq + 1
+        seq = self._broker.next_direct_seq()
         dm_id = new_id()
         timestamp = utc_now_iso()
-        self._hub.send_many(
-            self._user_conns(target.id),
+        self._broker.send_user(
+            target.id,
             event(
                 "private_message",
                 {
@@ -799,8 +843,8 @@ class Chat:
                 },
             ),
         )
-        self._hub.send_many(
-            self._user_conns(user.id),
+        self._broker.send_user(
+            user.id,
             event(
                 "private_message_sent",
                 {
@@ -932,11 +976,11 @@ class Chat:
         room = self._room(cmd.room_id, user, cmd.TYPE)
         target = self._moderation_target(user, cmd.user_id, room, cmd.TYPE)
         self._check_capacity(cmd.TYPE)
-        kicked_conns = [c for c in room.conns if c.user_id == target.id]
+        kicked_conns = [c for c in room.channel.conns if c.user_id == target.id]
         payload = event("kicked", {"roomId": room.id, "reason": cmd.reason, "by": user.public()})
         for target_conn in kicked_conns:
             self._hub.send(target_conn, payload)
-            self._hub.leave(room, target_conn)
+            self._hub.leave(room.channel, target_conn)
         if room.is_private and target.id in room.member_ids:
             room.member_ids.discard(target.id)
             self._submit(ops.remove_member(room.id, target.id))
@@ -955,9 +999,7 @@ class Chat:
         until = time.time() + cmd.duration_seconds
         self._mutes[(room.id, target.id)] = until
         self._submit(ops.set_mute(room.id, target.id, until))
-        self._hub.send_many(
-            self._user_conns(target.id), event("muted", {"roomId": room.id, "until": until})
-        )
+        self._broker.send_user(target.id, event("muted", {"roomId": room.id, "until": until}))
         self._audit(
             user, "mute", target.id, room.id, None, {"durationSeconds": cmd.duration_seconds}
         )
@@ -982,7 +1024,7 @@ class Chat:
         payload = event(
             "banned", {"reason": cmd.reason, "until": None if until == FOREVER else until}
         )
-        conns = list(self._user_conns(target.id))
+        conns = list(self._hub.user_conns(target.id))
         self._hub.send_many(conns, payload)
         return conns
 
@@ -1009,5 +1051,5 @@ class Chat:
         self._submit(ops.set_user_role(target.id, cmd.role))
         self._audit(user, "set_role", target.id, None, None, {"role": cmd.role})
         payload = event("role_changed", {"userId": target.id, "role": cmd.role})
-        self._hub.send_many(self._user_conns(target.id), payload)
+        self._broker.send_user(target.id, payload)
         self._hub.send(conn, payload)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from fastchat.chat import Chat, User
     from fastchat.config import LimitsConfig
-    from fastchat.hub import Hub
+    from fastchat.fanout.hub import Hub
     from fastchat.metrics import Metrics
     from fastchat.ws.connection import Connection
 

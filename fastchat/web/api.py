@@ -18,7 +18,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from fastchat.auth import normalize_email, validate_login, validate_registration
 from fastchat.clock import utc_now_iso
 from fastchat.errors import Banned, ChatError, Conflict, InvalidCredentials, RateLimited
-from fastchat.hub import DEDICATED, PLAIN, SHARED
 from fastchat.ids import new_id
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
@@ -33,6 +32,7 @@ from fastchat.ws.deflate import (
     negotiate,
     shared_deflater,
 )
+from fastchat.ws.peer import DEDICATED, PLAIN, SHARED
 from fastchat.ws.upgrade import hand_over, raw_request
 
 if TYPE_CHECKING:
