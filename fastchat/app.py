@@ -50,6 +50,7 @@ class App:
         self.uploads = Uploads(
             config.storage.uploads_dir,
             config.uploads.per_user_per_hour,
+            self.tokens,
             self.api_user,
             self.store,
             self.writer,
@@ -68,13 +69,13 @@ class App:
             )
         )
 
-    def api_user(self, request: Request) -> User:
+    async def api_user(self, request: Request) -> User:
         """The account behind a request's ``Authorization: Bearer`` token.
 
         Tokens are accepted only there (and in the WebSocket ``authenticate`` message), never
         in a URL, where they would end up in logs, history and Referer headers.
         """
-        return self.chat.identify(bearer_token(request.header("authorization")))
+        return await self.chat.identify(bearer_token(request.header("authorization")))
 
     async def close(self, timeout: float) -> int:
         """Flush the write-behind queue and close the database; returns ops not written."""

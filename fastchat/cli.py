@@ -109,7 +109,12 @@ def _user_create(config: Config, username: str, email: str | None, role: str) ->
         {"username": username, "email": email, "password": password}
     )
     with _open_store(config) as store:
-        if store.user_by_name(username) or store.user_by_login(normalize_email(registration.email)):
+
+        async def taken() -> bool:
+            email = normalize_email(registration.email)
+            return bool(await store.user_by_name(username) or await store.user_by_login(email))
+
+        if asyncio.run(taken()):
             print(f"fastchat: user {username!r} or that email already exists", file=sys.stderr)
             return 1
 
@@ -137,7 +142,7 @@ def _user_create(config: Config, username: str, email: str | None, role: str) ->
 
 def _user_set_role(config: Config, username: str, role: str) -> int:
     with _open_store(config) as store:
-        row = store.user_by_name(username)
+        row = asyncio.run(store.user_by_name(username))
         if row is None:
             print(f"fastchat: no user {username!r}", file=sys.stderr)
             return 1
@@ -162,7 +167,7 @@ def _write(config: Config, op: Op) -> None:
 
 def _audit(config: Config, limit: int) -> int:
     with _open_store(config) as store:
-        for entry in store.audit_entries(limit=limit):
+        for entry in asyncio.run(store.audit_entries(limit=limit)):
             print(
                 f"{entry.at}  {entry.action:<14} actor={entry.actor_id}"
                 f" target={entry.target_user_id}"

@@ -161,10 +161,12 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
     s = sqlite.SqliteStore(config)
     state = s.open()
     assert state.max_room_seq["general"] == 5 and state.max_dm_seq == 1
-    assert [m.seq for m in s.messages_page("general", limit=10)] == [1, 2, 3, 4, 5]
-    assert s.message_by_client_id("u1", "c3") == s.message_by_id("general-3")
-    assert s.message_by_client_id("u0", "c3") is None
-    assert s.dm_by_client_id("u0", "c1") is not None
+    assert [m.seq for m in asyncio.run(s.messages_page("general", limit=10))] == [1, 2, 3, 4, 5]
+    assert asyncio.run(s.message_by_client_id("u1", "c3")) == asyncio.run(
+        s.message_by_id("general-3")
+    )
+    assert asyncio.run(s.message_by_client_id("u0", "c3")) is None
+    assert asyncio.run(s.dm_by_client_id("u0", "c1")) is not None
     assert sorted(s.client_keys()) == sorted(
         [f"u{seq % 2}\0c{seq}" for seq in range(1, 6)] + ["u0\0dm:c1"]
     )
@@ -249,16 +251,16 @@ async def test_users_and_case_insensitive_login(
             created_at=T0,
         )
     )  # fmt: skip
-    user = db.user_by_id("u1")
+    user = await db.user_by_id("u1")
     assert user == base.UserRow(
         "u1", "Alice", "Alice@Example.com", "h", None, "user", T0, T0, None, None
     )
-    assert db.user_by_login("alice") == user
-    assert db.user_by_login("ALICE@example.COM") == user
-    assert db.user_by_name("aLiCe") == user
-    assert db.user_by_name("alice@example.com") is None
-    assert db.user_by_login("bob") is None
-    assert db.user_by_id("nope") is None
+    assert await db.user_by_login("alice") == user
+    assert await db.user_by_login("ALICE@example.COM") == user
+    assert await db.user_by_name("aLiCe") == user
+    assert await db.user_by_name("alice@example.com") is None
+    assert await db.user_by_login("bob") is None
+    assert await db.user_by_id("nope") is None
 
     for op in (
         ops.insert_user(id="u2", username="ALICE", email="x@y", password_hash="h", created_at=T0),
@@ -271,14 +273,14 @@ async def test_users_and_case_insensitive_login(
     await writer.execute(ops.set_user_role("u1", "admin"))
     await writer.execute(ops.set_user_ban("u1", base.FOREVER, "spam"))
     await writer.execute(ops.touch_last_seen("u1", "2026-02-02T00:00:00.000Z"))
-    user = db.user_by_id("u1")
+    user = await db.user_by_id("u1")
     assert user is not None
     assert (user.role, user.banned_until, user.ban_reason) == ("admin", base.FOREVER, "spam")
     assert user.last_seen == "2026-02-02T00:00:00.000Z"
     with pytest.raises(apsw.ConstraintError):
         await writer.execute(ops.set_user_role("u1", "overlord"))
     await writer.execute(ops.set_user_ban("u1", None, None))
-    user = db.user_by_id("u1")
+    user = await db.user_by_id("u1")
     assert user is not None and user.banned_until is None and user.role == "admin"
 
 
@@ -324,24 +326,24 @@ async def test_messages_page_edges(db: sqlite.SqliteStore, writer: sqlite.WriteB
         writer.submit(msg(seq))
     await writer.execute(msg(1, room="tech"))
 
-    def seqs(**kw: int | None) -> list[int]:
-        return [m.seq for m in db.messages_page("general", **kw)]  # type: ignore[arg-type]
+    async def seqs(**kw: int | None) -> list[int]:
+        return [m.seq for m in await db.messages_page("general", **kw)]  # type: ignore[arg-type]
 
-    assert seqs(limit=3) == [8, 9, 10]
-    assert seqs(limit=50) == list(range(1, 11))
-    assert seqs(before=5, limit=3) == [2, 3, 4]
-    assert seqs(before=3, limit=10) == [1, 2]
-    assert seqs(before=1, limit=10) == []
-    assert seqs(before=99, limit=2) == [9, 10]
-    assert seqs(after=5, limit=3) == [6, 7, 8]
-    assert seqs(after=8, limit=10) == [9, 10]
-    assert seqs(after=10, limit=10) == []
-    assert seqs(after=0, limit=2) == [1, 2]
-    assert seqs(limit=0) == []
-    assert [m.id for m in db.messages_page("tech", limit=10)] == ["tech-1"]
-    assert db.messages_page("random", limit=10) == []
+    assert await seqs(limit=3) == [8, 9, 10]
+    assert await seqs(limit=50) == list(range(1, 11))
+    assert await seqs(before=5, limit=3) == [2, 3, 4]
+    assert await seqs(before=3, limit=10) == [1, 2]
+    assert await seqs(before=1, limit=10) == []
+    assert await seqs(before=99, limit=2) == [9, 10]
+    assert await seqs(after=5, limit=3) == [6, 7, 8]
+    assert await seqs(after=8, limit=10) == [9, 10]
+    assert await seqs(after=10, limit=10) == []
+    assert await seqs(after=0, limit=2) == [1, 2]
+    assert await seqs(limit=0) == []
+    assert [m.id for m in await db.messages_page("tech", limit=10)] == ["tech-1"]
+    assert await db.messages_page("random", limit=10) == []
     with pytest.raises(ValueError):
-        db.messages_page("general", before=5, after=1, limit=3)
+        await db.messages_page("general", before=5, after=1, limit=3)
 
 
 async def test_message_lookup_edit_delete_and_client_id(
@@ -350,12 +352,12 @@ async def test_message_lookup_edit_delete_and_client_id(
     await writer.execute(msg(1, client_id="c1", reply_to="x", attachment_id="f1"))
     await writer.execute(msg(2))
     await writer.execute(msg(3))  # several messages without client_id are fine
-    first = db.message_by_id("general-1")
+    first = await db.message_by_id("general-1")
     assert first == base.MessageRow(
         "general-1", "general", 1, "u1", "m1", "text", "x", "c1", "f1", T0, None, None
     )
-    assert db.message_by_client_id("u1", "c1") == first
-    assert db.message_by_client_id("u2", "c1") is None
+    assert await db.message_by_client_id("u1", "c1") == first
+    assert await db.message_by_client_id("u2", "c1") is None
 
     with pytest.raises(base.Duplicate):  # same user, same client id
         await writer.execute(msg(4, client_id="c1"))
@@ -369,7 +371,7 @@ async def test_message_lookup_edit_delete_and_client_id(
 
     await writer.execute(ops.edit_message("general-2", "edited", "2026-01-02T00:00:00.000Z"))
     await writer.execute(ops.delete_message("general-3", "2026-01-03T00:00:00.000Z"))
-    edited, deleted = db.message_by_id("general-2"), db.message_by_id("general-3")
+    edited, deleted = await db.message_by_id("general-2"), await db.message_by_id("general-3")
     assert edited is not None and (edited.content, edited.edited_at) == (
         "edited",
         "2026-01-02T00:00:00.000Z",
@@ -378,7 +380,7 @@ async def test_message_lookup_edit_delete_and_client_id(
         "",
         "2026-01-03T00:00:00.000Z",
     )
-    assert db.message_by_id("nope") is None
+    assert await db.message_by_id("nope") is None
 
 
 async def test_direct_messages(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None:
@@ -394,14 +396,14 @@ async def test_direct_messages(db: sqlite.SqliteStore, writer: sqlite.WriteBehin
     await writer.execute(
         ops.insert_dm(id="d8", seq=8, sender_id="a", recipient_id="c", content="x", created_at=T0)
     )
-    assert [m.seq for m in db.dm_page("a", "b", limit=3)] == [5, 6, 7]
-    assert [m.seq for m in db.dm_page("b", "a", before=5, limit=3)] == [2, 3, 4]
-    assert [m.seq for m in db.dm_page("a", "b", before=2, limit=3)] == [1]
-    assert db.dm_page("a", "b", limit=0) == []
-    assert [m.id for m in db.dm_page("c", "a", limit=10)] == ["d8"]
-    row = db.dm_by_client_id("b", "c2")
+    assert [m.seq for m in await db.dm_page("a", "b", limit=3)] == [5, 6, 7]
+    assert [m.seq for m in await db.dm_page("b", "a", before=5, limit=3)] == [2, 3, 4]
+    assert [m.seq for m in await db.dm_page("a", "b", before=2, limit=3)] == [1]
+    assert await db.dm_page("a", "b", limit=0) == []
+    assert [m.id for m in await db.dm_page("c", "a", limit=10)] == ["d8"]
+    row = await db.dm_by_client_id("b", "c2")
     assert row == base.DirectMessageRow("d2", 2, "a:b", "b", "a", "hi 2", "c2", T0)
-    assert db.dm_by_client_id("a", "c2") is None
+    assert await db.dm_by_client_id("a", "c2") is None
     with pytest.raises(base.Duplicate):  # same sender, same client id
         await writer.execute(ops.insert_dm(
             id="d9", seq=9, sender_id="b", recipient_id="c", content="x", client_id="c2",
@@ -440,14 +442,14 @@ async def test_audit_entries_newest_first_with_paging(
             )
         )  # fmt: skip
     await writer.execute(ops.insert_audit(at=T0, actor_id=None, action="system"))
-    entries = db.audit_entries(limit=3)
+    entries = await db.audit_entries(limit=3)
     assert [e.action for e in entries] == ["system", "act4", "act3"]
     assert entries[0] == base.AuditRow(6, T0, None, "system", None, None, None, None)
     assert orjson.loads(entries[1].detail or "") == {"i": 4}
-    older = db.audit_entries(limit=10, before_id=entries[-1].id)
+    older = await db.audit_entries(limit=10, before_id=entries[-1].id)
     assert [e.action for e in older] == ["act2", "act1", "act0"]
-    assert db.audit_entries(limit=10, before_id=1) == []
-    assert db.audit_entries(limit=0) == []
+    assert await db.audit_entries(limit=10, before_id=1) == []
+    assert await db.audit_entries(limit=0) == []
 
 
 async def test_files(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None:
@@ -457,11 +459,13 @@ async def test_files(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None
             created_at=T0,
         )
     )  # fmt: skip
-    assert db.file("f1") == base.FileRow("f1", "u1", "cat.png", 123, "image/png", T0, None, None)
+    assert await db.file("f1") == base.FileRow(
+        "f1", "u1", "cat.png", 123, "image/png", T0, None, None
+    )
     await writer.execute(ops.attach_file("f1", "general", "general-1"))
-    row = db.file("f1")
+    row = await db.file("f1")
     assert row is not None and (row.room_id, row.message_id) == ("general", "general-1")
-    assert db.file("nope") is None
+    assert await db.file("nope") is None
 
 
 def test_history_page_uses_index_on_100k_messages(config: StorageConfig) -> None:
@@ -493,14 +497,22 @@ def test_history_page_uses_index_on_100k_messages(config: StorageConfig) -> None
         assert any(f"USING INDEX {index}" in d for d in details), (name, details)
         assert not any(d.startswith("SCAN") or "TEMP B-TREE" in d for d in details), details
 
-    assert [m.seq for m in s.messages_page("general", limit=3)] == [99_996, 99_998, 100_000]
-    assert [m.seq for m in s.messages_page("tech", before=7, limit=2)] == [3, 5]
-    assert [m.seq for m in s.messages_page("general", after=99_990, limit=50)] == [
+    assert [m.seq for m in asyncio.run(s.messages_page("general", limit=3))] == [
+        99_996,
+        99_998,
+        100_000,
+    ]
+    assert [m.seq for m in asyncio.run(s.messages_page("tech", before=7, limit=2))] == [3, 5]
+    assert [m.seq for m in asyncio.run(s.messages_page("general", after=99_990, limit=50))] == [
         99_992, 99_994, 99_996, 99_998, 100_000,
     ]  # fmt: skip
+
+    async def pages() -> None:
+        for before in range(1000, 100_000, 1000):
+            assert len(await s.messages_page("general", before=before, limit=50)) == 50
+
     started = time.perf_counter()
-    for before in range(1000, 100_000, 1000):
-        assert len(s.messages_page("general", before=before, limit=50)) == 50
+    asyncio.run(pages())
     # 99 indexed pages of 50 rows take a few ms; a table scan per page would take far longer.
     assert time.perf_counter() - started < 1.0
     s.close()
@@ -550,7 +562,7 @@ async def test_zero_interval_commits_at_once(db: sqlite.SqliteStore, config: Sto
     started = time.monotonic()
     await writer.execute(msg(1))
     assert time.monotonic() - started < 1.0
-    assert db.message_by_id("general-1") is not None
+    assert await db.message_by_id("general-1") is not None
     assert await writer.close(5) == 0
 
 
@@ -578,7 +590,7 @@ async def test_constraint_failure_is_isolated(
     assert writer.ops_committed == 3
     assert writer.op_errors_total == 2
     assert writer.healthy
-    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 3, 4]
+    assert [m.seq for m in await db.messages_page("general", limit=10)] == [1, 3, 4]
     assert await writer.close(5) == 0
 
 
@@ -597,7 +609,7 @@ async def test_batch_of_inserts_is_one_statement_and_a_failure_is_isolated(
     assert errors[0] is None and errors[1] is None and errors[3] is None
     assert isinstance(errors[2], base.Duplicate)
     assert (writer.batches_committed, writer.ops_committed, writer.op_errors_total) == (1, 3, 1)
-    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 2, 4]
+    assert [m.seq for m in await db.messages_page("general", limit=10)] == [1, 2, 4]
     assert await writer.close(5) == 0
 
 
@@ -625,9 +637,9 @@ async def test_batched_rows_keep_every_value(db: sqlite.SqliteStore, config: Sto
     await results.wait(6)
     assert all(error is None for _, error, _ in results.calls)
     assert writer.batches_committed == 2
-    stored = [db.message_by_id(f"m{i}") for i in (1, 2, 3)]
+    stored = [await db.message_by_id(f"m{i}") for i in (1, 2, 3)]
     assert stored == [base.MessageRow(*op[1], None, None) for op in messages]
-    assert db.dm_page("u1", "u2", limit=5) == [base.DirectMessageRow(*op[1]) for op in dms]
+    assert await db.dm_page("u1", "u2", limit=5) == [base.DirectMessageRow(*op[1]) for op in dms]
     conn = apsw.Connection(str(config.path))
     types = conn.execute("SELECT typeof(seq), typeof(content) FROM messages ORDER BY id").fetchall()
     conn.close()
@@ -675,7 +687,7 @@ async def test_checkpoints_run_off_the_writer_thread(
     assert 0 < wal_pages(config) < 100
     assert threads and set(threads) == {"fastchat-checkpointer"}
     assert await writer.close(5) == 0
-    assert len(db.messages_page("general", limit=5000)) == 1000
+    assert len(await db.messages_page("general", limit=5000)) == 1000
 
 
 def shrink_wal_limits(monkeypatch: pytest.MonkeyPatch, interval: float) -> None:
@@ -707,7 +719,7 @@ async def test_wal_starts_over_under_sustained_load(
     assert {"fastchat-checkpointer", "fastchat-writer"} <= set(threads)
     assert writer.healthy
     assert await writer.close(5) == 0
-    assert len(db.messages_page("general", limit=count)) == count
+    assert len(await db.messages_page("general", limit=count)) == count
 
 
 async def test_wal_stays_bounded_when_the_checkpointer_lags(
@@ -746,7 +758,7 @@ async def test_disk_full_is_retried_until_space_returns(
     assert not writer.healthy
     assert writer.last_error is not None and writer.last_error.startswith("disk full")
     assert results.calls == []  # nothing acknowledged while failing
-    assert db.messages_page("general", limit=10) == []
+    assert await db.messages_page("general", limit=10) == []
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(failures) == 1  # logged once per episode, not per retry
     assert "disk full" in failures[0].getMessage()
@@ -759,7 +771,7 @@ async def test_disk_full_is_retried_until_space_returns(
     assert writer.healthy and writer.last_error is None
     assert writer.batches_committed == 1
     assert any("recovered" in r.getMessage() for r in caplog.records)
-    assert len(db.messages_page("general", limit=10)) == 3
+    assert len(await db.messages_page("general", limit=10)) == 3
     assert await writer.close(5) == 0
 
 
@@ -772,7 +784,7 @@ async def test_queue_max_refuses_new_ops(db: sqlite.SqliteStore, config: Storage
         await writer.execute(msg(5))
     assert writer.queue_depth == 3
     assert await writer.close(5) == 0
-    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 2, 3]
+    assert [m.seq for m in await db.messages_page("general", limit=10)] == [1, 2, 3]
 
 
 async def test_close_drains_everything_queued(
@@ -787,7 +799,7 @@ async def test_close_drains_everything_queued(
     assert writer.submit(msg(9999)) is False  # closed: nothing more is accepted
     reopened = sqlite.SqliteStore(config)
     reopened.open()
-    assert len(reopened.messages_page("general", limit=5000)) == 2500
+    assert len(await reopened.messages_page("general", limit=5000)) == 2500
     reopened.close()
 
 
@@ -807,7 +819,7 @@ async def test_close_gives_up_on_a_failing_disk(
     assert await writer.close(0.2) == 2
     assert [name for name, _, _ in results.calls] == ["m1", "m2"]
     assert all(isinstance(error, StorageUnavailable) for _, error, _ in results.calls)
-    assert db.messages_page("general", limit=10) == []
+    assert await db.messages_page("general", limit=10) == []
 
 
 def test_acked_writes_survive_sigkill(config: StorageConfig) -> None:
@@ -834,7 +846,9 @@ def test_acked_writes_survive_sigkill(config: StorageConfig) -> None:
     s = sqlite.SqliteStore(config)
     state = s.open()
     assert state.clean is False
-    missing = [message_id for message_id in acked if s.message_by_id(message_id) is None]
+    missing = [
+        message_id for message_id in acked if asyncio.run(s.message_by_id(message_id)) is None
+    ]
     assert missing == []
     assert state.max_room_seq["general"] >= len(acked)
     s.close()

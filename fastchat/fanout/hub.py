@@ -435,7 +435,7 @@ class Hub:
     # --- membership of live connections ---------------------------------------------------
 
     def enter(self, room: Room, conn: Connection) -> None:
-        if conn in room.conns:
+        if conn.closed or conn in room.conns:  # closed: a join that waited on storage
             return
         room.conns[conn] = room.log_end  # from what is published next
         conn.rooms.append(room)

@@ -212,7 +212,9 @@ def _connect(config: StorageConfig, synchronous: str) -> apsw.Connection:
 class SqliteStore:
     """The reader connection: schema set-up, start-up state and the server's reads.
 
-    Used on the event-loop thread only; every query is a short indexed lookup.
+    Used on the event-loop thread only; every query is a short indexed lookup. The reads
+    the server makes after start-up are coroutines (the :class:`~fastchat.storage.base.Store`
+    protocol, which a network database needs); here they answer without suspending.
     """
 
     _db: apsw.Connection
@@ -274,19 +276,19 @@ class SqliteStore:
         rows = self._db.execute(sql, params).fetchall()
         return rows[0] if rows else None
 
-    def user_by_id(self, user_id: str) -> UserRow | None:
+    async def user_by_id(self, user_id: str) -> UserRow | None:
         """The user with this id."""
         row = self._one(f"{_USER_SELECT} WHERE id = ?", (user_id,))
         return UserRow(*row) if row else None
 
-    def user_by_name(self, username: str) -> UserRow | None:
+    async def user_by_name(self, username: str) -> UserRow | None:
         """The user with this username, compared case-insensitively."""
         row = self._one(f"{_USER_SELECT} WHERE username = ?", (username,))
         return UserRow(*row) if row else None
 
-    def user_by_login(self, name_or_email: str) -> UserRow | None:
+    async def user_by_login(self, name_or_email: str) -> UserRow | None:
         """The user whose username (first) or email matches, case-insensitively."""
-        user = self.user_by_name(name_or_email)
+        user = await self.user_by_name(name_or_email)
         if user is not None:
             return user
         row = self._one(f"{_USER_SELECT} WHERE email = ?", (name_or_email,))
@@ -302,7 +304,7 @@ class SqliteStore:
         rows = self._db.execute("SELECT user_id FROM room_members WHERE room_id = ?", (room_id,))
         return {row[0] for row in rows.fetchall()}
 
-    def messages_page(
+    async def messages_page(
         self, room_id: str, *, before: int | None = None, after: int | None = None, limit: int
     ) -> list[MessageRow]:
         """Up to ``limit`` messages of a room, oldest first.
@@ -323,7 +325,7 @@ class SqliteStore:
             rows = self._db.execute(PAGE_SQL["latest"], (room_id, limit)).fetchall()
         return [MessageRow(*row) for row in reversed(rows)]
 
-    def message_by_id(self, message_id: str) -> MessageRow | None:
+    async def message_by_id(self, message_id: str) -> MessageRow | None:
         """The message with this id."""
         row = self._one(f"{_MESSAGE_SELECT} WHERE id = ?", (message_id,))
         return MessageRow(*row) if row else None
@@ -339,14 +341,14 @@ class SqliteStore:
         ):
             yield f"{sender_id}\0dm:{client_id}"
 
-    def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
+    async def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
         """The message ``user_id`` sent with this client id (for idempotent retries)."""
         row = self._one(
             f"{_MESSAGE_SELECT} WHERE user_id = ? AND client_id = ?", (user_id, client_id)
         )
         return MessageRow(*row) if row else None
 
-    def dm_page(
+    async def dm_page(
         self, user_a: str, user_b: str, *, before: int | None = None, limit: int
     ) -> list[DirectMessageRow]:
         """Up to ``limit`` direct messages between two users, the newest with
@@ -360,7 +362,7 @@ class SqliteStore:
             rows = self._db.execute(PAGE_SQL["dm_before"], (pair, before, limit)).fetchall()
         return [DirectMessageRow(*row) for row in reversed(rows)]
 
-    def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
+    async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
         """The direct message ``sender_id`` sent with this client id."""
         row = self._one(
             f"{_DM_SELECT} WHERE sender_id = ? AND client_id = ?", (sender_id, client_id)
@@ -373,7 +375,7 @@ class SqliteStore:
         rows = self._db.execute("SELECT room_id, user_id, until FROM mutes WHERE until > ?", (now,))
         return [(row[0], row[1], row[2]) for row in rows.fetchall()]
 
-    def audit_entries(self, *, limit: int, before_id: int | None = None) -> list[AuditRow]:
+    async def audit_entries(self, *, limit: int, before_id: int | None = None) -> list[AuditRow]:
         """Up to ``limit`` audit entries with ``id < before_id`` (if given), newest first."""
         if limit <= 0:
             return []
@@ -386,7 +388,7 @@ class SqliteStore:
             )
         return [AuditRow(*row) for row in rows.fetchall()]
 
-    def file(self, file_id: str) -> FileRow | None:
+    async def file(self, file_id: str) -> FileRow | None:
         """The uploaded file's record."""
         row = self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = ?", (file_id,))
         return FileRow(*row) if row else None

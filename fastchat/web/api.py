@@ -209,7 +209,7 @@ class Api:
         registration = validate_registration(_json_body(request))
         store = self._app.store
         email = normalize_email(registration.email)
-        if store.user_by_name(registration.username) or store.user_by_login(email):
+        if await store.user_by_name(registration.username) or await store.user_by_login(email):
             raise Conflict("User already exists")
         password_hash = await self._app.hasher.hash(registration.password)
         user_id = new_id()
@@ -237,33 +237,35 @@ class Api:
     async def _login(self, request: Request) -> Response:
         self._limit_auth(request)
         login = validate_login(_json_body(request))
-        row = self._app.store.user_by_login(login.username)
+        row = await self._app.store.user_by_login(login.username)
         if (
             not await self._app.hasher.verify(login.password, row.password_hash if row else None)
             or row is None
         ):
             raise InvalidCredentials("Invalid credentials")
-        user = self._app.chat.user(row.id)
+        user = await self._app.chat.user(row.id)
         assert user is not None
         if user.is_banned(time.time()):
             raise Banned("This account is banned")
         token = self._app.tokens.issue(user.id, user.username, user.role)
         return json_response(200, {"user": user.private(), "token": token})
 
-    def _user(self, request: Request) -> User:
-        return self._app.api_user(request)
+    async def _user(self, request: Request) -> User:
+        return await self._app.api_user(request)
 
     async def _me(self, request: Request) -> Response:
-        return json_response(200, {"user": self._user(request).private()})
+        return json_response(200, {"user": (await self._user(request)).private()})
 
     async def _rooms(self, request: Request) -> Response:
-        return json_response(200, {"rooms": self._app.chat.visible_rooms(self._user(request))})
+        return json_response(
+            200, {"rooms": self._app.chat.visible_rooms(await self._user(request))}
+        )
 
     async def _audit(self, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         if user.role != "admin":
             return error_response(403, "Admins only", code="forbidden")
-        entries = self._app.store.audit_entries(limit=200)
+        entries = await self._app.store.audit_entries(limit=200)
         return json_response(200, {"entries": [_audit_json(e) for e in entries]})
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from fastchat.auth import bearer_token
 from fastchat.clock import utc_now_iso
 from fastchat.errors import ChatError, NotFound, RateLimited, ValidationError
 from fastchat.protocol import attachment_json
@@ -25,8 +26,9 @@ from fastchat.storage import ops
 from fastchat.web.http import BodySink, Request, Response, json_response
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
+    from fastchat.auth import TokenService
     from fastchat.chat import Chat, User
     from fastchat.storage.base import Store, Writer
 
@@ -62,8 +64,8 @@ def sanitize_name(raw: str | None) -> str:
 class _TempFileSink:
     """Writes the body to a temporary file, remembering its size and first bytes."""
 
-    def __init__(self, directory: Path, user: User | None, error: ChatError | None):
-        self.user = user
+    def __init__(self, directory: Path, user_id: str | None, error: ChatError | None):
+        self.user_id = user_id
         self.error = error
         self.size = 0
         self.head = b""
@@ -97,12 +99,14 @@ class Uploads:
         self,
         directory: Path,
         per_user_per_hour: int,
-        api_user: Callable[[Request], User],
+        tokens: TokenService,
+        api_user: Callable[[Request], Awaitable[User]],
         store: Store,
         writer: Writer,
         chat: Chat,
     ):
         """``api_user`` is the account behind a request (it raises for anonymous ones)."""
+        self._tokens = tokens
         self._api_user = api_user
         self._store = store
         self._writer = writer
@@ -114,28 +118,36 @@ class Uploads:
         self._limiter = KeyedLimiter(per_user_per_hour, 3600.0)
 
     def sink(self, request: Request) -> BodySink:
-        """Called when the headers are complete: check who uploads before storing a byte."""
+        """Called when the headers are complete: check the token before storing a byte.
+
+        The account behind it (it may be gone or banned: a storage read) is checked when
+        the body is complete, before the file is kept.
+        """
         try:
-            user = self._api_user(request)
-            retry = self._limiter.hit(user.id, time.monotonic())
+            user_id = self._tokens.verify(bearer_token(request.header("authorization"))).user_id
+            retry = self._limiter.hit(user_id, time.monotonic())
             if retry is not None:
                 raise RateLimited("Upload limit reached, try again later", retry_after=retry)
         except ChatError as err:
             return _TempFileSink(self._dir, None, err)
-        return _TempFileSink(self._dir, user, None)
+        return _TempFileSink(self._dir, user_id, None)
 
     async def upload(self, request: Request, sink: BodySink | None) -> Response:
         if not isinstance(sink, _TempFileSink):  # no sink: the body was empty
-            self._api_user(request)  # an anonymous request is refused as such first
+            await self._api_user(request)  # an anonymous request is refused as such first
             raise ValidationError("The file is empty", field="body")
         sink.finish()
         if sink.error is not None:
             sink.abort()
             raise sink.error
+        try:
+            user = await self._api_user(request)
+        except ChatError:
+            sink.abort()
+            raise
         if sink.size == 0:
             sink.abort()
             raise ValidationError("The file is empty", field="body")
-        assert sink.user is not None
         file_id = uuid.uuid4().hex
         content_type = sniff(sink.head)
         name = sanitize_name(request.header("x-filename"))
@@ -143,7 +155,7 @@ class Uploads:
         await self._writer.execute(
             ops.insert_file(
                 id=file_id,
-                uploader_id=sink.user.id,
+                uploader_id=user.id,
                 name=name,
                 size=sink.size,
                 content_type=content_type,
@@ -156,11 +168,11 @@ class Uploads:
         )
 
     async def download(self, request: Request, file_id: str) -> Response:
-        user = self._api_user(request)
-        row = self._store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
+        user = await self._api_user(request)
+        row = await self._store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
         if row is None:
             raise NotFound("File not found")
-        self._chat.check_file_access(user, row)
+        await self._chat.check_file_access(user, row)
         path = self._dir / row.id
         data = path.read_bytes()  # files are at most uploads.max_bytes
         headers = [
