@@ -163,25 +163,29 @@ class Moderation:
         self._hub.send_many(conns, payload)
         return conns
 
-    async def unban_user(self, conn: Connection, user: User, cmd: p.UnbanUser) -> None:
-        if user.role != "admin":
-            raise Forbidden("Only admins can unban", request_type=cmd.TYPE)
-        target = await self._users.get(cmd.user_id)
+    async def _admin_target(
+        self, actor: User, target_id: str, refusal: str, request_type: str
+    ) -> User:
+        """The target of an admin-only action (with room for its writes)."""
+        if actor.role != "admin":
+            raise Forbidden(refusal, request_type=request_type)
+        target = await self._users.get(target_id)
         if target is None:
-            raise NotFound("User not found", request_type=cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE)
+            raise NotFound("User not found", request_type=request_type)
+        self._writes.check_capacity(request_type)
+        return target
+
+    async def unban_user(self, conn: Connection, user: User, cmd: p.UnbanUser) -> None:
+        target = await self._admin_target(user, cmd.user_id, "Only admins can unban", cmd.TYPE)
         target.banned_until = None
         self._writes.submit(ops.set_user_ban(target.id, None, None))
         self.audit(user, "unban", target.id, None, None)
         self._hub.send(conn, event("moderation_done", {"action": "unban", "userId": target.id}))
 
     async def set_role(self, conn: Connection, user: User, cmd: p.SetRole) -> None:
-        if user.role != "admin":
-            raise Forbidden("Only admins can change roles", request_type=cmd.TYPE)
-        target = await self._users.get(cmd.user_id)
-        if target is None:
-            raise NotFound("User not found", request_type=cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE)
+        target = await self._admin_target(
+            user, cmd.user_id, "Only admins can change roles", cmd.TYPE
+        )
         target.role = cmd.role
         self._writes.submit(ops.set_user_role(target.id, cmd.role))
         self.audit(user, "set_role", target.id, None, None, {"role": cmd.role})
