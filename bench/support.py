@@ -24,7 +24,7 @@ CONTENT = "Has anyone tried the new release yet? The fan-out numbers look really
 
 
 def message_dict(seq: int, content: str = CONTENT) -> dict[str, Any]:
-    """A room message shaped exactly as ``Chat.send_message`` builds it."""
+    """A room message built as the chat builds it (``protocol.message_json``)."""
     return message_json(
         str(uuid.uuid4()),
         seq,
@@ -42,7 +42,7 @@ def message_dict(seq: int, content: str = CONTENT) -> dict[str, Any]:
 
 
 def new_message_event(seq: int) -> bytes:
-    """The encoded ``new_message`` broadcast, as ``Chat.send_message`` encodes it."""
+    """The encoded ``new_message`` broadcast, as the chat encodes it."""
     return event("new_message", {"message": message_dict(seq)})
 
 

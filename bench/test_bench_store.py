@@ -27,7 +27,7 @@ BATCH = 1000
 
 
 def _messages(first_seq: int) -> list[Op]:
-    """Messages as chat.py stores them, with time-ordered clientIds as the browser sends."""
+    """Messages as the chat stores them, with time-ordered clientIds as the browser sends."""
     created_at = utc_now_iso()
     return [
         ops.insert_message(

@@ -1,7 +1,7 @@
 """Write-behind throughput: how many chat messages per second the real writer sustains.
 
 The real :class:`fastchat.storage.sqlite.WriteBehind` on a real database file on disk. The
-``insert_message`` ops are built first, as ``Chat.send_message`` builds them (UUIDv7
+``insert_message`` ops are built first, as ``chat/messages.py`` builds them (UUIDv7
 message ids, ~100 bytes of content, 10 users spread over the 3 default rooms, a clientId
 each); building them is chat work, not storage work, so it happens before the clock starts.
 Then a coroutine on a uvloop event loop submits them with one ``on_done`` closure per
@@ -93,7 +93,7 @@ def _content(rng: random.Random, size: int) -> str:
 def _messages(
     count: int, seqs: dict[str, int], client_ids: str, content_bytes: int, seed: int
 ) -> list[base.Op]:
-    """``count`` insert_message ops as Chat.send_message makes them; advances ``seqs``."""
+    """``count`` insert_message ops as chat/messages.py makes them; advances ``seqs``."""
     rng = random.Random(seed)
     contents = [_content(rng, content_bytes) for _ in range(64)]
     make_client_id = CLIENT_IDS[client_ids]
@@ -222,7 +222,7 @@ async def _produce(
     mark: tuple[float, float, dict[str, float], int, float] | None = None
 
     def on_done_for(message_id: str) -> base.OnDone:
-        # One callable per message, called once its batch committed (the chat's _PendingAck).
+        # One callable per message, called once its batch committed (the chat's PendingAck).
         def done(error: BaseException | None) -> None:
             nonlocal acked, in_flight, mark
             in_flight -= 1
