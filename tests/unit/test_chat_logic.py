@@ -27,6 +27,7 @@ from fastchat.fanout.hub import Hub, Room
 from fastchat.metrics import Metrics
 from fastchat.session import Sessions
 from fastchat.storage import ops
+from fastchat.storage.base import StartupState, Store
 from fastchat.storage.sqlite import SqliteStore, WriteBehind
 from fastchat.ws.peer import PLAIN
 
@@ -127,19 +128,20 @@ async def build(config: StorageConfig, users: tuple[str, ...] = ()) -> World:
                 role="admin" if user_id == "admin" else "user",
             )
         )
+    chat, hub, _ = make_chat(config, store, writer, startup)
+    return World(chat, hub, store, writer, config)
+
+
+def make_chat(
+    config: StorageConfig, store: Store, writer: WriteBehind, startup: StartupState
+) -> tuple[Chat, Hub, Metrics]:
+    """A Chat over a real Hub and LocalBroker (no compression, no coalescing delay)."""
     metrics = Metrics()
     hub = Hub(WebSocketConfig(compression="off", coalesce_ms=0), metrics)
     chat = Chat(
-        config,
-        hub,
-        LocalBroker(hub),
-        store,
-        writer,
-        TokenService(SECRET, 3600),
-        metrics,
-        startup,
+        config, hub, LocalBroker(hub), store, writer, TokenService(SECRET, 3600), metrics, startup
     )
-    return World(chat, hub, store, writer, config)
+    return chat, hub, metrics
 
 
 async def close(world: World) -> None:
@@ -277,18 +279,7 @@ async def test_a_request_waiting_on_storage_keeps_the_connection_in_order(
     world = await build(config, ("alice",))
     try:
         store = SuspendingStore(world.store)
-        metrics = Metrics()
-        hub = Hub(WebSocketConfig(compression="off", coalesce_ms=0), metrics)
-        chat = Chat(
-            config,
-            hub,
-            LocalBroker(hub),
-            store,  # type: ignore[arg-type]
-            world.writer,
-            TokenService(SECRET, 3600),
-            metrics,
-            world.store.open(),
-        )
+        chat, hub, metrics = make_chat(config, store, world.writer, StartupState(True, {}, 0))  # type: ignore[arg-type]
         sessions = Sessions(chat, hub, LimitsConfig(), metrics)
         peer = Peer()
         hub.opened(peer)  # type: ignore[arg-type]
