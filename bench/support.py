@@ -6,14 +6,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from fastchat.clock import utc_now_iso
 from fastchat.config import AuthConfig, Config, StorageConfig, WebSocketConfig
-from fastchat.hub import DEDICATED, PLAIN, Hub
+from fastchat.fanout.hub import Hub
 from fastchat.metrics import Metrics
-from fastchat.protocol import utc_now_iso
+from fastchat.protocol import event, message_json
 from fastchat.ws.connection import Connection
 from fastchat.ws.deflate import ContextDeflater
+from fastchat.ws.peer import DEDICATED, PLAIN
 from tests.support.transports import CountingTransport
 
 ROOM_SIZE = 1000
@@ -25,26 +25,26 @@ CONTENT = "Has anyone tried the new release yet? The fan-out numbers look really
 
 
 def message_dict(seq: int, content: str = CONTENT) -> dict[str, Any]:
-    """A room message shaped exactly as ``Chat.send_message`` builds it."""
-    return {
-        "id": str(uuid.uuid4()),
-        "seq": seq,
-        "roomId": ROOM_ID,
-        "userId": USER_ID,
-        "username": "alice_wonder",
-        "avatar_url": None,
-        "content": content,
-        "messageType": "text",
-        "replyTo": None,
-        "clientId": str(uuid.uuid4()),
-        "timestamp": utc_now_iso(),
-        "edited": False,
-    }
+    """A room message built as the chat builds it (``protocol.message_json``)."""
+    return message_json(
+        str(uuid.uuid4()),
+        seq,
+        ROOM_ID,
+        USER_ID,
+        "alice_wonder",
+        None,
+        content,
+        "text",
+        None,
+        str(uuid.uuid4()),
+        utc_now_iso(),
+        False,
+    )
 
 
 def new_message_event(seq: int) -> bytes:
-    """The encoded ``new_message`` broadcast, as ``Chat.send_message`` encodes it."""
-    return orjson.dumps({"type": "new_message", "data": {"message": message_dict(seq)}})
+    """The encoded ``new_message`` broadcast, as the chat encodes it."""
+    return event("new_message", {"message": message_dict(seq)})
 
 
 def bench_config(data_dir: Path, **storage: Any) -> Config:

@@ -18,10 +18,11 @@ import pytest
 
 from bench.support import ROOM_ID, ROOM_SIZE, make_members, message_dict, new_message_event
 from fastchat.config import WebSocketConfig
-from fastchat.hub import DEDICATED, PLAIN, SHARED, Hub, Room
+from fastchat.fanout.hub import Hub, Room
 from fastchat.metrics import Metrics
 from fastchat.ws.connection import Connection
 from fastchat.ws.frames import build_frame
+from fastchat.ws.peer import DEDICATED, PLAIN, SHARED
 
 MODES = {"plain": PLAIN, "shared": SHARED, "dedicated": DEDICATED}
 CORK_FRAMES = 50
@@ -47,8 +48,7 @@ def make_room(loop: asyncio.AbstractEventLoop) -> RoomFactory:
     def make(compress: int) -> tuple[Hub, Room, list[Connection]]:
         metrics = Metrics()
         hub = loop.run_until_complete(_hub(metrics))
-        room = Room(ROOM_ID, "General", None, False, None, set(), 0)
-        hub.rooms[room.id] = room
+        room = hub.open_room(ROOM_ID)
         members = make_members(hub, metrics, compress=compress)
         for conn in members:
             hub.enter(room, conn)

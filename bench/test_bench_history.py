@@ -1,4 +1,4 @@
-"""History pages served from memory: ``Chat._page`` over a full 500-message cache.
+"""History pages served from memory: ``History.cached_page`` over a full 500-message cache.
 
 The Chat is the real one, built by :class:`fastchat.app.App` over a temporary database;
 the room's cache is filled with 500 messages so no page below touches SQLite.
@@ -16,8 +16,7 @@ import pytest
 
 from bench.support import ROOM_ID, bench_config, message_dict
 from fastchat.app import App
-from fastchat.chat import Chat
-from fastchat.hub import Room
+from fastchat.chat import Chat, Room
 
 CACHE = 500
 LIMIT = 50
@@ -31,9 +30,9 @@ async def _app(data_dir: Path) -> App:
 def chat_room(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> Iterator[tuple[Chat, Room]]:
     """The real Chat and its 'general' room, whose cache holds seqs 1..500."""
     app = loop.run_until_complete(_app(tmp_path))
-    room = app.hub.rooms[ROOM_ID]
+    room = app.chat.directory.by_id[ROOM_ID]
     room.history = deque((message_dict(seq) for seq in range(1, CACHE + 1)), maxlen=CACHE)
-    room.seq = CACHE
+    app.broker.open_room(ROOM_ID, CACHE)
     yield app.chat, room
     assert loop.run_until_complete(app.close(5.0)) == 0
 
@@ -41,7 +40,7 @@ def chat_room(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> Iterator[tuple
 @pytest.mark.benchmark(group="history")
 def test_page_before(benchmark, chat_room: tuple[Chat, Room]) -> None:
     chat, room = chat_room
-    messages, has_more = benchmark(chat._page, room, 400, None, LIMIT)
+    messages, has_more = benchmark(chat.history.cached_page, room, 400, None, LIMIT)
     assert [m["seq"] for m in messages] == list(range(350, 400))
     assert has_more
 
@@ -49,7 +48,7 @@ def test_page_before(benchmark, chat_room: tuple[Chat, Room]) -> None:
 @pytest.mark.benchmark(group="history")
 def test_page_latest(benchmark, chat_room: tuple[Chat, Room]) -> None:
     chat, room = chat_room
-    messages, has_more = benchmark(chat._page, room, None, None, LIMIT)
+    messages, has_more = benchmark(chat.history.cached_page, room, None, None, LIMIT)
     assert [m["seq"] for m in messages] == list(range(451, 501))
     assert has_more
 
@@ -58,7 +57,7 @@ def test_page_latest(benchmark, chat_room: tuple[Chat, Room]) -> None:
 def test_page_after_catch_up(benchmark, chat_room: tuple[Chat, Room]) -> None:
     """``join_room`` with ``since``: the messages missed while disconnected."""
     chat, room = chat_room
-    messages, has_more = benchmark(chat._page, room, None, 450, LIMIT)
+    messages, has_more = benchmark(chat.history.cached_page, room, None, 450, LIMIT)
     assert [m["seq"] for m in messages] == list(range(451, 501))
     assert not has_more
 
@@ -69,7 +68,7 @@ def test_page_before_encoded(benchmark, chat_room: tuple[Chat, Room]) -> None:
     chat, room = chat_room
 
     def reply() -> bytes:
-        messages, has_more = chat._page(room, 400, None, LIMIT)
+        messages, has_more = chat.history.cached_page(room, 400, None, LIMIT)
         return orjson.dumps(
             {
                 "type": "room_history",

@@ -17,16 +17,17 @@ from pathlib import Path
 import pytest
 
 from bench.support import CONTENT, ROOM_ID, USER_ID, bench_config
-from fastchat import store as ops
+from fastchat.clock import utc_now_iso
 from fastchat.ids import new_id
-from fastchat.protocol import utc_now_iso
-from fastchat.store import Op, Store, WriteBehind
+from fastchat.storage import ops
+from fastchat.storage.base import Op
+from fastchat.storage.sqlite import SqliteStore, WriteBehind
 
 BATCH = 1000
 
 
 def _messages(first_seq: int) -> list[Op]:
-    """Messages as chat.py stores them, with time-ordered clientIds as the browser sends."""
+    """Messages as the chat stores them, with time-ordered clientIds as the browser sends."""
     created_at = utc_now_iso()
     return [
         ops.insert_message(
@@ -51,7 +52,7 @@ def writer(
     config = bench_config(
         tmp_path, synchronous=request.param, batch_max=BATCH, flush_interval_ms=1000
     ).storage
-    store = Store(config)
+    store = SqliteStore(config)
     store.open()
     writer = WriteBehind(config, loop)
     writer.start()

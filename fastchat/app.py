@@ -3,32 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 from fastchat.auth import PasswordHasher, TokenService, bearer_token, resolve_jwt_secret
 from fastchat.chat import Chat, User
-from fastchat.errors import Banned, InvalidToken
-from fastchat.hub import Hub
+from fastchat.fanout.broker import LocalBroker
+from fastchat.fanout.hub import Hub
 from fastchat.metrics import Metrics, MetricsCollector, registry_for
 from fastchat.session import Sessions
-from fastchat.store import Store, WriteBehind
+from fastchat.storage.sqlite import SqliteStore, WriteBehind
+from fastchat.web.uploads import Uploads
 
 if TYPE_CHECKING:
     from fastchat.config import Config
-    from fastchat.http import Request
-    from fastchat.uploads import Uploads
+    from fastchat.web.http import Request
 
 
 class App:
     """Holds the services; built inside the running event loop by :mod:`fastchat.server`."""
 
     def __init__(self, config: Config):
-        from fastchat.uploads import Uploads
-
         self.config = config
         self.metrics = Metrics()
-        self.store = Store(config.storage)
+        self.store = SqliteStore(config.storage)
         startup = self.store.open()
         self.writer = WriteBehind(config.storage, asyncio.get_running_loop())
         self.writer.start()
@@ -38,11 +35,27 @@ class App:
         )
         self.hasher = PasswordHasher(config.auth.bcrypt_rounds, config.auth.bcrypt_threads)
         self.hub = Hub(config.websocket, self.metrics)
+        self.broker = LocalBroker(self.hub)
         self.chat = Chat(
-            config, self.hub, self.store, self.writer, self.tokens, self.metrics, startup
+            config.storage,
+            self.hub,
+            self.broker,
+            self.store,
+            self.writer,
+            self.tokens,
+            self.metrics,
+            startup,
         )
         self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
-        self.uploads: Uploads = Uploads(self)
+        self.uploads = Uploads(
+            config.storage.uploads_dir,
+            config.uploads.per_user_per_hour,
+            self.tokens,
+            self.api_user,
+            self.store,
+            self.writer,
+            self.chat,
+        )
         self.registry = registry_for(
             MetricsCollector(
                 self.metrics,
@@ -57,19 +70,13 @@ class App:
             )
         )
 
-    def api_user(self, request: Request) -> User:
+    async def api_user(self, request: Request) -> User:
         """The account behind a request's ``Authorization: Bearer`` token.
 
         Tokens are accepted only there (and in the WebSocket ``authenticate`` message), never
         in a URL, where they would end up in logs, history and Referer headers.
         """
-        claims = self.tokens.verify(bearer_token(request.header("authorization")))
-        user = self.chat.user(claims.user_id)
-        if user is None:
-            raise InvalidToken("User not found")
-        if user.is_banned(time.time()):
-            raise Banned("This account is banned")
-        return user
+        return await self.chat.identify(bearer_token(request.header("authorization")))
 
     async def close(self, timeout: float) -> int:
         """Flush the write-behind queue and close the database; returns ops not written."""

@@ -21,13 +21,13 @@ import bcrypt
 import jwt
 
 from fastchat.errors import AuthRequired, InvalidToken, ValidationError
+from fastchat.roles import ROLES
 
 log = logging.getLogger(__name__)
 
 BCRYPT_MAX_BYTES = 72
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 4096
-ROLES = frozenset({"user", "moderator", "admin"})
 
 _USERNAME_RE = re.compile(r"[A-Za-z0-9_.\-]{3,32}")
 _EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@.\s\x00-\x1f\x7f]+(?:\.[^@.\s\x00-\x1f\x7f]+)+")

@@ -11,17 +11,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import apsw
-
-from fastchat import store as ops
 from fastchat.auth import PasswordHasher, normalize_email, validate_registration
+from fastchat.clock import utc_now_iso
 from fastchat.config import Config, ConfigError, load
 from fastchat.errors import ChatError
 from fastchat.ids import new_id
-from fastchat.protocol import utc_now_iso
+from fastchat.roles import ROLES
+from fastchat.storage import ops
+from fastchat.storage.base import Op, StorageError
+from fastchat.storage.sqlite import SqliteStore, WriteBehind
 from fastchat.tls import server_context
 
-ROLES = ("user", "moderator", "admin")
 _DEFAULT_CONFIG = "config.toml"
 
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "user":
             return _user_set_role(config, args.username, args.role)
         return _audit(config, args.limit)
-    except (ChatError, ValueError, apsw.Error) as exc:
+    except (ChatError, ValueError, StorageError) as exc:
         print(f"fastchat: {exc}", file=sys.stderr)
         return 1
 
@@ -92,9 +92,9 @@ def _setup_logging(config: Config) -> None:
 
 
 @contextmanager
-def _open_store(config: Config) -> Iterator[ops.Store]:
+def _open_store(config: Config) -> Iterator[SqliteStore]:
     """The store, left as clean as it was found (the server uses the marker at start)."""
-    store = ops.Store(config.storage)
+    store = SqliteStore(config.storage)
     startup = store.open()
     try:
         yield store
@@ -121,7 +121,12 @@ def _user_create(config: Config, username: str, email: str | None, role: str) ->
         {"username": username, "email": email, "password": password}
     )
     with _open_store(config) as store:
-        if store.user_by_name(username) or store.user_by_login(normalize_email(registration.email)):
+
+        async def taken() -> bool:
+            email = normalize_email(registration.email)
+            return bool(await store.user_by_name(username) or await store.user_by_login(email))
+
+        if asyncio.run(taken()):
             print(f"fastchat: user {username!r} or that email already exists", file=sys.stderr)
             return 1
 
@@ -149,7 +154,7 @@ def _user_create(config: Config, username: str, email: str | None, role: str) ->
 
 def _user_set_role(config: Config, username: str, role: str) -> int:
     with _open_store(config) as store:
-        row = store.user_by_name(username)
+        row = asyncio.run(store.user_by_name(username))
         if row is None:
             print(f"fastchat: no user {username!r}", file=sys.stderr)
             return 1
@@ -158,11 +163,11 @@ def _user_set_role(config: Config, username: str, role: str) -> int:
     return 0
 
 
-def _write(config: Config, op: ops.Op) -> None:
+def _write(config: Config, op: Op) -> None:
     """Commit one operation through the same writer the server uses."""
 
     async def write() -> None:
-        writer = ops.WriteBehind(config.storage, asyncio.get_running_loop())
+        writer = WriteBehind(config.storage, asyncio.get_running_loop())
         writer.start()
         try:
             await writer.execute(op)
@@ -174,7 +179,7 @@ def _write(config: Config, op: ops.Op) -> None:
 
 def _audit(config: Config, limit: int) -> int:
     with _open_store(config) as store:
-        for entry in store.audit_entries(limit=limit):
+        for entry in asyncio.run(store.audit_entries(limit=limit)):
             print(
                 f"{entry.at}  {entry.action:<14} actor={entry.actor_id}"
                 f" target={entry.target_user_id}"

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 
 if TYPE_CHECKING:
-    from fastchat.store import WriteBehind
+    from fastchat.storage.sqlite import WriteBehind
 
 
 @dataclass(slots=True)

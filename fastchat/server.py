@@ -14,11 +14,11 @@ import ssl
 
 import uvloop
 
-from fastchat.api import Api
 from fastchat.app import App
 from fastchat.config import Config
 from fastchat.errors import CLOSE_GOING_AWAY
-from fastchat.http import HttpConnections
+from fastchat.web.api import Api
+from fastchat.web.http import HttpConnections
 from fastchat.ws.keepalive import Keepalive
 
 log = logging.getLogger("fastchat")

@@ -4,16 +4,26 @@
 connection. It parses each text message (:mod:`fastchat.protocol`), checks the state and
 the rate limits, and calls the one :class:`~fastchat.chat.Chat` method for that event.
 Errors become ``error`` events; repeated flooding and bans close the connection.
+
+A handler that must read storage first returns a coroutine. :meth:`Sessions._run` runs it
+at once, in place, like an eagerly started task: when every read answers without waiting
+(the SQLite store, the caches), it completes right there, with no task and in order.
+Only a coroutine that really suspends is handed to a task, and until it finishes the
+connection's later messages wait in ``Session.backlog``, in arrival order, so that every
+connection's requests are still handled one after the other and answered in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
+from fastchat.clock import utc_now_iso
 from fastchat.errors import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_BANNED,
@@ -25,15 +35,13 @@ from fastchat.errors import (
     Conflict,
     RateLimited,
 )
-from fastchat.protocol import event, utc_now_iso
+from fastchat.protocol import event
 from fastchat.ratelimit import ConnectionCounter, TokenBucket
 
 if TYPE_CHECKING:
-    import asyncio
-
     from fastchat.chat import Chat, User
     from fastchat.config import LimitsConfig
-    from fastchat.hub import Hub
+    from fastchat.fanout.hub import Hub
     from fastchat.metrics import Metrics
     from fastchat.ws.connection import Connection
 
@@ -43,7 +51,7 @@ log = logging.getLogger("fastchat.session")
 class Session:
     """What one connection knows about itself."""
 
-    __slots__ = ("auth_timer", "bucket", "strikes", "typing_bucket", "user")
+    __slots__ = ("auth_timer", "backlog", "bucket", "strikes", "typing_bucket", "user")
 
     def __init__(self, limits: LimitsConfig, now: float):
         self.user: User | None = None
@@ -51,6 +59,8 @@ class Session:
         self.typing_bucket: TokenBucket | None = None  # made on the first typing event
         self.strikes = 0
         self.auth_timer: asyncio.TimerHandle | None = None
+        # Messages that arrived while a request waits on storage (None: nothing waits).
+        self.backlog: deque[str] | None = None
 
 
 class Sessions:
@@ -63,25 +73,12 @@ class Sessions:
         self._metrics = metrics
         self._per_ip = ConnectionCounter()
         self._per_user = ConnectionCounter()
-        self._handlers: dict[type, Callable[[Connection, User, Any], object]] = {
-            p.JoinRoom: chat.join_room,
-            p.LeaveRoom: chat.leave_room,
-            p.SendMessage: chat.send_message,
-            p.EditMessage: chat.edit_message,
-            p.DeleteMessage: chat.delete_message,
-            p.GetRoomHistory: chat.room_history,
-            p.Typing: chat.typing,
-            p.PrivateMessage: chat.private_message,
-            p.GetPrivateHistory: chat.private_history,
-            p.CreateRoom: chat.create_room,
-            p.InviteToRoom: chat.invite_to_room,
-            p.KickUser: chat.kick_user,
-            p.MuteUser: chat.mute_user,
+        self._handlers: dict[type, Callable[[Connection, User, Any], Any]] = {
+            **chat.handlers,
             p.BanUser: self._ban,
-            p.UnbanUser: chat.unban_user,
-            p.SetRole: chat.set_role,
             p.Ping: self._ping,
         }
+        self._waiting: set[asyncio.Task[None]] = set()  # requests suspended on storage
 
     # --- MessageHandler -------------------------------------------------------------------
 
@@ -119,6 +116,16 @@ class Sessions:
         if conn.closed:
             return
         session: Session = conn.session  # type: ignore[assignment]
+        backlog = session.backlog
+        if backlog is not None:  # an earlier request waits on storage: keep the order
+            if len(backlog) >= self._limits.burst:
+                conn.close(CLOSE_POLICY_VIOLATION, "flooding")
+                return
+            backlog.append(text)
+            return
+        self._handle(conn, session, text)
+
+    def _handle(self, conn: Connection, session: Session, text: str) -> None:
         try:
             try:
                 cmd = p.parse(text)
@@ -132,30 +139,83 @@ class Sessions:
                 self._spend(conn, session, cmd.TYPE)
             user = session.user
             if user is None:
-                self._authenticate(conn, session, cmd)
+                self._run(conn, session, self._authenticate(conn, session, cmd))
                 return
             handler = self._handlers.get(type(cmd))
             if handler is None:  # authenticate again on an authenticated connection
                 raise Conflict("Already authenticated", request_type=cmd.TYPE)
-            handler(conn, user, cmd)
-        except ChatError as err:
-            self._metrics.errors_sent += 1
-            self._hub.send(conn, p.error_event(err))
-        except Exception:
-            log.exception("error handling a message from %s (user %s)", conn.client, conn.user_id)
-            self._metrics.errors_sent += 1
-            self._hub.send(conn, p.error_event(ChatError("Internal error")))
+            waits = handler(conn, user, cmd)
+            if waits is not None:
+                self._run(conn, session, waits)
+        except Exception as exc:  # every failure is answered; the unexpected ones logged
+            self._fail(conn, exc)
+
+    def _fail(self, conn: Connection, exc: Exception) -> None:
+        """Answer a request that failed: its ChatError, or "Internal error" (logged)."""
+        if not isinstance(exc, ChatError):
+            log.error(
+                "error handling a message from %s (user %s)",
+                conn.client,
+                conn.user_id,
+                exc_info=exc,
+            )
+            exc = ChatError("Internal error")
+        self._metrics.errors_sent += 1
+        self._hub.send(conn, p.error_event(exc))
+
+    # --- requests that read storage -------------------------------------------------------
+
+    def _run(self, conn: Connection, session: Session, request: Coroutine[Any, Any, None]) -> None:
+        """Run ``request`` now; should it wait on storage, finish it in a task."""
+        try:
+            waiting_on = request.send(None)
+        except StopIteration:
+            return  # done without waiting: the common case, and always with SQLite
+        session.backlog = deque()
+        task = self._hub.loop.create_task(self._finish(conn, session, request, waiting_on))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+
+    async def _finish(
+        self,
+        conn: Connection,
+        session: Session,
+        request: Coroutine[Any, Any, None],
+        waiting_on: asyncio.Future[Any] | None,
+    ) -> None:
+        """Carry a suspended request on (as its task would), then handle the backlog."""
+        try:
+            while True:
+                if waiting_on is None:  # a bare yield: give the loop one turn
+                    await asyncio.sleep(0)
+                else:  # the request reads the outcome (result or error) itself
+                    await asyncio.wait((waiting_on,))
+                waiting_on = request.send(None)
+        except StopIteration:
+            pass  # the request completed
+        except Exception as exc:  # answered like a request that failed at once
+            self._fail(conn, exc)
+        finally:
+            request.close()
+        backlog, session.backlog = session.backlog, None
+        while backlog and not conn.closed:
+            self._handle(conn, session, backlog.popleft())
+            if session.backlog is not None:  # that one waits too: the rest waits behind it
+                session.backlog.extend(backlog)
+                return
 
     # --- steps ----------------------------------------------------------------------------
 
-    def _authenticate(self, conn: Connection, session: Session, cmd: p.Command) -> None:
+    async def _authenticate(self, conn: Connection, session: Session, cmd: p.Command) -> None:
         if not isinstance(cmd, p.Authenticate):
             raise AuthRequired("Authentication required", request_type=cmd.TYPE)
         try:
-            user = self._chat.identify(cmd)
+            user = await self._chat.identify(cmd.token, cmd.TYPE)
         except Banned as err:
             self._hub.send(conn, p.error_event(err))
             conn.close(CLOSE_BANNED, "banned")
+            return
+        if conn.closed:  # it closed while the account was read
             return
         if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
             conn.close(CLOSE_POLICY_VIOLATION, "too many connections for this user")
@@ -195,8 +255,8 @@ class Sessions:
         if session.user is None:
             conn.close(CLOSE_AUTH_TIMEOUT, "authentication timeout")
 
-    def _ban(self, conn: Connection, user: User, cmd: p.BanUser) -> None:
-        for target in self._chat.ban_user(conn, user, cmd):
+    async def _ban(self, conn: Connection, user: User, cmd: p.BanUser) -> None:
+        for target in await self._chat.ban_user(conn, user, cmd):
             target.close(CLOSE_BANNED, "banned")
 
     def _ping(self, conn: Connection, user: User, cmd: p.Ping) -> None:

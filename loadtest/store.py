@@ -1,7 +1,7 @@
 """Write-behind throughput: how many chat messages per second the real writer sustains.
 
-The real :class:`fastchat.store.WriteBehind` on a real database file on disk. The
-``insert_message`` ops are built first, as ``Chat.send_message`` builds them (UUIDv7
+The real :class:`fastchat.storage.sqlite.WriteBehind` on a real database file on disk. The
+``insert_message`` ops are built first, as ``chat/messages.py`` builds them (UUIDv7
 message ids, ~100 bytes of content, 10 users spread over the 3 default rooms, a clientId
 each); building them is chat work, not storage work, so it happens before the clock starts.
 Then a coroutine on a uvloop event loop submits them with one ``on_done`` closure per
@@ -44,10 +44,11 @@ import apsw
 import orjson
 import uvloop
 
-from fastchat import store
+from fastchat.clock import utc_now_iso
 from fastchat.config import StorageConfig
 from fastchat.ids import new_id
-from fastchat.protocol import utc_now_iso
+from fastchat.storage import base, sqlite
+from fastchat.storage.ops import insert_message
 
 CACHE = Path.home() / ".cache" / "fastchat-loadtest"
 ROOMS = ("general", "random", "tech")
@@ -91,8 +92,8 @@ def _content(rng: random.Random, size: int) -> str:
 
 def _messages(
     count: int, seqs: dict[str, int], client_ids: str, content_bytes: int, seed: int
-) -> list[store.Op]:
-    """``count`` insert_message ops as Chat.send_message makes them; advances ``seqs``."""
+) -> list[base.Op]:
+    """``count`` insert_message ops as chat/messages.py makes them; advances ``seqs``."""
     rng = random.Random(seed)
     contents = [_content(rng, content_bytes) for _ in range(64)]
     make_client_id = CLIENT_IDS[client_ids]
@@ -101,7 +102,7 @@ def _messages(
         room = rng.choice(ROOMS)
         seqs[room] += 1
         ops.append(
-            store.insert_message(
+            insert_message(
                 id=new_id(),
                 room_id=room,
                 seq=seqs[room],
@@ -120,11 +121,11 @@ def _template(prefill: int, client_ids: str, content_bytes: int) -> Path:
     building = CACHE / "store-template.building"
     for stale in CACHE.glob(building.name + "*"):
         stale.unlink()
-    reader = store.Store(StorageConfig(path=building))
+    reader = sqlite.SqliteStore(StorageConfig(path=building))
     reader.open()
     reader.close()
     conn = apsw.Connection(str(building))
-    schema = repr((store.MIGRATIONS, conn.pragma("page_size")))
+    schema = repr((sqlite.MIGRATIONS, conn.pragma("page_size")))
     conn.close()
     key = hashlib.sha256(schema.encode()).hexdigest()[:12]
     path = CACHE / f"store-{key}-{client_ids}-{prefill}-{content_bytes}.db"
@@ -138,7 +139,7 @@ def _template(prefill: int, client_ids: str, content_bytes: int) -> Path:
     conn.pragma("synchronous", "off")
     conn.pragma("cache_size", -4_000_000)  # KiB: the whole fill stays in memory
     seqs = dict.fromkeys(ROOMS, 0)
-    sql = store.STATEMENTS["insert_message"]
+    sql = sqlite.STATEMENTS["insert_message"]
     for first in range(0, prefill, PREFILL_CHUNK):
         ops = _messages(min(PREFILL_CHUNK, prefill - first), seqs, client_ids, content_bytes, first)
         with conn:
@@ -205,8 +206,8 @@ class LoopLoad:
 
 
 async def _produce(
-    writer: store.WriteBehind,
-    ops: list[store.Op],
+    writer: sqlite.WriteBehind,
+    ops: list[base.Op],
     warmup: int,
     window: int,
     low: int,
@@ -220,8 +221,8 @@ async def _produce(
     room_free = asyncio.Event()
     mark: tuple[float, float, dict[str, float], int, float] | None = None
 
-    def on_done_for(message_id: str) -> store.OnDone:
-        # One callable per message, called once its batch committed (the chat's _PendingAck).
+    def on_done_for(message_id: str) -> base.OnDone:
+        # One callable per message, called once its batch committed (the chat's PendingAck).
         def done(error: BaseException | None) -> None:
             nonlocal acked, in_flight, mark
             in_flight -= 1
@@ -278,9 +279,9 @@ async def _run_once(path: Path, args: argparse.Namespace) -> Result:
     gc.collect()
     gc.freeze()  # the pre-built messages are never garbage: keep the collector off them
     load = LoopLoad()
-    reader = store.Store(config)
+    reader = sqlite.SqliteStore(config)
     reader.open()
-    writer = store.WriteBehind(config, asyncio.get_running_loop())
+    writer = sqlite.WriteBehind(config, asyncio.get_running_loop())
     writer.start()
     if args.loop_load:
         load.start()

@@ -8,6 +8,7 @@ backpressure (pause/resume from the transport) and a hard cap per connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,11 +31,10 @@ from fastchat.ws.deflate import (
 from fastchat.ws.frames import build_close_frame
 
 if TYPE_CHECKING:
-    import asyncio
-
     from fastchat.config import WebSocketConfig
-    from fastchat.hub import Hub, Room
+    from fastchat.fanout.hub import Room
     from fastchat.metrics import Metrics
+    from fastchat.ws.peer import Registry
 
 log = logging.getLogger("fastchat.ws")
 
@@ -55,7 +55,11 @@ class MessageHandler(Protocol):
 
 
 class Connection(WSListener):
-    """A picows listener with an outgoing queue, one per upgraded socket (see :mod:`.upgrade`)."""
+    """A picows listener with an outgoing queue, one per upgraded socket (see :mod:`.upgrade`).
+
+    It implements :class:`~fastchat.ws.peer.Peer` for the hub and reports its opening and
+    closing to its :class:`~fastchat.ws.peer.Registry`.
+    """
 
     __slots__ = (
         "_config",
@@ -63,9 +67,9 @@ class Connection(WSListener):
         "_fragments_rsv1",
         "_fragments_size",
         "_handler",
-        "_hub",
         "_inflater",
         "_metrics",
+        "_registry",
         "client",
         "closed",
         "compress",
@@ -84,7 +88,7 @@ class Connection(WSListener):
 
     def __init__(
         self,
-        hub: Hub,
+        registry: Registry,
         handler: MessageHandler,
         config: WebSocketConfig,
         metrics: Metrics,
@@ -93,12 +97,12 @@ class Connection(WSListener):
         compress: int,
         deflater: SharedDeflater | ContextDeflater | None,
     ):
-        self._hub = hub
+        self._registry = registry
         self._handler = handler
         self._config = config
         self._metrics = metrics
         self.client = client
-        self.compress = compress  # hub.PLAIN / SHARED / DEDICATED
+        self.compress = compress  # ws.peer.PLAIN / SHARED / DEDICATED
         self.deflater = deflater  # this connection's own compressor, when DEDICATED
         # We always answer client_no_context_takeover: every incoming message stands alone.
         self._inflater: Inflater | None = (
@@ -130,7 +134,7 @@ class Connection(WSListener):
         self.raw = raw
         raw.set_write_buffer_limits(high=self._config.backpressure_soft_bytes)
         self._metrics.connections_opened += 1
-        self._hub.connections.add(self)
+        self._registry.opened(self)
         self._handler.on_open(self)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -138,7 +142,7 @@ class Connection(WSListener):
         self.held = None
         self.held_bytes = 0
         self.out = None
-        self._hub.connections.discard(self)
+        self._registry.closed(self)
         self._metrics.connections_closed += 1
         self._handler.on_close(self)
 
@@ -311,7 +315,7 @@ class Connection(WSListener):
         if self.closed or self.transport is None:
             return
         if not slow:
-            self._hub.catch_up(self)
+            self._registry.closing(self)
             self.flush()
         self.closed = True
         self.held = None
@@ -324,4 +328,4 @@ class Connection(WSListener):
             raw.close()
         else:
             raw.write_eof()
-        self._hub.loop.call_later(_CLOSE_TIMEOUT_SECONDS, raw.abort)
+        asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_SECONDS, raw.abort)

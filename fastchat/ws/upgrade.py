@@ -16,7 +16,7 @@ from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithL
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from fastchat.config import WebSocketConfig
-from fastchat.http import Request
+from fastchat.web.http import Request
 from fastchat.ws.connection import Connection
 
 # A LoggerAdapter, not a Logger: picows would create a child Logger per connection otherwise.

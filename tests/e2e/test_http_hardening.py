@@ -15,7 +15,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastchat.uploads import _byte_range
+from fastchat.web.uploads import _byte_range
 from tests.support.accounts import register
 from tests.support.rawhttp import read_until_closed
 from tests.support.server import ServerProcess

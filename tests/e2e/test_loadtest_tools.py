@@ -51,7 +51,7 @@ def test_fanout_fixed_rate_with_the_c_receiver(tmp_path):
 
 @needs_gcc
 def test_fanout_saturated_echo_gate_with_compression(tmp_path):
-    """300 members: the server writes the room in several steps per round (fastchat.hub)."""
+    """300 members: the server writes the room in several steps per round (fastchat.fanout.hub)."""
     args = ("--window", "8", "--compression", "--receivers", "c")
     result = run_fanout(tmp_path, *args, clients=300)
     assert result["gate"] == "echo" and result["compression"] is True

@@ -11,17 +11,17 @@ import asyncio
 import sys
 from pathlib import Path
 
-from fastchat import store
 from fastchat.config import StorageConfig
+from fastchat.storage import base, ops, sqlite
 
 
 async def main(path: str) -> None:
     config = StorageConfig(path=Path(path), batch_max=64, flush_interval_ms=1)
-    store.Store(config).open()
-    writer = store.WriteBehind(config, asyncio.get_running_loop())
+    sqlite.SqliteStore(config).open()
+    writer = sqlite.WriteBehind(config, asyncio.get_running_loop())
     writer.start()
 
-    def acked(message_id: str) -> store.OnDone:
+    def acked(message_id: str) -> base.OnDone:
         def done(error: BaseException | None) -> None:
             if error is None:
                 sys.stdout.write(message_id + "\n")
@@ -33,7 +33,7 @@ async def main(path: str) -> None:
     while True:
         for _ in range(32):
             seq += 1
-            op = store.insert_message(
+            op = ops.insert_message(
                 id=f"m{seq}",
                 room_id="general",
                 seq=seq,

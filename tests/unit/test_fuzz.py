@@ -21,10 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastchat import store as ops
 from fastchat.app import App
+from fastchat.clock import utc_now_iso
 from fastchat.config import load
-from fastchat.protocol import COMMAND_TYPES, utc_now_iso
+from fastchat.protocol import COMMAND_TYPES
+from fastchat.storage import ops
 from tests.support.frames import split_frames
 from tests.support.server import write_config
 

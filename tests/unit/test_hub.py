@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastchat.config import WebSocketConfig
-from fastchat.hub import _STEP, PLAIN, Hub, Room
+from fastchat.fanout.hub import _STEP, Hub, Room
 from fastchat.metrics import Metrics
 from fastchat.ws.connection import Connection
+from fastchat.ws.peer import PLAIN
 from tests.support.frames import split_frames
 from tests.support.transports import RecordingTransport
 
@@ -70,9 +71,7 @@ def settle(loop: asyncio.AbstractEventLoop, hub: Hub) -> None:
 
 
 def new_room(hub: Hub) -> Room:
-    room = Room("general", "General", None, False, None, set(), 0)
-    hub.rooms[room.id] = room
-    return room
+    return hub.open_room("general")
 
 
 def test_a_large_room_gets_every_frame_once_in_order_over_several_steps(loop):

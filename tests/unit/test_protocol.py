@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fastchat import clock
 from fastchat import protocol as p
 from fastchat.errors import ChatError, InvalidJson, UnknownType, ValidationError
 
@@ -554,7 +555,7 @@ ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 def test_utc_now_iso_format_and_value() -> None:
     before = datetime.now(UTC)
-    stamp = p.utc_now_iso()
+    stamp = clock.utc_now_iso()
     after = datetime.now(UTC)
     assert ISO_MS.fullmatch(stamp)
     parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
@@ -570,8 +571,8 @@ def test_utc_now_iso_is_exact_across_second_changes(monkeypatch: pytest.MonkeyPa
             1_795_637_539_050_000_000,  # a minute later
         ]
     )
-    monkeypatch.setattr(p.time, "time_ns", lambda: next(ticks))
-    assert [p.utc_now_iso() for _ in range(4)] == [
+    monkeypatch.setattr(clock.time, "time_ns", lambda: next(ticks))
+    assert [clock.utc_now_iso() for _ in range(4)] == [
         "2026-11-25T20:11:18.123Z",
         "2026-11-25T20:11:18.999Z",
         "2026-11-25T20:11:19.000Z",

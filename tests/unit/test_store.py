@@ -1,4 +1,4 @@
-"""Tests for fastchat.store: schema, reads, and the write-behind writer against real SQLite."""
+"""fastchat.storage.sqlite: schema, reads, and the write-behind writer against real SQLite."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import apsw
 import orjson
 import pytest
 
-from fastchat import store
 from fastchat.config import StorageConfig
 from fastchat.errors import Overloaded, StorageUnavailable
+from fastchat.storage import base, ops, sqlite
 from tests.support.server import ROOT
 from tests.support.waiting import wait_until
 
@@ -33,37 +33,41 @@ def config(tmp_path: Path) -> StorageConfig:
 
 
 @pytest.fixture
-def db(config: StorageConfig) -> Iterator[store.Store]:
-    s = store.Store(config)
+def db(config: StorageConfig) -> Iterator[sqlite.SqliteStore]:
+    s = sqlite.SqliteStore(config)
     s.open()
     yield s
     s.close()
 
 
 @pytest.fixture
-async def writer(db: store.Store, config: StorageConfig) -> AsyncIterator[store.WriteBehind]:
-    w = store.WriteBehind(config, asyncio.get_running_loop())
+async def writer(
+    db: sqlite.SqliteStore, config: StorageConfig
+) -> AsyncIterator[sqlite.WriteBehind]:
+    w = sqlite.WriteBehind(config, asyncio.get_running_loop())
     w.start()
     yield w
     assert await w.close(5) == 0
 
 
-async def start_writer(db: store.Store, config: StorageConfig, **changes: int) -> store.WriteBehind:
+async def start_writer(
+    db: sqlite.SqliteStore, config: StorageConfig, **changes: int
+) -> sqlite.WriteBehind:
     """A writer with some settings changed (``db`` only makes sure the schema exists)."""
-    w = store.WriteBehind(replace(config, **changes), asyncio.get_running_loop())
+    w = sqlite.WriteBehind(replace(config, **changes), asyncio.get_running_loop())
     w.start()
     return w
 
 
-def msg(seq: int, *, room: str = "general", user: str = "u1", **kw: str | None) -> store.Op:
-    return store.insert_message(
+def msg(seq: int, *, room: str = "general", user: str = "u1", **kw: str | None) -> base.Op:
+    return ops.insert_message(
         id=f"{room}-{seq}", room_id=room, seq=seq, user_id=user, content=f"m{seq}",
         created_at=T0, **kw,
     )  # fmt: skip
 
 
-def dm(seq: int, *, sender: str = "u0", recipient: str = "u1", **kw: str | None) -> store.Op:
-    return store.insert_dm(
+def dm(seq: int, *, sender: str = "u0", recipient: str = "u1", **kw: str | None) -> base.Op:
+    return ops.insert_dm(
         id=f"d{seq}", seq=seq, sender_id=sender, recipient_id=recipient, content=f"d{seq}",
         created_at=T0, **kw,
     )  # fmt: skip
@@ -77,7 +81,7 @@ class Results:
         self._target = 0
         self._reached = asyncio.Event()
 
-    def cb(self, name: str) -> store.OnDone:
+    def cb(self, name: str) -> base.OnDone:
         def done(error: BaseException | None) -> None:
             self.calls.append((name, error, threading.get_ident()))
             if len(self.calls) >= self._target:
@@ -105,16 +109,16 @@ def count_rows(config: StorageConfig, table: str) -> int:
 
 def test_open_creates_folder_and_migrations_are_idempotent(config: StorageConfig) -> None:
     assert not config.path.parent.exists()
-    first = store.Store(config)
+    first = sqlite.SqliteStore(config)
     state = first.open()
     first.close()
-    second = store.Store(config)
+    second = sqlite.SqliteStore(config)
     second.open()
     assert [r.id for r in second.all_rooms()] == ["general", "random", "tech"]
     second.close()
 
     conn = apsw.Connection(str(config.path))
-    assert conn.pragma("user_version") == len(store.MIGRATIONS)
+    assert conn.pragma("user_version") == len(sqlite.MIGRATIONS)
     assert conn.pragma("journal_mode") == "wal"
     conn.close()
     assert state.max_room_seq == {"general": 0, "random": 0, "tech": 0}
@@ -122,12 +126,12 @@ def test_open_creates_folder_and_migrations_are_idempotent(config: StorageConfig
 
 
 def test_newer_schema_is_refused(config: StorageConfig) -> None:
-    store.Store(config).open()
+    sqlite.SqliteStore(config).open()
     conn = apsw.Connection(str(config.path))
-    conn.pragma("user_version", len(store.MIGRATIONS) + 1)
+    conn.pragma("user_version", len(sqlite.MIGRATIONS) + 1)
     conn.close()
     with pytest.raises(RuntimeError, match="newer"):
-        store.Store(config).open()
+        sqlite.SqliteStore(config).open()
 
 
 def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
@@ -138,29 +142,31 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
     old = apsw.Connection(str(config.path))
     old.pragma("journal_mode", "wal")
     with old:
-        old.execute(store.MIGRATIONS[0])
+        old.execute(sqlite.MIGRATIONS[0])
         old.pragma("user_version", 1)
         old.executemany(
-            store.STATEMENTS["insert_message"],
+            sqlite.STATEMENTS["insert_message"],
             [msg(seq, user=f"u{seq % 2}", client_id=f"c{seq}")[1] for seq in range(1, 6)],
         )
-        old.execute(store.STATEMENTS["insert_dm"], dm(1, client_id="c1")[1])
+        old.execute(sqlite.STATEMENTS["insert_dm"], dm(1, client_id="c1")[1])
     old.close()
 
-    s = store.Store(config)
+    s = sqlite.SqliteStore(config)
     state = s.open()
     assert state.max_room_seq["general"] == 5 and state.max_dm_seq == 1
-    assert [m.seq for m in s.messages_page("general", limit=10)] == [1, 2, 3, 4, 5]
-    assert s.message_by_client_id("u1", "c3") == s.message_by_id("general-3")
-    assert s.message_by_client_id("u0", "c3") is None
-    assert s.dm_by_client_id("u0", "c1") is not None
+    assert [m.seq for m in asyncio.run(s.messages_page("general", limit=10))] == [1, 2, 3, 4, 5]
+    assert asyncio.run(s.message_by_client_id("u1", "c3")) == asyncio.run(
+        s.message_by_id("general-3")
+    )
+    assert asyncio.run(s.message_by_client_id("u0", "c3")) is None
+    assert asyncio.run(s.dm_by_client_id("u0", "c1")) is not None
     assert sorted(s.client_keys()) == sorted(
         [f"u{seq % 2}\0c{seq}" for seq in range(1, 6)] + ["u0\0dm:c1"]
     )
     s.close()
 
     conn = apsw.Connection(str(config.path))
-    assert conn.pragma("user_version") == len(store.MIGRATIONS) == 2
+    assert conn.pragma("user_version") == len(sqlite.MIGRATIONS) == 2
     plans = [
         row[3]
         for sql in (
@@ -173,14 +179,14 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
     assert any("direct_messages_client_sender" in plan for plan in plans), plans
     # clientIds stay unique per user (and per sender for DMs) for good
     with pytest.raises(apsw.ConstraintError):
-        conn.execute(store.STATEMENTS["insert_message"], msg(6, user="u1", client_id="c3")[1])
-    conn.execute(store.STATEMENTS["insert_message"], msg(6, user="u0", client_id="c3")[1])
+        conn.execute(sqlite.STATEMENTS["insert_message"], msg(6, user="u1", client_id="c3")[1])
+    conn.execute(sqlite.STATEMENTS["insert_message"], msg(6, user="u0", client_id="c3")[1])
     with pytest.raises(apsw.ConstraintError):
-        conn.execute(store.STATEMENTS["insert_dm"], dm(2, recipient="u2", client_id="c1")[1])
+        conn.execute(sqlite.STATEMENTS["insert_dm"], dm(2, recipient="u2", client_id="c1")[1])
     conn.close()
 
 
-def test_default_rooms(db: store.Store) -> None:
+def test_default_rooms(db: sqlite.SqliteStore) -> None:
     rooms = db.all_rooms()
     assert [(r.id, r.name, r.description) for r in rooms] == [
         ("general", "General", "General discussion"),
@@ -193,7 +199,7 @@ def test_default_rooms(db: store.Store) -> None:
 
 def test_clean_shutdown_marker(config: StorageConfig) -> None:
     def reopen(mark: bool) -> bool:
-        s = store.Store(config)
+        s = sqlite.SqliteStore(config)
         clean = s.open().clean
         if mark:
             s.mark_clean_shutdown()
@@ -207,19 +213,19 @@ def test_clean_shutdown_marker(config: StorageConfig) -> None:
 
 
 async def test_startup_state_has_max_sequences(
-    db: store.Store, writer: store.WriteBehind, config: StorageConfig
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind, config: StorageConfig
 ) -> None:
     for seq in (1, 2, 7):
         await writer.execute(msg(seq))
     await writer.execute(msg(3, room="tech"))
     for seq in (4, 9):
         await writer.execute(
-            store.insert_dm(
+            ops.insert_dm(
                 id=f"d{seq}", seq=seq, sender_id="a", recipient_id="b", content="x",
                 created_at=T0,
             )
         )  # fmt: skip
-    reopened = store.Store(config)
+    reopened = sqlite.SqliteStore(config)
     state = reopened.open()
     reopened.close()
     assert state.max_room_seq == {"general": 7, "random": 0, "tech": 3}
@@ -229,49 +235,53 @@ async def test_startup_state_has_max_sequences(
 # --------------------------------------------------------------------------- reads
 
 
-async def test_users_and_case_insensitive_login(db: store.Store, writer: store.WriteBehind) -> None:
+async def test_users_and_case_insensitive_login(
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind
+) -> None:
     await writer.execute(
-        store.insert_user(
+        ops.insert_user(
             id="u1", username="Alice", email="Alice@Example.com", password_hash="h",
             created_at=T0,
         )
     )  # fmt: skip
-    user = db.user_by_id("u1")
-    assert user == store.UserRow(
+    user = await db.user_by_id("u1")
+    assert user == base.UserRow(
         "u1", "Alice", "Alice@Example.com", "h", None, "user", T0, T0, None, None
     )
-    assert db.user_by_login("alice") == user
-    assert db.user_by_login("ALICE@example.COM") == user
-    assert db.user_by_name("aLiCe") == user
-    assert db.user_by_name("alice@example.com") is None
-    assert db.user_by_login("bob") is None
-    assert db.user_by_id("nope") is None
+    assert await db.user_by_login("alice") == user
+    assert await db.user_by_login("ALICE@example.COM") == user
+    assert await db.user_by_name("aLiCe") == user
+    assert await db.user_by_name("alice@example.com") is None
+    assert await db.user_by_login("bob") is None
+    assert await db.user_by_id("nope") is None
 
     for op in (
-        store.insert_user(id="u2", username="ALICE", email="x@y", password_hash="h", created_at=T0),
-        store.insert_user(id="u3", username="carol", email="alice@EXAMPLE.com", password_hash="h",
+        ops.insert_user(id="u2", username="ALICE", email="x@y", password_hash="h", created_at=T0),
+        ops.insert_user(id="u3", username="carol", email="alice@EXAMPLE.com", password_hash="h",
                           created_at=T0),
     ):  # fmt: skip
-        with pytest.raises(apsw.ConstraintError):
+        with pytest.raises(base.Duplicate):
             await writer.execute(op)
 
-    await writer.execute(store.set_user_role("u1", "admin"))
-    await writer.execute(store.set_user_ban("u1", store.FOREVER, "spam"))
-    await writer.execute(store.touch_last_seen("u1", "2026-02-02T00:00:00.000Z"))
-    user = db.user_by_id("u1")
+    await writer.execute(ops.set_user_role("u1", "admin"))
+    await writer.execute(ops.set_user_ban("u1", base.FOREVER, "spam"))
+    await writer.execute(ops.touch_last_seen("u1", "2026-02-02T00:00:00.000Z"))
+    user = await db.user_by_id("u1")
     assert user is not None
-    assert (user.role, user.banned_until, user.ban_reason) == ("admin", store.FOREVER, "spam")
+    assert (user.role, user.banned_until, user.ban_reason) == ("admin", base.FOREVER, "spam")
     assert user.last_seen == "2026-02-02T00:00:00.000Z"
     with pytest.raises(apsw.ConstraintError):
-        await writer.execute(store.set_user_role("u1", "overlord"))
-    await writer.execute(store.set_user_ban("u1", None, None))
-    user = db.user_by_id("u1")
+        await writer.execute(ops.set_user_role("u1", "overlord"))
+    await writer.execute(ops.set_user_ban("u1", None, None))
+    user = await db.user_by_id("u1")
     assert user is not None and user.banned_until is None and user.role == "admin"
 
 
-async def test_rooms_membership_and_visibility(db: store.Store, writer: store.WriteBehind) -> None:
+async def test_rooms_membership_and_visibility(
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind
+) -> None:
     await writer.execute(
-        store.insert_room(
+        ops.insert_room(
             id="secret", name="Attic", description=None, is_private=True, created_by="u1",
             created_at=T0,
         )
@@ -282,8 +292,8 @@ async def test_rooms_membership_and_visibility(db: store.Store, writer: store.Wr
         ("general", "u1", "member"),
         ("general", "u3", "member"),
     ]:
-        await writer.execute(store.add_member(room, user, role, T0))
-    await writer.execute(store.add_member("secret", "u1", "member", T0))  # already in: ignored
+        await writer.execute(ops.add_member(room, user, role, T0))
+    await writer.execute(ops.add_member("secret", "u1", "member", T0))  # already in: ignored
 
     rooms = {r.id: r for r in db.all_rooms()}
     assert {i: r.member_count for i, r in rooms.items()} == {
@@ -292,69 +302,69 @@ async def test_rooms_membership_and_visibility(db: store.Store, writer: store.Wr
         "random": 0,
         "tech": 0,
     }
-    assert rooms["secret"] == store.RoomRow("secret", "Attic", None, True, "u1", T0, 2)
+    assert rooms["secret"] == base.RoomRow("secret", "Attic", None, True, "u1", T0, 2)
     assert db.room_member_ids("secret") == {"u1", "u2"}
     role = "SELECT role FROM room_members WHERE room_id = ? AND user_id = ?"
     assert db._one(role, ("secret", "u1")) == ("owner",)  # the duplicate add changed nothing
     assert db._one(role, ("secret", "u3")) is None
 
-    await writer.execute(store.remove_member("secret", "u2"))
+    await writer.execute(ops.remove_member("secret", "u2"))
     assert db.room_member_ids("secret") == {"u1"}
     with pytest.raises(apsw.ConstraintError):
-        await writer.execute(store.add_member("tech", "u1", "king", T0))
+        await writer.execute(ops.add_member("tech", "u1", "king", T0))
 
 
-async def test_messages_page_edges(db: store.Store, writer: store.WriteBehind) -> None:
+async def test_messages_page_edges(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None:
     for seq in range(1, 11):
         writer.submit(msg(seq))
     await writer.execute(msg(1, room="tech"))
 
-    def seqs(**kw: int | None) -> list[int]:
-        return [m.seq for m in db.messages_page("general", **kw)]  # type: ignore[arg-type]
+    async def seqs(**kw: int | None) -> list[int]:
+        return [m.seq for m in await db.messages_page("general", **kw)]  # type: ignore[arg-type]
 
-    assert seqs(limit=3) == [8, 9, 10]
-    assert seqs(limit=50) == list(range(1, 11))
-    assert seqs(before=5, limit=3) == [2, 3, 4]
-    assert seqs(before=3, limit=10) == [1, 2]
-    assert seqs(before=1, limit=10) == []
-    assert seqs(before=99, limit=2) == [9, 10]
-    assert seqs(after=5, limit=3) == [6, 7, 8]
-    assert seqs(after=8, limit=10) == [9, 10]
-    assert seqs(after=10, limit=10) == []
-    assert seqs(after=0, limit=2) == [1, 2]
-    assert seqs(limit=0) == []
-    assert [m.id for m in db.messages_page("tech", limit=10)] == ["tech-1"]
-    assert db.messages_page("random", limit=10) == []
+    assert await seqs(limit=3) == [8, 9, 10]
+    assert await seqs(limit=50) == list(range(1, 11))
+    assert await seqs(before=5, limit=3) == [2, 3, 4]
+    assert await seqs(before=3, limit=10) == [1, 2]
+    assert await seqs(before=1, limit=10) == []
+    assert await seqs(before=99, limit=2) == [9, 10]
+    assert await seqs(after=5, limit=3) == [6, 7, 8]
+    assert await seqs(after=8, limit=10) == [9, 10]
+    assert await seqs(after=10, limit=10) == []
+    assert await seqs(after=0, limit=2) == [1, 2]
+    assert await seqs(limit=0) == []
+    assert [m.id for m in await db.messages_page("tech", limit=10)] == ["tech-1"]
+    assert await db.messages_page("random", limit=10) == []
     with pytest.raises(ValueError):
-        db.messages_page("general", before=5, after=1, limit=3)
+        await db.messages_page("general", before=5, after=1, limit=3)
 
 
 async def test_message_lookup_edit_delete_and_client_id(
-    db: store.Store, writer: store.WriteBehind
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind
 ) -> None:
     await writer.execute(msg(1, client_id="c1", reply_to="x", attachment_id="f1"))
     await writer.execute(msg(2))
     await writer.execute(msg(3))  # several messages without client_id are fine
-    first = db.message_by_id("general-1")
-    assert first == store.MessageRow(
+    first = await db.message_by_id("general-1")
+    assert first == base.MessageRow(
         "general-1", "general", 1, "u1", "m1", "text", "x", "c1", "f1", T0, None, None
     )
-    assert db.message_by_client_id("u1", "c1") == first
-    assert db.message_by_client_id("u2", "c1") is None
+    assert await db.message_by_client_id("u1", "c1") == first
+    assert await db.message_by_client_id("u2", "c1") is None
 
-    with pytest.raises(apsw.ConstraintError):  # same user, same client id
+    with pytest.raises(base.Duplicate):  # same user, same client id
         await writer.execute(msg(4, client_id="c1"))
     await writer.execute(msg(4, user="u2", client_id="c1"))  # another user may reuse it
-    with pytest.raises(apsw.ConstraintError):  # seq taken in the room
+    with pytest.raises(base.Duplicate):  # seq taken in the room
         await writer.execute(
-            store.insert_message(
+            ops.insert_message(
                 id="other", room_id="general", seq=2, user_id="u1", content="x", created_at=T0
             )
         )
 
-    await writer.execute(store.edit_message("general-2", "edited", "2026-01-02T00:00:00.000Z"))
-    await writer.execute(store.delete_message("general-3", "2026-01-03T00:00:00.000Z"))
-    edited, deleted = db.message_by_id("general-2"), db.message_by_id("general-3")
+    await writer.execute(ops.edit_message("general-2", "edited", "2026-01-02T00:00:00.000Z"))
+    await writer.execute(ops.delete_message("general-3", "2026-01-03T00:00:00.000Z"))
+    edited, deleted = await db.message_by_id("general-2"), await db.message_by_id("general-3")
     assert edited is not None and (edited.content, edited.edited_at) == (
         "edited",
         "2026-01-02T00:00:00.000Z",
@@ -363,104 +373,106 @@ async def test_message_lookup_edit_delete_and_client_id(
         "",
         "2026-01-03T00:00:00.000Z",
     )
-    assert db.message_by_id("nope") is None
+    assert await db.message_by_id("nope") is None
 
 
-async def test_direct_messages(db: store.Store, writer: store.WriteBehind) -> None:
-    assert store.dm_pair("b", "a") == store.dm_pair("a", "b") == "a:b"
+async def test_direct_messages(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None:
+    assert ops.dm_pair("b", "a") == ops.dm_pair("a", "b") == "a:b"
     for seq in range(1, 8):
         sender, recipient = ("a", "b") if seq % 2 else ("b", "a")
         await writer.execute(
-            store.insert_dm(
+            ops.insert_dm(
                 id=f"d{seq}", seq=seq, sender_id=sender, recipient_id=recipient,
                 content=f"hi {seq}", client_id=f"c{seq}", created_at=T0,
             )
         )  # fmt: skip
     await writer.execute(
-        store.insert_dm(id="d8", seq=8, sender_id="a", recipient_id="c", content="x", created_at=T0)
+        ops.insert_dm(id="d8", seq=8, sender_id="a", recipient_id="c", content="x", created_at=T0)
     )
-    assert [m.seq for m in db.dm_page("a", "b", limit=3)] == [5, 6, 7]
-    assert [m.seq for m in db.dm_page("b", "a", before=5, limit=3)] == [2, 3, 4]
-    assert [m.seq for m in db.dm_page("a", "b", before=2, limit=3)] == [1]
-    assert db.dm_page("a", "b", limit=0) == []
-    assert [m.id for m in db.dm_page("c", "a", limit=10)] == ["d8"]
-    row = db.dm_by_client_id("b", "c2")
-    assert row == store.DirectMessageRow("d2", 2, "a:b", "b", "a", "hi 2", "c2", T0)
-    assert db.dm_by_client_id("a", "c2") is None
-    with pytest.raises(apsw.ConstraintError):  # same sender, same client id
-        await writer.execute(store.insert_dm(
+    assert [m.seq for m in await db.dm_page("a", "b", limit=3)] == [5, 6, 7]
+    assert [m.seq for m in await db.dm_page("b", "a", before=5, limit=3)] == [2, 3, 4]
+    assert [m.seq for m in await db.dm_page("a", "b", before=2, limit=3)] == [1]
+    assert await db.dm_page("a", "b", limit=0) == []
+    assert [m.id for m in await db.dm_page("c", "a", limit=10)] == ["d8"]
+    row = await db.dm_by_client_id("b", "c2")
+    assert row == base.DirectMessageRow("d2", 2, "a:b", "b", "a", "hi 2", "c2", T0)
+    assert await db.dm_by_client_id("a", "c2") is None
+    with pytest.raises(base.Duplicate):  # same sender, same client id
+        await writer.execute(ops.insert_dm(
             id="d9", seq=9, sender_id="b", recipient_id="c", content="x", client_id="c2",
             created_at=T0))  # fmt: skip
-    with pytest.raises(apsw.ConstraintError):  # seq is global
+    with pytest.raises(base.Duplicate):  # seq is global
         await writer.execute(
-            store.insert_dm(
+            ops.insert_dm(
                 id="d10", seq=8, sender_id="c", recipient_id="d", content="x", created_at=T0
             )
         )
 
 
-async def test_mutes(db: store.Store, writer: store.WriteBehind) -> None:
+async def test_mutes(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None:
     now = time.time()
-    await writer.execute(store.set_mute("general", "u1", now + 60))
-    await writer.execute(store.set_mute("general", "u2", now - 1))  # already over
-    await writer.execute(store.set_mute("tech", "u1", now + 5))
-    await writer.execute(store.set_mute("tech", "u1", store.FOREVER))  # replaces
+    await writer.execute(ops.set_mute("general", "u1", now + 60))
+    await writer.execute(ops.set_mute("general", "u2", now - 1))  # already over
+    await writer.execute(ops.set_mute("tech", "u1", now + 5))
+    await writer.execute(ops.set_mute("tech", "u1", base.FOREVER))  # replaces
     assert sorted(db.active_mutes()) == [
         ("general", "u1", now + 60),
-        ("tech", "u1", store.FOREVER),
+        ("tech", "u1", base.FOREVER),
     ]
-    assert db.active_mutes(now=now + 120) == [("tech", "u1", store.FOREVER)]
-    await writer.execute(store.clear_mute("tech", "u1"))
+    assert db.active_mutes(now=now + 120) == [("tech", "u1", base.FOREVER)]
+    await writer.execute(ops.clear_mute("tech", "u1"))
     assert db.active_mutes(now=now + 120) == []
 
 
 async def test_audit_entries_newest_first_with_paging(
-    db: store.Store, writer: store.WriteBehind
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind
 ) -> None:
     for i in range(5):
         writer.submit(
-            store.insert_audit(
+            ops.insert_audit(
                 at=T0, actor_id="admin", action=f"act{i}", target_user_id="u1",
                 room_id="general", reason="why", detail={"i": i},
             )
         )  # fmt: skip
-    await writer.execute(store.insert_audit(at=T0, actor_id=None, action="system"))
-    entries = db.audit_entries(limit=3)
+    await writer.execute(ops.insert_audit(at=T0, actor_id=None, action="system"))
+    entries = await db.audit_entries(limit=3)
     assert [e.action for e in entries] == ["system", "act4", "act3"]
-    assert entries[0] == store.AuditRow(6, T0, None, "system", None, None, None, None)
+    assert entries[0] == base.AuditRow(6, T0, None, "system", None, None, None, None)
     assert orjson.loads(entries[1].detail or "") == {"i": 4}
-    older = db.audit_entries(limit=10, before_id=entries[-1].id)
+    older = await db.audit_entries(limit=10, before_id=entries[-1].id)
     assert [e.action for e in older] == ["act2", "act1", "act0"]
-    assert db.audit_entries(limit=10, before_id=1) == []
-    assert db.audit_entries(limit=0) == []
+    assert await db.audit_entries(limit=10, before_id=1) == []
+    assert await db.audit_entries(limit=0) == []
 
 
-async def test_files(db: store.Store, writer: store.WriteBehind) -> None:
+async def test_files(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None:
     await writer.execute(
-        store.insert_file(
+        ops.insert_file(
             id="f1", uploader_id="u1", name="cat.png", size=123, content_type="image/png",
             created_at=T0,
         )
     )  # fmt: skip
-    assert db.file("f1") == store.FileRow("f1", "u1", "cat.png", 123, "image/png", T0, None, None)
-    await writer.execute(store.attach_file("f1", "general", "general-1"))
-    row = db.file("f1")
+    assert await db.file("f1") == base.FileRow(
+        "f1", "u1", "cat.png", 123, "image/png", T0, None, None
+    )
+    await writer.execute(ops.attach_file("f1", "general", "general-1"))
+    row = await db.file("f1")
     assert row is not None and (row.room_id, row.message_id) == ("general", "general-1")
-    assert db.file("nope") is None
+    assert await db.file("nope") is None
 
 
 def test_history_page_uses_index_on_100k_messages(config: StorageConfig) -> None:
-    s = store.Store(config)
+    s = sqlite.SqliteStore(config)
     s.open()
     conn = apsw.Connection(str(config.path))
     with conn:
         conn.executemany(
-            store.STATEMENTS["insert_message"],
+            sqlite.STATEMENTS["insert_message"],
             (msg(seq, room=("general", "tech")[seq % 2])[1] for seq in range(1, 100_001)),
         )
         conn.executemany(
-            store.STATEMENTS["insert_dm"],
-            (store.insert_dm(id=f"d{seq}", seq=seq, sender_id=f"u{seq % 50}", recipient_id="x",
+            sqlite.STATEMENTS["insert_dm"],
+            (ops.insert_dm(id=f"d{seq}", seq=seq, sender_id=f"u{seq % 50}", recipient_id="x",
                              content="x", created_at=T0)[1] for seq in range(1, 20_001)),
         )  # fmt: skip
     plans = {
@@ -470,7 +482,7 @@ def test_history_page_uses_index_on_100k_messages(config: StorageConfig) -> None
                 f"EXPLAIN QUERY PLAN {sql}", ("general", 500, 50)[: sql.count("?")]
             )
         ]
-        for name, sql in store.PAGE_SQL.items()
+        for name, sql in sqlite.PAGE_SQL.items()
     }
     conn.close()
     for name, details in plans.items():
@@ -478,14 +490,22 @@ def test_history_page_uses_index_on_100k_messages(config: StorageConfig) -> None
         assert any(f"USING INDEX {index}" in d for d in details), (name, details)
         assert not any(d.startswith("SCAN") or "TEMP B-TREE" in d for d in details), details
 
-    assert [m.seq for m in s.messages_page("general", limit=3)] == [99_996, 99_998, 100_000]
-    assert [m.seq for m in s.messages_page("tech", before=7, limit=2)] == [3, 5]
-    assert [m.seq for m in s.messages_page("general", after=99_990, limit=50)] == [
+    assert [m.seq for m in asyncio.run(s.messages_page("general", limit=3))] == [
+        99_996,
+        99_998,
+        100_000,
+    ]
+    assert [m.seq for m in asyncio.run(s.messages_page("tech", before=7, limit=2))] == [3, 5]
+    assert [m.seq for m in asyncio.run(s.messages_page("general", after=99_990, limit=50))] == [
         99_992, 99_994, 99_996, 99_998, 100_000,
     ]  # fmt: skip
+
+    async def pages() -> None:
+        for before in range(1000, 100_000, 1000):
+            assert len(await s.messages_page("general", before=before, limit=50)) == 50
+
     started = time.perf_counter()
-    for before in range(1000, 100_000, 1000):
-        assert len(s.messages_page("general", before=before, limit=50)) == 50
+    asyncio.run(pages())
     # 99 indexed pages of 50 rows take a few ms; a table scan per page would take far longer.
     assert time.perf_counter() - started < 1.0
     s.close()
@@ -495,7 +515,7 @@ def test_history_page_uses_index_on_100k_messages(config: StorageConfig) -> None
 
 
 async def test_batching_and_callbacks_in_order_on_loop_thread(
-    db: store.Store, config: StorageConfig
+    db: sqlite.SqliteStore, config: StorageConfig
 ) -> None:
     # A long flush interval: batches start only because batch_max ops are waiting.
     writer = await start_writer(db, config, batch_max=100, flush_interval_ms=60_000)
@@ -515,7 +535,9 @@ async def test_batching_and_callbacks_in_order_on_loop_thread(
     assert count_rows(config, "messages") == 1000
 
 
-async def test_flush_interval_bounds_the_wait(db: store.Store, config: StorageConfig) -> None:
+async def test_flush_interval_bounds_the_wait(
+    db: sqlite.SqliteStore, config: StorageConfig
+) -> None:
     writer = await start_writer(db, config, batch_max=1000, flush_interval_ms=40)
     results = Results()
     started = time.monotonic()
@@ -528,16 +550,18 @@ async def test_flush_interval_bounds_the_wait(db: store.Store, config: StorageCo
     assert await writer.close(5) == 0
 
 
-async def test_zero_interval_commits_at_once(db: store.Store, config: StorageConfig) -> None:
+async def test_zero_interval_commits_at_once(db: sqlite.SqliteStore, config: StorageConfig) -> None:
     writer = await start_writer(db, config, flush_interval_ms=0)
     started = time.monotonic()
     await writer.execute(msg(1))
     assert time.monotonic() - started < 1.0
-    assert db.message_by_id("general-1") is not None
+    assert await db.message_by_id("general-1") is not None
     assert await writer.close(5) == 0
 
 
-async def test_constraint_failure_is_isolated(db: store.Store, config: StorageConfig) -> None:
+async def test_constraint_failure_is_isolated(
+    db: sqlite.SqliteStore, config: StorageConfig
+) -> None:
     writer = await start_writer(db, config, batch_max=5, flush_interval_ms=60_000)
     results = Results()
     ops = [
@@ -553,18 +577,18 @@ async def test_constraint_failure_is_isolated(db: store.Store, config: StorageCo
     errors = [error for _, error, _ in results.calls]
     assert [name for name, _, _ in results.calls] == ["0", "1", "2", "3", "4"]
     assert errors[0] is None and errors[2] is None and errors[4] is None
-    assert isinstance(errors[1], apsw.ConstraintError)
+    assert isinstance(errors[1], base.Duplicate)
     assert isinstance(errors[3], KeyError)
     assert writer.batches_committed == 1
     assert writer.ops_committed == 3
     assert writer.op_errors_total == 2
     assert writer.healthy
-    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 3, 4]
+    assert [m.seq for m in await db.messages_page("general", limit=10)] == [1, 3, 4]
     assert await writer.close(5) == 0
 
 
 async def test_batch_of_inserts_is_one_statement_and_a_failure_is_isolated(
-    db: store.Store, config: StorageConfig
+    db: sqlite.SqliteStore, config: StorageConfig
 ) -> None:
     # Only insert_message ops: the batch is written by one INSERT ... FROM jsonb_each.
     writer = await start_writer(db, config, batch_max=4, flush_interval_ms=60_000)
@@ -576,27 +600,27 @@ async def test_batch_of_inserts_is_one_statement_and_a_failure_is_isolated(
     await results.wait(4)
     errors = [error for _, error, _ in results.calls]
     assert errors[0] is None and errors[1] is None and errors[3] is None
-    assert isinstance(errors[2], apsw.ConstraintError)
+    assert isinstance(errors[2], base.Duplicate)
     assert (writer.batches_committed, writer.ops_committed, writer.op_errors_total) == (1, 3, 1)
-    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 2, 4]
+    assert [m.seq for m in await db.messages_page("general", limit=10)] == [1, 2, 4]
     assert await writer.close(5) == 0
 
 
-async def test_batched_rows_keep_every_value(db: store.Store, config: StorageConfig) -> None:
+async def test_batched_rows_keep_every_value(db: sqlite.SqliteStore, config: StorageConfig) -> None:
     writer = await start_writer(db, config, batch_max=3, flush_interval_ms=60_000)
     tricky = 'quote " backslash \\ nul \x00 emoji \U0001f600 accents éü \u2028 end'
     messages = [
-        store.insert_message(
+        ops.insert_message(
             id="m1", room_id="general", seq=1, user_id="u1", content=tricky, created_at=T0,
             message_type="file", reply_to="m0", client_id="12", attachment_id="f1",
         ),
-        store.insert_message(id="m2", room_id="general", seq=2, user_id="u1", content="",
+        ops.insert_message(id="m2", room_id="general", seq=2, user_id="u1", content="",
                              created_at=T0),
-        store.insert_message(id="m3", room_id="general", seq=2**40, user_id="u1",
+        ops.insert_message(id="m3", room_id="general", seq=2**40, user_id="u1",
                              content="123", created_at=T0, client_id="0"),
     ]  # fmt: skip
     dms = [
-        store.insert_dm(id=f"d{seq}", seq=seq, sender_id="u1", recipient_id="u2",
+        ops.insert_dm(id=f"d{seq}", seq=seq, sender_id="u1", recipient_id="u2",
                         content=tricky, client_id=f"c{seq}", created_at=T0)
         for seq in (1, 2, 3)
     ]  # fmt: skip
@@ -606,9 +630,9 @@ async def test_batched_rows_keep_every_value(db: store.Store, config: StorageCon
     await results.wait(6)
     assert all(error is None for _, error, _ in results.calls)
     assert writer.batches_committed == 2
-    stored = [db.message_by_id(f"m{i}") for i in (1, 2, 3)]
-    assert stored == [store.MessageRow(*op[1], None, None) for op in messages]
-    assert db.dm_page("u1", "u2", limit=5) == [store.DirectMessageRow(*op[1]) for op in dms]
+    stored = [await db.message_by_id(f"m{i}") for i in (1, 2, 3)]
+    assert stored == [base.MessageRow(*op[1], None, None) for op in messages]
+    assert await db.dm_page("u1", "u2", limit=5) == [base.DirectMessageRow(*op[1]) for op in dms]
     conn = apsw.Connection(str(config.path))
     types = conn.execute("SELECT typeof(seq), typeof(content) FROM messages ORDER BY id").fetchall()
     conn.close()
@@ -623,26 +647,26 @@ def wal_pages(config: StorageConfig) -> int:
 def record_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the threads that run checkpoints from now on."""
     threads: list[str] = []
-    checkpoint = store._Checkpointer._checkpoint
+    checkpoint = sqlite._Checkpointer._checkpoint
 
-    def recorded(self: store._Checkpointer, conn: apsw.Connection) -> None:
+    def recorded(self: sqlite._Checkpointer, conn: apsw.Connection) -> None:
         threads.append(threading.current_thread().name)
         checkpoint(self, conn)
 
-    monkeypatch.setattr(store._Checkpointer, "_checkpoint", recorded)
+    monkeypatch.setattr(sqlite._Checkpointer, "_checkpoint", recorded)
     return threads
 
 
-def big_message(seq: int) -> store.Op:
-    return store.insert_message(id=f"m{seq}", room_id="general", seq=seq, user_id="u1",
+def big_message(seq: int) -> base.Op:
+    return ops.insert_message(id=f"m{seq}", room_id="general", seq=seq, user_id="u1",
                                 content="x" * 1000, created_at=T0)  # fmt: skip
 
 
 async def test_checkpoints_run_off_the_writer_thread(
-    db: store.Store, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
+    db: sqlite.SqliteStore, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "CHECKPOINT_PAGES", 20)
-    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", 0.001)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_PAGES", 20)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_INTERVAL", 0.001)
     threads = record_checkpoints(monkeypatch)
     writer = await start_writer(db, config, batch_max=50, flush_interval_ms=60_000)
     results = Results()
@@ -656,17 +680,17 @@ async def test_checkpoints_run_off_the_writer_thread(
     assert 0 < wal_pages(config) < 100
     assert threads and set(threads) == {"fastchat-checkpointer"}
     assert await writer.close(5) == 0
-    assert len(db.messages_page("general", limit=5000)) == 1000
+    assert len(await db.messages_page("general", limit=5000)) == 1000
 
 
 def shrink_wal_limits(monkeypatch: pytest.MonkeyPatch, interval: float) -> None:
     """Checkpoint from 20 WAL pages and start the WAL over past 100 (instead of 1,000 / 8,000)."""
-    monkeypatch.setattr(store, "CHECKPOINT_PAGES", 20)
-    monkeypatch.setattr(store, "WAL_RESTART_PAGES", 100)
-    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", interval)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_PAGES", 20)
+    monkeypatch.setattr(sqlite, "WAL_RESTART_PAGES", 100)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_INTERVAL", interval)
 
 
-async def write_back_to_back(writer: store.WriteBehind, count: int, timeout: float) -> None:
+async def write_back_to_back(writer: sqlite.WriteBehind, count: int, timeout: float) -> None:
     """Queue ``count`` big messages at once (the writer commits back to back); await all."""
     results = Results()
     for seq in range(1, count + 1):
@@ -675,7 +699,7 @@ async def write_back_to_back(writer: store.WriteBehind, count: int, timeout: flo
 
 
 async def test_wal_starts_over_under_sustained_load(
-    db: store.Store, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
+    db: sqlite.SqliteStore, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shrink_wal_limits(monkeypatch, interval=0.01)
     threads = record_checkpoints(monkeypatch)
@@ -688,21 +712,21 @@ async def test_wal_starts_over_under_sustained_load(
     assert {"fastchat-checkpointer", "fastchat-writer"} <= set(threads)
     assert writer.healthy
     assert await writer.close(5) == 0
-    assert len(db.messages_page("general", limit=count)) == count
+    assert len(await db.messages_page("general", limit=count)) == count
 
 
 async def test_wal_stays_bounded_when_the_checkpointer_lags(
-    db: store.Store, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
+    db: sqlite.SqliteStore, config: StorageConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shrink_wal_limits(monkeypatch, interval=0)
-    checkpoint = store._Checkpointer._checkpoint
+    checkpoint = sqlite._Checkpointer._checkpoint
 
-    def slow(self: store._Checkpointer, conn: apsw.Connection) -> None:
+    def slow(self: sqlite._Checkpointer, conn: apsw.Connection) -> None:
         if threading.current_thread().name == "fastchat-checkpointer":
             time.sleep(0.02)  # a slow disk: the thread holds its lock nearly all the time
         checkpoint(self, conn)
 
-    monkeypatch.setattr(store._Checkpointer, "_checkpoint", slow)
+    monkeypatch.setattr(sqlite._Checkpointer, "_checkpoint", slow)
     writer = await start_writer(db, config, batch_max=50, flush_interval_ms=60_000)
     await write_back_to_back(writer, 4000, timeout=30)
     assert 0 < wal_pages(config) < 600  # the writer waited for the thread, then finished
@@ -710,7 +734,7 @@ async def test_wal_stays_bounded_when_the_checkpointer_lags(
 
 
 async def test_disk_full_is_retried_until_space_returns(
-    db: store.Store, config: StorageConfig, caplog: pytest.LogCaptureFixture
+    db: sqlite.SqliteStore, config: StorageConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="fastchat.store")
     writer = await start_writer(db, config, batch_max=3, flush_interval_ms=60_000)
@@ -719,7 +743,7 @@ async def test_disk_full_is_retried_until_space_returns(
     big = "x" * 50_000
     for seq in (1, 2, 3):
         writer.submit(
-            store.insert_message(id=f"m{seq}", room_id="general", seq=seq, user_id="u1",
+            ops.insert_message(id=f"m{seq}", room_id="general", seq=seq, user_id="u1",
                                  content=big, created_at=T0),
             results.cb(str(seq)),
         )  # fmt: skip
@@ -727,7 +751,7 @@ async def test_disk_full_is_retried_until_space_returns(
     assert not writer.healthy
     assert writer.last_error is not None and writer.last_error.startswith("disk full")
     assert results.calls == []  # nothing acknowledged while failing
-    assert db.messages_page("general", limit=10) == []
+    assert await db.messages_page("general", limit=10) == []
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(failures) == 1  # logged once per episode, not per retry
     assert "disk full" in failures[0].getMessage()
@@ -740,11 +764,11 @@ async def test_disk_full_is_retried_until_space_returns(
     assert writer.healthy and writer.last_error is None
     assert writer.batches_committed == 1
     assert any("recovered" in r.getMessage() for r in caplog.records)
-    assert len(db.messages_page("general", limit=10)) == 3
+    assert len(await db.messages_page("general", limit=10)) == 3
     assert await writer.close(5) == 0
 
 
-async def test_queue_max_refuses_new_ops(db: store.Store, config: StorageConfig) -> None:
+async def test_queue_max_refuses_new_ops(db: sqlite.SqliteStore, config: StorageConfig) -> None:
     writer = await start_writer(db, config, queue_max=3, flush_interval_ms=60_000)
     assert all(writer.submit(msg(seq)) for seq in (1, 2, 3))
     assert writer.queue_depth == 3
@@ -753,10 +777,12 @@ async def test_queue_max_refuses_new_ops(db: store.Store, config: StorageConfig)
         await writer.execute(msg(5))
     assert writer.queue_depth == 3
     assert await writer.close(5) == 0
-    assert [m.seq for m in db.messages_page("general", limit=10)] == [1, 2, 3]
+    assert [m.seq for m in await db.messages_page("general", limit=10)] == [1, 2, 3]
 
 
-async def test_close_drains_everything_queued(db: store.Store, config: StorageConfig) -> None:
+async def test_close_drains_everything_queued(
+    db: sqlite.SqliteStore, config: StorageConfig
+) -> None:
     writer = await start_writer(db, config, batch_max=1000, flush_interval_ms=60_000)
     results = Results()
     for seq in range(1, 2501):
@@ -764,18 +790,20 @@ async def test_close_drains_everything_queued(db: store.Store, config: StorageCo
     assert await writer.close(10) == 0
     assert len(results.calls) == 2500  # every ack delivered before close() returned
     assert writer.submit(msg(9999)) is False  # closed: nothing more is accepted
-    reopened = store.Store(config)
+    reopened = sqlite.SqliteStore(config)
     reopened.open()
-    assert len(reopened.messages_page("general", limit=5000)) == 2500
+    assert len(await reopened.messages_page("general", limit=5000)) == 2500
     reopened.close()
 
 
-async def test_close_gives_up_on_a_failing_disk(db: store.Store, config: StorageConfig) -> None:
+async def test_close_gives_up_on_a_failing_disk(
+    db: sqlite.SqliteStore, config: StorageConfig
+) -> None:
     writer = await start_writer(db, config)
     writer.set_max_page_count(1)
     results = Results()
     writer.submit(
-        store.insert_message(id="m1", room_id="general", seq=1, user_id="u1", content="x" * 50_000,
+        ops.insert_message(id="m1", room_id="general", seq=1, user_id="u1", content="x" * 50_000,
                              created_at=T0),
         results.cb("m1"),
     )  # fmt: skip
@@ -784,7 +812,7 @@ async def test_close_gives_up_on_a_failing_disk(db: store.Store, config: Storage
     assert await writer.close(0.2) == 2
     assert [name for name, _, _ in results.calls] == ["m1", "m2"]
     assert all(isinstance(error, StorageUnavailable) for _, error, _ in results.calls)
-    assert db.messages_page("general", limit=10) == []
+    assert await db.messages_page("general", limit=10) == []
 
 
 def test_acked_writes_survive_sigkill(config: StorageConfig) -> None:
@@ -809,10 +837,12 @@ def test_acked_writes_survive_sigkill(config: StorageConfig) -> None:
         child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    s = store.Store(config)
+    s = sqlite.SqliteStore(config)
     state = s.open()
     assert state.clean is False
-    missing = [message_id for message_id in acked if s.message_by_id(message_id) is None]
+    missing = [
+        message_id for message_id in acked if asyncio.run(s.message_by_id(message_id)) is None
+    ]
     assert missing == []
     assert state.max_room_seq["general"] >= len(acked)
     s.close()

@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from fastchat import store as ops
-from fastchat.errors import ChatError, Forbidden, NotFound, RateLimited, ValidationError
-from fastchat.http import BodySink, FileBody, Request, Response, json_response
-from fastchat.protocol import utc_now_iso
+from fastchat.auth import bearer_token
+from fastchat.clock import utc_now_iso
+from fastchat.errors import ChatError, NotFound, RateLimited, ValidationError
+from fastchat.protocol import attachment_json
 from fastchat.ratelimit import KeyedLimiter
+from fastchat.storage import ops
+from fastchat.web.http import BodySink, FileBody, Request, Response, json_response
 
 if TYPE_CHECKING:
-    from fastchat.app import App
-    from fastchat.chat import User
+    from collections.abc import Awaitable, Callable
+
+    from fastchat.auth import TokenService
+    from fastchat.chat import Chat, User
+    from fastchat.storage.base import Store, Writer
 
 _IMAGE_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -62,8 +67,8 @@ def sanitize_name(raw: str | None) -> str:
 class _TempFileSink:
     """Writes the body to a temporary file, remembering its size and first bytes."""
 
-    def __init__(self, directory: Path, user: User | None, error: ChatError | None):
-        self.user = user
+    def __init__(self, directory: Path, user_id: str | None, error: ChatError | None):
+        self.user_id = user_id
         self.error = error
         self.size = 0
         self.head = b""
@@ -93,45 +98,67 @@ class _TempFileSink:
 class Uploads:
     """The upload and download routes."""
 
-    def __init__(self, app: App):
-        self._app = app
-        self._dir = app.config.storage.uploads_dir
+    def __init__(
+        self,
+        directory: Path,
+        per_user_per_hour: int,
+        tokens: TokenService,
+        api_user: Callable[[Request], Awaitable[User]],
+        store: Store,
+        writer: Writer,
+        chat: Chat,
+    ):
+        """``api_user`` is the account behind a request (it raises for anonymous ones)."""
+        self._tokens = tokens
+        self._api_user = api_user
+        self._store = store
+        self._writer = writer
+        self._chat = chat
+        self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
         for leftover in self._dir.glob(".upload-*"):
             leftover.unlink(missing_ok=True)  # bodies of uploads cut off by a crash
-        self._limiter = KeyedLimiter(app.config.uploads.per_user_per_hour, 3600.0)
+        self._limiter = KeyedLimiter(per_user_per_hour, 3600.0)
 
     def sink(self, request: Request) -> BodySink:
-        """Called when the headers are complete: check who uploads before storing a byte."""
+        """Called when the headers are complete: check the token before storing a byte.
+
+        The account behind it (it may be gone or banned: a storage read) is checked when
+        the body is complete, before the file is kept.
+        """
         try:
-            user = self._app.api_user(request)
-            retry = self._limiter.hit(user.id, time.monotonic())
+            user_id = self._tokens.verify(bearer_token(request.header("authorization"))).user_id
+            retry = self._limiter.hit(user_id, time.monotonic())
             if retry is not None:
                 raise RateLimited("Upload limit reached, try again later", retry_after=retry)
         except ChatError as err:
             return _TempFileSink(self._dir, None, err)
-        return _TempFileSink(self._dir, user, None)
+        return _TempFileSink(self._dir, user_id, None)
 
     async def upload(self, request: Request, sink: BodySink | None) -> Response:
         if not isinstance(sink, _TempFileSink):  # no sink: the body was empty
-            self._app.api_user(request)  # an anonymous request is refused as such first
+            await self._api_user(request)  # an anonymous request is refused as such first
             raise ValidationError("The file is empty", field="body")
         sink.finish()
         if sink.error is not None:
             sink.abort()
             raise sink.error
+        try:
+            user = await self._api_user(request)
+        except ChatError:
+            sink.abort()
+            raise
         if sink.size == 0:
             sink.abort()
             raise ValidationError("The file is empty", field="body")
-        assert sink.user is not None
         file_id = uuid.uuid4().hex
         content_type = sniff(sink.head)
         name = sanitize_name(request.header("x-filename"))
         os.replace(sink.path, self._dir / file_id)
-        await self._app.writer.execute(
+        await self._writer.execute(
             ops.insert_file(
                 id=file_id,
-                uploader_id=sink.user.id,
+                uploader_id=user.id,
                 name=name,
                 size=sink.size,
                 content_type=content_type,
@@ -140,32 +167,15 @@ class Uploads:
         )
         return json_response(
             201,
-            {
-                "file": {
-                    "id": file_id,
-                    "name": name,
-                    "size": sink.size,
-                    "contentType": content_type,
-                    "url": f"/api/chat/files/{file_id}",
-                }
-            },
+            {"file": attachment_json(file_id, name, sink.size, content_type)},
         )
 
     async def download(self, request: Request, file_id: str) -> Response:
-        user = self._app.api_user(request)
-        row = self._app.store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
+        user = await self._api_user(request)
+        row = await self._store.file(file_id) if re.fullmatch(r"[0-9a-f]{32}", file_id) else None
         if row is None:
             raise NotFound("File not found")
-        share = self._app.chat.file_share(row)
-        if share is None:
-            if row.uploader_id != user.id:
-                raise NotFound("File not found")
-        else:
-            room = self._app.hub.rooms.get(share[0])
-            if room is None or (room.is_private and user.id not in room.member_ids):
-                raise Forbidden("You cannot see the room this file was posted in")
-            if self._app.chat.message_deleted(share[1]):
-                raise NotFound("File not found")
+        await self._chat.check_file_access(user, row)
         headers = [
             ("Content-Type", row.content_type),
             ("X-Content-Type-Options", "nosniff"),

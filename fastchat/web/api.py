@@ -1,32 +1,29 @@
 """The HTTP side of the application: routes, the JSON API, static files, WebSocket upgrades.
 
-:class:`Api` implements :class:`fastchat.http.Router`. Each route is one small async
+:class:`Api` implements :class:`fastchat.web.http.Router`. Each route is one small async
 method; authentication, CORS and error mapping are done once here, at the edge.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import mimetypes
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import apsw
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fastchat import store as ops
 from fastchat.auth import normalize_email, validate_login, validate_registration
+from fastchat.clock import utc_now_iso
 from fastchat.errors import Banned, ChatError, Conflict, InvalidCredentials, RateLimited
-from fastchat.http import BodySink, Request, Response, error_response, json_response
-from fastchat.hub import DEDICATED, PLAIN, SHARED
 from fastchat.ids import new_id
-from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
+from fastchat.storage import ops
+from fastchat.storage.base import AuditRow, Duplicate
+from fastchat.web.http import BodySink, Request, Response, error_response, json_response
+from fastchat.web.static import StaticFiles
 from fastchat.ws.connection import Connection
 from fastchat.ws.deflate import (
     ContextDeflater,
@@ -35,6 +32,7 @@ from fastchat.ws.deflate import (
     negotiate,
     shared_deflater,
 )
+from fastchat.ws.peer import DEDICATED, PLAIN, SHARED
 from fastchat.ws.upgrade import hand_over, raw_request
 
 if TYPE_CHECKING:
@@ -45,87 +43,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastchat.api")
 
-CLIENT_CSP = (
-    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' blob: data:; "
-    "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
-_SECURITY_HEADERS = [
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-]
 _WS_PATHS = ("/", "/ws")
-_NO_CLIENT_PAGE = (
-    b"<!doctype html><html lang=en><meta charset=utf-8><title>fastchat: no browser client</title>"
-    b"<h1>404: no browser client here</h1><p>This fastchat server has no browser client: the"
-    b" folder set as <code>[server] static_dir</code> is missing or has no"
-    b" <code>index.html</code> (the server log names it). Remove the setting to serve the"
-    b" client shipped with fastchat. The API and WebSocket work as usual.</p></html>\n"
-)
 
 Route = Callable[[Request], Awaitable[Response]]
 
 
-class StaticFiles:
-    """The browser client, read once at start: only files that exist then can be served,
-    so no request path can reach outside the folder."""
-
-    def __init__(self, root: Path):
-        self._files: dict[str, tuple[bytes, str, str]] = {}
-        if not root.is_dir():
-            log.warning("static folder %s not found: the browser client is not served", root)
-            return
-        if not (root / "index.html").is_file():
-            log.warning("static folder %s has no index.html: GET / answers 404", root)
-        for path in sorted(root.rglob("*")):
-            if path.is_file() and not any(
-                part.startswith(".") for part in path.relative_to(root).parts
-            ):
-                body = path.read_bytes()
-                ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-                if ctype.startswith("text/") or ctype in (
-                    "application/javascript",
-                    "application/json",
-                ):
-                    ctype += "; charset=utf-8"
-                etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-                self._files[path.relative_to(root).as_posix()] = (body, ctype, etag)
-
-    def get(self, name: str, request: Request) -> Response | None:
-        found = self._files.get(name)
-        if found is None:
-            return None
-        body, ctype, etag = found
-        headers = [
-            ("Content-Type", ctype),
-            ("ETag", etag),
-            # index.html must be revalidated so a new release is picked up; assets too, cheaply.
-            ("Cache-Control", "no-cache"),
-            *_SECURITY_HEADERS,
-        ]
-        if name == "index.html":
-            headers.append(("Content-Security-Policy", CLIENT_CSP))
-        if request.header("if-none-match") == etag:
-            return Response(304, b"", headers)
-        return Response(200, body, headers)
-
-    @staticmethod
-    def no_client() -> Response:
-        """``GET /`` without an ``index.html``: a page saying so (the log names the folder)."""
-        return Response(
-            404,
-            _NO_CLIENT_PAGE,
-            [
-                ("Content-Type", "text/html; charset=utf-8"),
-                ("Cache-Control", "no-store"),
-                ("Content-Security-Policy", "default-src 'none'"),
-                *_SECURITY_HEADERS,
-            ],
-        )
-
-
 class Api:
-    """Routes requests to handlers; the :class:`fastchat.http.Router` of the server."""
+    """Routes requests to handlers; the :class:`fastchat.web.http.Router` of the server."""
 
     def __init__(self, app: App):
         self._app = app
@@ -287,7 +211,7 @@ class Api:
         registration = validate_registration(_json_body(request))
         store = self._app.store
         email = normalize_email(registration.email)
-        if store.user_by_name(registration.username) or store.user_by_login(email):
+        if await store.user_by_name(registration.username) or await store.user_by_login(email):
             raise Conflict("User already exists")
         password_hash = await self._app.hasher.hash(registration.password)
         user_id = new_id()
@@ -301,7 +225,7 @@ class Api:
         )
         try:
             await self._app.writer.execute(op)
-        except apsw.ConstraintError:
+        except Duplicate:
             raise Conflict("User already exists") from None
         token = self._app.tokens.issue(user_id, registration.username, "user")
         return json_response(
@@ -315,33 +239,35 @@ class Api:
     async def _login(self, request: Request) -> Response:
         self._limit_auth(request)
         login = validate_login(_json_body(request))
-        row = self._app.store.user_by_login(login.username)
+        row = await self._app.store.user_by_login(login.username)
         if (
             not await self._app.hasher.verify(login.password, row.password_hash if row else None)
             or row is None
         ):
             raise InvalidCredentials("Invalid credentials")
-        user = self._app.chat.user(row.id)
+        user = await self._app.chat.user(row.id)
         assert user is not None
         if user.is_banned(time.time()):
             raise Banned("This account is banned")
         token = self._app.tokens.issue(user.id, user.username, user.role)
         return json_response(200, {"user": user.private(), "token": token})
 
-    def _user(self, request: Request) -> User:
-        return self._app.api_user(request)
+    async def _user(self, request: Request) -> User:
+        return await self._app.api_user(request)
 
     async def _me(self, request: Request) -> Response:
-        return json_response(200, {"user": self._user(request).private()})
+        return json_response(200, {"user": (await self._user(request)).private()})
 
     async def _rooms(self, request: Request) -> Response:
-        return json_response(200, {"rooms": self._app.chat.visible_rooms(self._user(request))})
+        return json_response(
+            200, {"rooms": self._app.chat.visible_rooms(await self._user(request))}
+        )
 
     async def _audit(self, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         if user.role != "admin":
             return error_response(403, "Admins only", code="forbidden")
-        entries = self._app.store.audit_entries(limit=200)
+        entries = await self._app.store.audit_entries(limit=200)
         return json_response(200, {"entries": [_audit_json(e) for e in entries]})
 
 
@@ -354,7 +280,7 @@ def _json_body(request: Request) -> object:
         raise ValidationError("Body must be JSON", field="body") from None
 
 
-def _audit_json(entry: ops.AuditRow) -> dict[str, object]:
+def _audit_json(entry: AuditRow) -> dict[str, object]:
     return {
         "id": entry.id,
         "at": entry.at,

@@ -1,4 +1,4 @@
-"""Rooms, presence and the fan-out engine.
+"""The fan-out engine: local connections, each room's log and members' cursors, the flush.
 
 A broadcast is encoded once (the caller passes the JSON bytes), framed once and, when any
 member negotiated shared permessage-deflate, compressed once, then appended to the room's
@@ -16,22 +16,28 @@ its own (on this machine a round to 1,000 members is ~13 ms of ``send()`` calls)
 A connection that gets an event of its own (a reply, an ack) is first given what its rooms
 published before that event (:meth:`Hub.catch_up`), so every connection sees events in the
 order they were produced. Nothing here awaits.
+
+The hub knows connections only through :class:`~fastchat.ws.peer.Peer`, and rooms only as
+fan-out state (:class:`Room`); what a room *is* (name, members, history) is the chat's
+(:mod:`fastchat.chat.rooms`). The chat publishes through a
+:class:`~fastchat.fanout.broker.Broker`, whose local implementation calls this hub.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Iterable, KeysView
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 from fastchat.config import WebSocketConfig
 from fastchat.metrics import Metrics
 from fastchat.ws.deflate import shared_deflater
 from fastchat.ws.frames import build_frame
+from fastchat.ws.peer import DEDICATED, PLAIN, SHARED
 
 if TYPE_CHECKING:
-    from fastchat.ws.connection import Connection
+    from fastchat.ws.peer import Peer as Connection
 
 _NOBODY: frozenset[Connection] = frozenset()
 # Members of a room written per flush step; see the module docstring.
@@ -41,14 +47,9 @@ _STEP = 128
 # each member's batch (and the memory it pins in socket buffers) larger.
 _ROUND_SECONDS = 0.02
 
-# Connection.compress values
-PLAIN = 0
-SHARED = 1
-DEDICATED = 2
-
 
 class Room:
-    """A room's live state: who is in it now, its order of record, recent history."""
+    """A room's fan-out state: the connections in it now, its log, the round in progress."""
 
     __slots__ = (
         "_base",
@@ -62,42 +63,17 @@ class Room:
         "_special",
         "_zframes",
         "conns",
-        "created_by",
-        "description",
-        "history",
         "id",
-        "is_private",
-        "member_ids",
         "n_shared",
-        "name",
         "present",
-        "seq",
-        "typing",
     )
 
-    def __init__(
-        self,
-        room_id: str,
-        name: str,
-        description: str | None,
-        is_private: bool,
-        created_by: str | None,
-        member_ids: set[str],
-        seq: int,
-    ):
+    def __init__(self, room_id: str):
         self.id = room_id
-        self.name = name
-        self.description = description
-        self.is_private = is_private
-        self.created_by = created_by
-        self.member_ids = member_ids  # persisted membership (who may join a private room)
-        self.seq = seq  # the last seq handed out
         # Connections in the room now -> log index of the next frame each is to be written.
         self.conns: dict[Connection, int] = {}
         self.present: dict[str, int] = {}  # user id -> how many of its connections are in
         self.n_shared = 0
-        self.history: deque[dict] | None = None  # loaded on first use
-        self.typing: dict[str, asyncio.TimerHandle] = {}
         # The log: frames not yet written to every member; _frames[0] has index _base.
         self._frames: list[bytes] = []
         self._zframes: list[bytes] = []  # the same, shared-deflated (while n_shared > 0)
@@ -110,15 +86,6 @@ class Room:
         self._round_pos = 0
         self._round_end = 0  # the log's end when the round began
         self._round_started = 0.0
-
-    def summary(self) -> dict:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "is_private": self.is_private,
-            "member_count": len(self.member_ids),
-        }
 
     @property
     def log_end(self) -> int:
@@ -136,7 +103,11 @@ class Room:
 
 
 class Hub:
-    """All rooms and the connections of every online user; owns the per-iteration flush."""
+    """Every local connection, by room and by user; owns the per-iteration flush.
+
+    It is also the :class:`~fastchat.ws.peer.Registry` of the connections: they report
+    their opening and closing here (:meth:`opened`, :meth:`closing`, :meth:`closed`).
+    """
 
     def __init__(self, config: WebSocketConfig, metrics: Metrics):
         self.loop = asyncio.get_running_loop()
@@ -153,6 +124,55 @@ class Hub:
         self._flush_scheduled = False
         self._coalesce = config.coalesce_ms / 1000
         self._last_flush = 0.0
+
+    # --- connections and users ------------------------------------------------------------
+
+    def opened(self, conn: Connection) -> None:
+        """A connection completed its handshake."""
+        self.connections.add(conn)
+
+    def closing(self, conn: Connection) -> None:
+        """A connection is about to send its close frame: queue what it is owed first."""
+        self.catch_up(conn)
+
+    def closed(self, conn: Connection) -> None:
+        """A connection is gone (its rooms and user are left by the chat)."""
+        self.connections.discard(conn)
+
+    def bind_user(self, conn: Connection, user_id: str) -> bool:
+        """Mark ``conn`` as ``user_id``'s; True when it is the user's first connection."""
+        conn.user_id = user_id
+        conns = self.users.setdefault(user_id, set())
+        conns.add(conn)
+        return len(conns) == 1
+
+    def unbind_user(self, conn: Connection, user_id: str) -> bool:
+        """Forget ``conn`` as ``user_id``'s; True when the user has no connection left."""
+        conns = self.users.get(user_id)
+        if conns is None:
+            return False
+        conns.discard(conn)
+        if conns:
+            return False
+        del self.users[user_id]
+        return True
+
+    def user_conns(self, user_id: str) -> AbstractSet[Connection]:
+        """The connections of an online user (empty when offline)."""
+        return self.users.get(user_id, _NOBODY)
+
+    def open_room(self, room_id: str) -> Room:
+        """The fan-out state of ``room_id``, made on first use."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = Room(room_id)
+        return room
+
+    def send_to_all(self, payload: bytes) -> None:
+        """Queue ``payload`` for every authenticated connection."""
+        for conn in self.connections:
+            if conn.user_id:
+                self.send(conn, payload)
 
     # --- queueing -------------------------------------------------------------------------
 
@@ -419,7 +439,7 @@ class Hub:
     # --- membership of live connections ---------------------------------------------------
 
     def enter(self, room: Room, conn: Connection) -> None:
-        if conn in room.conns:
+        if conn.closed or conn in room.conns:  # closed: a join that waited on storage
             return
         room.conns[conn] = room.log_end  # from what is published next
         conn.rooms.append(room)

@@ -1,8 +1,10 @@
-"""SQLite storage through apsw: schema and migrations, reads, and the write-behind writer.
+"""The SQLite backend (apsw): schema and migrations, reads, and the write-behind writer.
+
+The only module that imports apsw; it implements :mod:`fastchat.storage.base`.
 
 Two connections per process, both in WAL mode so readers never block the writer:
 
-* :class:`Store` owns the *reader* connection, used on the event-loop thread for short
+* :class:`SqliteStore` owns the *reader* connection, used on the event-loop thread for short
   indexed reads (and for the rare writes made while no writer runs: migrations and the
   clean-shutdown marker).
 * :class:`WriteBehind` owns the *writer* connection and a daemon thread that commits
@@ -11,7 +13,7 @@ Two connections per process, both in WAL mode so readers never block the writer:
   callbacks, called on the loop thread once the batch has committed.
 
 Timestamps are ISO-8601 UTC strings made by the caller; ban and mute deadlines are Unix
-times in seconds (:data:`FOREVER` for "permanent").
+times in seconds (:data:`~fastchat.storage.base.FOREVER` for "permanent").
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from itertools import groupby
 from typing import Any
 
@@ -31,16 +33,22 @@ import orjson
 
 from fastchat.config import StorageConfig
 from fastchat.errors import Overloaded, StorageUnavailable
+from fastchat.storage.base import (
+    AuditRow,
+    DirectMessageRow,
+    Duplicate,
+    FileRow,
+    MessageRow,
+    OnDone,
+    Op,
+    RoomRow,
+    StartupState,
+    StorageError,
+    UserRow,
+)
+from fastchat.storage.ops import dm_pair
 
 log = logging.getLogger("fastchat.store")
-
-Op = tuple[str, tuple[Any, ...]]
-"""A write operation: a key of :data:`STATEMENTS` and the statement's parameters."""
-
-OnDone = Callable[[BaseException | None], None]
-
-FOREVER = 253402300799.0
-"""A ban/mute deadline meaning "permanent" (9999-12-31T23:59:59Z as a Unix time)."""
 
 BUSY_TIMEOUT_MS = 5000
 CHECKPOINT_PAGES = 1000
@@ -161,98 +169,6 @@ MIGRATIONS: list[str] = [
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
 
 
-# --------------------------------------------------------------------------- rows
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    id: str
-    username: str
-    email: str | None
-    password_hash: str
-    avatar_url: str | None
-    role: str
-    created_at: str | None
-    last_seen: str | None
-    banned_until: float | None
-    ban_reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RoomRow:
-    id: str
-    name: str
-    description: str | None
-    is_private: bool
-    created_by: str | None
-    created_at: str | None
-    member_count: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    id: str
-    room_id: str
-    seq: int
-    user_id: str
-    content: str
-    message_type: str
-    reply_to: str | None
-    client_id: str | None
-    attachment_id: str | None
-    created_at: str
-    edited_at: str | None
-    deleted_at: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DirectMessageRow:
-    id: str
-    seq: int
-    pair: str
-    sender_id: str
-    recipient_id: str
-    content: str
-    client_id: str | None
-    created_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileRow:
-    id: str
-    uploader_id: str
-    name: str
-    size: int
-    content_type: str
-    created_at: str
-    room_id: str | None
-    message_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    """One audit entry; ``detail`` is the stored JSON text (or None)."""
-
-    id: int
-    at: str
-    actor_id: str | None
-    action: str
-    target_user_id: str | None
-    room_id: str | None
-    reason: str | None
-    detail: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class StartupState:
-    """What :meth:`Store.open` learned: was the last run's shutdown clean, and where the
-    sequence counters stand (``max_room_seq`` has every room, 0 when it has no messages)."""
-
-    clean: bool
-    max_room_seq: dict[str, int]
-    max_dm_seq: int
-
-
 def _columns(row_type: type, alias: str = "") -> str:
     return ", ".join(alias + f.name for f in fields(row_type) if f.name != "member_count")
 
@@ -280,11 +196,6 @@ def _room_row(row: tuple[Any, ...]) -> RoomRow:
     return RoomRow(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6])
 
 
-def dm_pair(user_a: str, user_b: str) -> str:
-    """The conversation key of two users: their ids sorted and joined by ``':'``."""
-    return f"{user_a}:{user_b}" if user_a <= user_b else f"{user_b}:{user_a}"
-
-
 def _connect(config: StorageConfig, synchronous: str) -> apsw.Connection:
     conn = apsw.Connection(str(config.path))
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -298,10 +209,12 @@ def _connect(config: StorageConfig, synchronous: str) -> apsw.Connection:
 # --------------------------------------------------------------------------- reads
 
 
-class Store:
+class SqliteStore:
     """The reader connection: schema set-up, start-up state and the server's reads.
 
-    Used on the event-loop thread only; every query is a short indexed lookup.
+    Used on the event-loop thread only; every query is a short indexed lookup. The reads
+    the server makes after start-up are coroutines (the :class:`~fastchat.storage.base.Store`
+    protocol, which a network database needs); here they answer without suspending.
     """
 
     _db: apsw.Connection
@@ -311,6 +224,12 @@ class Store:
 
     def open(self) -> StartupState:
         """Create the folder and database, migrate, and consume the clean-shutdown marker."""
+        try:
+            return self._open()
+        except apsw.Error as exc:
+            raise StorageError(f"{self._config.path}: {_describe(exc)}") from exc
+
+    def _open(self) -> StartupState:
         self._config.path.parent.mkdir(parents=True, exist_ok=True)
         # This connection's only writes (migrations, the marker) must be durable whatever
         # the configured level, so it always syncs fully.
@@ -357,19 +276,19 @@ class Store:
         rows = self._db.execute(sql, params).fetchall()
         return rows[0] if rows else None
 
-    def user_by_id(self, user_id: str) -> UserRow | None:
+    async def user_by_id(self, user_id: str) -> UserRow | None:
         """The user with this id."""
         row = self._one(f"{_USER_SELECT} WHERE id = ?", (user_id,))
         return UserRow(*row) if row else None
 
-    def user_by_name(self, username: str) -> UserRow | None:
+    async def user_by_name(self, username: str) -> UserRow | None:
         """The user with this username, compared case-insensitively."""
         row = self._one(f"{_USER_SELECT} WHERE username = ?", (username,))
         return UserRow(*row) if row else None
 
-    def user_by_login(self, name_or_email: str) -> UserRow | None:
+    async def user_by_login(self, name_or_email: str) -> UserRow | None:
         """The user whose username (first) or email matches, case-insensitively."""
-        user = self.user_by_name(name_or_email)
+        user = await self.user_by_name(name_or_email)
         if user is not None:
             return user
         row = self._one(f"{_USER_SELECT} WHERE email = ?", (name_or_email,))
@@ -385,7 +304,7 @@ class Store:
         rows = self._db.execute("SELECT user_id FROM room_members WHERE room_id = ?", (room_id,))
         return {row[0] for row in rows.fetchall()}
 
-    def messages_page(
+    async def messages_page(
         self, room_id: str, *, before: int | None = None, after: int | None = None, limit: int
     ) -> list[MessageRow]:
         """Up to ``limit`` messages of a room, oldest first.
@@ -406,7 +325,7 @@ class Store:
             rows = self._db.execute(PAGE_SQL["latest"], (room_id, limit)).fetchall()
         return [MessageRow(*row) for row in reversed(rows)]
 
-    def message_by_id(self, message_id: str) -> MessageRow | None:
+    async def message_by_id(self, message_id: str) -> MessageRow | None:
         """The message with this id."""
         row = self._one(f"{_MESSAGE_SELECT} WHERE id = ?", (message_id,))
         return MessageRow(*row) if row else None
@@ -422,14 +341,14 @@ class Store:
         ):
             yield f"{sender_id}\0dm:{client_id}"
 
-    def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
+    async def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
         """The message ``user_id`` sent with this client id (for idempotent retries)."""
         row = self._one(
             f"{_MESSAGE_SELECT} WHERE user_id = ? AND client_id = ?", (user_id, client_id)
         )
         return MessageRow(*row) if row else None
 
-    def dm_page(
+    async def dm_page(
         self, user_a: str, user_b: str, *, before: int | None = None, limit: int
     ) -> list[DirectMessageRow]:
         """Up to ``limit`` direct messages between two users, the newest with
@@ -443,7 +362,7 @@ class Store:
             rows = self._db.execute(PAGE_SQL["dm_before"], (pair, before, limit)).fetchall()
         return [DirectMessageRow(*row) for row in reversed(rows)]
 
-    def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
+    async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
         """The direct message ``sender_id`` sent with this client id."""
         row = self._one(
             f"{_DM_SELECT} WHERE sender_id = ? AND client_id = ?", (sender_id, client_id)
@@ -456,7 +375,7 @@ class Store:
         rows = self._db.execute("SELECT room_id, user_id, until FROM mutes WHERE until > ?", (now,))
         return [(row[0], row[1], row[2]) for row in rows.fetchall()]
 
-    def audit_entries(self, *, limit: int, before_id: int | None = None) -> list[AuditRow]:
+    async def audit_entries(self, *, limit: int, before_id: int | None = None) -> list[AuditRow]:
         """Up to ``limit`` audit entries with ``id < before_id`` (if given), newest first."""
         if limit <= 0:
             return []
@@ -469,7 +388,7 @@ class Store:
             )
         return [AuditRow(*row) for row in rows.fetchall()]
 
-    def file(self, file_id: str) -> FileRow | None:
+    async def file(self, file_id: str) -> FileRow | None:
         """The uploaded file's record."""
         row = self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = ?", (file_id,))
         return FileRow(*row) if row else None
@@ -517,171 +436,6 @@ def _rows_sql(name: str) -> str:
 # The writer's hot inserts: a run of them is one statement, so one SQLite call (executemany
 # makes one per row, and the writer thread gives the GIL up and waits for it around each).
 _ROWS_SQL = {name: _rows_sql(name) for name in ("insert_message", "insert_dm")}
-
-
-def insert_user(
-    *,
-    id: str,
-    username: str,
-    email: str | None,
-    password_hash: str,
-    created_at: str,
-    avatar_url: str | None = None,
-    role: str = "user",
-) -> Op:
-    """Create a user (``last_seen`` starts at ``created_at``)."""
-    return (
-        "insert_user",
-        (id, username, email, password_hash, avatar_url, role, created_at, created_at),
-    )
-
-
-def set_user_role(user_id: str, role: str) -> Op:
-    """Change a user's site role (user, moderator or admin)."""
-    return ("set_user_role", (role, user_id))
-
-
-def set_user_ban(user_id: str, banned_until: float | None, reason: str | None) -> Op:
-    """Ban until a Unix time (:data:`FOREVER` for permanent); ``None`` lifts the ban."""
-    return ("set_user_ban", (banned_until, reason, user_id))
-
-
-def touch_last_seen(user_id: str, at: str) -> Op:
-    """Record when the user was last seen."""
-    return ("touch_last_seen", (at, user_id))
-
-
-def insert_room(
-    *,
-    id: str,
-    name: str,
-    description: str | None,
-    is_private: bool,
-    created_by: str | None,
-    created_at: str,
-) -> Op:
-    """Create a room."""
-    return ("insert_room", (id, name, description, int(is_private), created_by, created_at))
-
-
-def add_member(room_id: str, user_id: str, role: str, joined_at: str) -> Op:
-    """Add a member (``'member'`` or ``'owner'``); does nothing if already a member."""
-    return ("add_member", (room_id, user_id, role, joined_at))
-
-
-def remove_member(room_id: str, user_id: str) -> Op:
-    """Remove a member from a room."""
-    return ("remove_member", (room_id, user_id))
-
-
-def insert_message(
-    *,
-    id: str,
-    room_id: str,
-    seq: int,
-    user_id: str,
-    content: str,
-    created_at: str,
-    message_type: str = "text",
-    reply_to: str | None = None,
-    client_id: str | None = None,
-    attachment_id: str | None = None,
-) -> Op:
-    """Store a room message."""
-    return (
-        "insert_message",
-        (
-            id,
-            room_id,
-            seq,
-            user_id,
-            content,
-            message_type,
-            reply_to,
-            client_id,
-            attachment_id,
-            created_at,
-        ),
-    )
-
-
-def edit_message(id: str, content: str, edited_at: str) -> Op:
-    """Replace a message's content."""
-    return ("edit_message", (content, edited_at, id))
-
-
-def delete_message(id: str, deleted_at: str) -> Op:
-    """Soft-delete a message: its content is blanked and ``deleted_at`` set."""
-    return ("delete_message", (deleted_at, id))
-
-
-def insert_dm(
-    *,
-    id: str,
-    seq: int,
-    sender_id: str,
-    recipient_id: str,
-    content: str,
-    created_at: str,
-    client_id: str | None = None,
-) -> Op:
-    """Store a direct message (``seq`` is global across all conversations)."""
-    pair = dm_pair(sender_id, recipient_id)
-    return (
-        "insert_dm",
-        (id, seq, pair, sender_id, recipient_id, content, client_id, created_at),
-    )
-
-
-def set_mute(room_id: str, user_id: str, until: float) -> Op:
-    """Mute a user in a room until a Unix time (replacing any earlier mute)."""
-    return ("set_mute", (room_id, user_id, until))
-
-
-def clear_mute(room_id: str, user_id: str) -> Op:
-    """Lift a mute."""
-    return ("clear_mute", (room_id, user_id))
-
-
-def insert_audit(
-    *,
-    at: str,
-    actor_id: str | None,
-    action: str,
-    target_user_id: str | None = None,
-    room_id: str | None = None,
-    reason: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> Op:
-    """Append to the audit log; ``detail`` is stored as JSON."""
-    detail_json = orjson.dumps(detail).decode() if detail is not None else None
-    return (
-        "insert_audit",
-        (at, actor_id, action, target_user_id, room_id, reason, detail_json),
-    )
-
-
-def insert_file(
-    *,
-    id: str,
-    uploader_id: str,
-    name: str,
-    size: int,
-    content_type: str,
-    created_at: str,
-    room_id: str | None = None,
-    message_id: str | None = None,
-) -> Op:
-    """Record an uploaded file."""
-    return (
-        "insert_file",
-        (id, uploader_id, name, size, content_type, created_at, room_id, message_id),
-    )
-
-
-def attach_file(file_id: str, room_id: str, message_id: str) -> Op:
-    """Link an uploaded file to the message that shares it."""
-    return ("attach_file", (room_id, message_id, file_id))
 
 
 # --------------------------------------------------------------------------- the writer
@@ -733,6 +487,16 @@ def _describe(exc: apsw.Error) -> str:
         apsw.CorruptError: "database corrupt",
     }.get(type(exc), type(exc).__name__)
     return f"{kind}: {exc}"
+
+
+_UNIQUE = (apsw.SQLITE_CONSTRAINT_UNIQUE, apsw.SQLITE_CONSTRAINT_PRIMARYKEY)
+
+
+def _op_error(exc: Exception) -> Exception:
+    """An op's failure as callers see it: a broken uniqueness rule becomes Duplicate."""
+    if isinstance(exc, apsw.ConstraintError) and exc.extendedresult in _UNIQUE:
+        return Duplicate(str(exc))
+    return exc
 
 
 def _rollback(conn: apsw.Connection) -> None:
@@ -851,7 +615,7 @@ class WriteBehind:
         return len(self._queue) + len(self._batch)
 
     def start(self) -> None:
-        """Open the writer connection and start the writer thread (after ``Store.open``)."""
+        """Open the writer connection and start the writer thread (after ``SqliteStore.open``)."""
         self._conn = _connect(self._config, self._config.synchronous)
         # Replaces SQLite's automatic checkpoint: _Checkpointer does it, off this thread.
         self._conn.set_wal_hook(self._wal_committed)
@@ -1075,7 +839,7 @@ class WriteBehind:
                 conn.execute(STATEMENTS[op[0]], op[1])
             except _OP_ERRORS as exc:
                 conn.execute("ROLLBACK TO op")
-                errors[index] = exc
+                errors[index] = _op_error(exc)
             conn.execute("RELEASE op")
         conn.execute("COMMIT")
         self.op_errors_total += len(errors)

@@ -1,0 +1,167 @@
+"""The chat as the session layer sees it: one handler per client event, and the lifecycle.
+
+:class:`Chat` builds the concerns (users, rooms, history, typing, messages, direct
+messages, acks, moderation) over the hub, the broker and the store, and exposes their
+handlers. Nothing here touches a socket: replies go through the
+:class:`~fastchat.fanout.hub.Hub` (which queues bytes), room and user events through the
+:class:`~fastchat.fanout.broker.Broker`, writes through a
+:class:`~fastchat.storage.base.Writer`. Every state change is applied in memory first and
+acknowledged to the sender only once its batch has committed.
+
+A handler returns None when it is done, or an awaitable when it has to read storage (see
+:mod:`fastchat.session` for how a connection's later messages wait for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fastchat import protocol as p
+from fastchat.chat.acks import Acks
+from fastchat.chat.direct import Direct
+from fastchat.chat.history import History
+from fastchat.chat.messages import Messages
+from fastchat.chat.moderation import Moderation
+from fastchat.chat.rooms import Room, RoomDirectory, Rooms
+from fastchat.chat.typing import Typing
+from fastchat.chat.users import User, Users
+from fastchat.chat.writes import Writes
+from fastchat.clock import utc_now_iso
+from fastchat.protocol import event
+from fastchat.storage import ops
+
+if TYPE_CHECKING:
+    from fastchat.auth import TokenService
+    from fastchat.config import StorageConfig
+    from fastchat.fanout.broker import Broker
+    from fastchat.fanout.hub import Hub
+    from fastchat.metrics import Metrics
+    from fastchat.storage.base import FileRow, StartupState, Store, Writer
+    from fastchat.ws.peer import Peer as Connection
+
+Handler = Callable[["Connection", User, Any], "Awaitable[Any] | None"]
+
+
+class Chat:
+    """Rooms, messages, presence, direct messages and moderation."""
+
+    def __init__(
+        self,
+        config: StorageConfig,
+        hub: Hub,
+        broker: Broker,
+        store: Store,
+        writer: Writer,
+        tokens: TokenService,
+        metrics: Metrics,
+        startup: StartupState,
+    ):
+        self._hub = hub
+        self.users = Users(store, tokens)
+        self.directory = RoomDirectory()
+        writes = self._writes = Writes(writer, config.queue_max)
+        self.history = History(self.directory, hub, store, self.users, config.history_cache)
+        typing = Typing(self.directory, hub, broker)
+        acks = Acks(hub, metrics, store.client_keys())
+        self.rooms = Rooms(
+            self.directory,
+            hub,
+            broker,
+            self.users,
+            writes,
+            self.history,
+            typing,
+            config.history_cache,
+        )
+        self.moderation = Moderation(
+            self.directory, self.rooms, hub, broker, self.users, writes, store.active_mutes()
+        )
+        self.messages = Messages(
+            self.directory,
+            broker,
+            store,
+            self.users,
+            writes,
+            self.history,
+            acks,
+            typing,
+            self.moderation,
+            metrics,
+        )
+        direct = Direct(hub, broker, store, self.users, writes, acks)
+        self.handlers: dict[type, Handler] = {
+            p.JoinRoom: self.rooms.join_room,
+            p.LeaveRoom: self.rooms.leave_room,
+            p.SendMessage: self.messages.send_message,
+            p.EditMessage: self.messages.edit_message,
+            p.DeleteMessage: self.messages.delete_message,
+            p.GetRoomHistory: self.history.room_history,
+            p.Typing: typing.typing,
+            p.PrivateMessage: direct.private_message,
+            p.GetPrivateHistory: direct.private_history,
+            p.CreateRoom: self.rooms.create_room,
+            p.InviteToRoom: self.rooms.invite_to_room,
+            p.KickUser: self.moderation.kick_user,
+            p.MuteUser: self.moderation.mute_user,
+            p.UnbanUser: self.moderation.unban_user,
+            p.SetRole: self.moderation.set_role,
+        }
+        """The handler of each authenticated command but ``ban_user`` (the session closes
+        the banned connections) and ``ping``."""
+        # After an unclean stop, messages may have been handed a seq and broadcast without
+        # being stored; at most queue_max + batch_max of them. Skip past that many.
+        gap = 0 if startup.clean else config.queue_max + config.batch_max
+        broker.open_direct(startup.max_dm_seq + gap)
+        for row in store.all_rooms():
+            self.directory.by_id[row.id] = Room(
+                row.id,
+                row.name,
+                row.description,
+                bool(row.is_private),
+                row.created_by,
+                store.room_member_ids(row.id),
+                broker.open_room(row.id, startup.max_room_seq.get(row.id, 0) + gap),
+            )
+
+    # --- accounts -------------------------------------------------------------------------
+
+    async def identify(self, token: str, request_type: str | None = None) -> User:
+        """The account behind a token; raises InvalidToken or Banned."""
+        return await self.users.identify(token, request_type)
+
+    async def user(self, user_id: str) -> User | None:
+        """The account with this id."""
+        return await self.users.get(user_id)
+
+    def visible_rooms(self, user: User) -> list[dict[str, Any]]:
+        """Summaries of the rooms ``user`` may see, by name."""
+        return self.directory.visible_rooms(user)
+
+    async def check_file_access(self, user: User, file: FileRow) -> None:
+        """Raise unless ``user`` may download ``file`` (see :class:`Messages`)."""
+        await self.messages.check_file_access(user, file)
+
+    # --- connection lifecycle -------------------------------------------------------------
+
+    def authenticate(self, conn: Connection, user: User) -> None:
+        """Bind ``conn`` to ``user``: ``authenticated`` reply, presence, last seen."""
+        first = self._hub.bind_user(conn, user.id)
+        self._hub.send(
+            conn,
+            event("authenticated", {"user": user.private(), "rooms": self.visible_rooms(user)}),
+        )
+        if first:
+            self.rooms.announce_presence(user, "online")
+        self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
+
+    def disconnect(self, conn: Connection, user: User) -> None:
+        """A connection of ``user`` closed: leave its rooms; the user's last one: offline."""
+        self.rooms.leave_all(conn, user)
+        if self._hub.unbind_user(conn, user.id):
+            self.rooms.announce_presence(user, "offline")
+            self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
+
+    async def ban_user(self, conn: Connection, user: User, cmd: p.BanUser) -> list[Connection]:
+        """Ban an account; returns its live connections, for the session layer to close."""
+        return await self.moderation.ban_user(conn, user, cmd)

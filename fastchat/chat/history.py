@@ -1,0 +1,189 @@
+"""Room history: the newest messages of each room in memory, older pages from storage.
+
+Memory holds the newest ``history_cache`` messages of a room, among them every one not yet
+on disk, so read-your-writes holds; pages past that window are read from storage and
+merged. A page that memory can answer is answered synchronously (:meth:`History.cached_page`);
+only a page that needs storage awaits it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Awaitable
+from itertools import islice
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+from fastchat import protocol as p
+from fastchat.protocol import event
+
+if TYPE_CHECKING:
+    from fastchat.chat.rooms import Room, RoomDirectory
+    from fastchat.chat.users import User, Users
+    from fastchat.fanout.hub import Hub
+    from fastchat.storage.base import MessageRow, Store
+    from fastchat.ws.peer import Peer as Connection
+
+_seq = itemgetter("seq")
+
+Page = tuple[list[dict[str, Any]], bool]
+"""Messages oldest first, and whether there are more past them."""
+
+
+class History:
+    """Each room's recent messages, messages not yet stored, and history pages."""
+
+    def __init__(
+        self,
+        directory: RoomDirectory,
+        hub: Hub,
+        store: Store,
+        users: Users,
+        history_cache: int,
+    ):
+        self._directory = directory
+        self._hub = hub
+        self._store = store
+        self._users = users
+        self._history_cache = history_cache
+        # message id -> (room, message) for messages handed to the writer, until committed
+        self.pending: dict[str, tuple[Room, dict[str, Any]]] = {}
+
+    async def load(self, room: Room) -> None:
+        """Read the room's newest messages into memory, once."""
+        if room.history is not None:
+            return
+        rows = await self._store.messages_page(room.id, limit=self._history_cache)
+        messages = [await self.from_row(row) for row in rows]
+        if room.history is None:  # another join may have loaded it while this one waited
+            room.history = deque(messages, maxlen=self._history_cache)
+
+    def remember(self, room: Room, message: dict[str, Any]) -> None:
+        """Add a new message (its room was loaded when its sender joined)."""
+        room.history.append(message)  # type: ignore[union-attr]
+
+    def replace(self, room: Room, message: dict[str, Any]) -> None:
+        """Swap the cached copy of an edited or deleted message."""
+        history = room.history
+        if history is not None:
+            for index in range(len(history) - 1, -1, -1):
+                if history[index]["id"] == message["id"]:
+                    history[index] = message
+                    break
+        if message["id"] in self.pending:
+            self.pending[message["id"]] = (room, message)
+
+    async def find(self, message_id: str) -> tuple[Room, dict[str, Any]] | None:
+        """A message and its room, as clients see it: from memory first, else storage."""
+        pending = self.pending.get(message_id)
+        if pending is not None:
+            return pending
+        row = await self._store.message_by_id(message_id)
+        if row is None:
+            return None
+        room = self._directory.by_id.get(row.room_id)
+        if room is None:
+            return None
+        await self.load(room)
+        for cached in reversed(room.history):  # type: ignore[arg-type]
+            if cached["id"] == message_id:
+                return room, cached
+        return room, await self.from_row(row)
+
+    async def from_row(self, row: MessageRow) -> dict[str, Any]:
+        """A stored message as events carry it."""
+        author = await self._users.get(row.user_id)
+        message = p.message_json(
+            row.id,
+            row.seq,
+            row.room_id,
+            row.user_id,
+            author.username if author else "unknown",
+            author.avatar_url if author else None,
+            "" if row.deleted_at else row.content,
+            row.message_type,
+            row.reply_to,
+            row.client_id,
+            row.created_at,
+            row.edited_at is not None,
+        )
+        if row.deleted_at:
+            message["deleted"] = True
+        if row.attachment_id and not row.deleted_at:
+            file = await self._store.file(row.attachment_id)
+            if file is not None:
+                message["attachment"] = p.attachment_json(
+                    file.id, file.name, file.size, file.content_type
+                )
+        return message
+
+    def room_history(
+        self, conn: Connection, user: User, cmd: p.GetRoomHistory
+    ) -> Awaitable[None] | None:
+        room = self._directory.visible(cmd.room_id, user, cmd.TYPE)
+        page = (
+            None
+            if room.history is None
+            else self.cached_page(room, cmd.before, cmd.after, cmd.limit)
+        )
+        if page is None:
+            return self._room_history(conn, room, cmd)
+        self._send_page(conn, room, page)
+        return None
+
+    async def _room_history(self, conn: Connection, room: Room, cmd: p.GetRoomHistory) -> None:
+        await self.load(room)
+        self._send_page(conn, room, await self.page(room, cmd.before, cmd.after, cmd.limit))
+
+    def _send_page(self, conn: Connection, room: Room, page: Page) -> None:
+        messages, has_more = page
+        self._hub.send(
+            conn,
+            event("room_history", {"roomId": room.id, "messages": messages, "hasMore": has_more}),
+        )
+
+    def cached_page(
+        self, room: Room, before: int | None, after: int | None, limit: int
+    ) -> Page | None:
+        """Up to ``limit`` messages from memory; None when the range reaches past it."""
+        history = room.history
+        assert history is not None
+        # A cache that never filled up holds every message the room has.
+        complete = len(history) < self._history_cache
+        if after is not None:
+            if not complete and not (history and history[0]["seq"] <= after + 1):
+                return None
+            start = bisect_right(history, after, key=_seq)
+            newer = list(islice(history, start, start + limit + 1))
+            return newer[:limit], len(newer) > limit
+        end = len(history) if before is None else bisect_left(history, before, key=_seq)
+        older = list(islice(history, max(0, end - limit - 1), end))
+        if len(older) <= limit and not complete:
+            return None
+        return older[-limit:], len(older) > limit
+
+    async def page(self, room: Room, before: int | None, after: int | None, limit: int) -> Page:
+        """Up to ``limit`` messages, oldest first, from memory when it holds the whole range."""
+        page = self.cached_page(room, before, after, limit)
+        if page is not None:
+            return page
+        history = room.history
+        assert history is not None
+        if after is not None:
+            start = bisect_right(history, after, key=_seq)
+            newer = list(islice(history, start, start + limit + 1))
+            rows = await self._store.messages_page(room.id, after=after, limit=limit + 1)
+            merged = {m["seq"]: m for m in [await self.from_row(row) for row in rows]}
+            merged.update((m["seq"], m) for m in newer)
+            newer = [merged[seq] for seq in sorted(merged)]
+            return newer[:limit], len(newer) > limit
+        end = len(history) if before is None else bisect_left(history, before, key=_seq)
+        older = list(islice(history, max(0, end - limit - 1), end))
+        rows = await self._store.messages_page(
+            room.id,
+            before=older[0]["seq"] if older else before,
+            limit=limit + 1 - len(older),
+        )
+        older = [await self.from_row(row) for row in rows] + older
+        return older[-limit:], len(older) > limit

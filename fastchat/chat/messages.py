@@ -1,0 +1,268 @@
+"""Room messages: sending (with attachments and replies), editing, deleting; file access.
+
+Sending is the hot path and stays synchronous: a message without a reply or attachment
+whose clientId is proven new (:meth:`Acks.known`) is stamped, broadcast and queued for
+the writer without a task or an await. Only a message that needs a storage read (a
+clientId the filter may have seen, a reply target, an attachment) takes the awaitable
+path, which runs the same checks in the same order and ends in the same :meth:`_accept`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from fastchat import protocol as p
+from fastchat.chat.acks import PendingAck
+from fastchat.chat.moderation import can_moderate
+from fastchat.clock import utc_now_iso
+from fastchat.errors import Conflict, Forbidden, NotFound, ValidationError
+from fastchat.ids import new_id
+from fastchat.protocol import event
+from fastchat.storage import ops
+
+if TYPE_CHECKING:
+    from fastchat.chat.acks import Acks
+    from fastchat.chat.history import History
+    from fastchat.chat.moderation import Moderation
+    from fastchat.chat.rooms import Room, RoomDirectory
+    from fastchat.chat.typing import Typing
+    from fastchat.chat.users import User, Users
+    from fastchat.chat.writes import Writes
+    from fastchat.fanout.broker import Broker
+    from fastchat.metrics import Metrics
+    from fastchat.storage.base import FileRow, Store
+    from fastchat.ws.peer import Peer as Connection
+
+
+class Messages:
+    """Sending, editing and deleting room messages."""
+
+    def __init__(
+        self,
+        directory: RoomDirectory,
+        broker: Broker,
+        store: Store,
+        users: Users,
+        writes: Writes,
+        history: History,
+        acks: Acks,
+        typing: Typing,
+        moderation: Moderation,
+        metrics: Metrics,
+    ):
+        self._directory = directory
+        self._broker = broker
+        self._store = store
+        self._users = users
+        self._writes = writes
+        self._history = history
+        self._acks = acks
+        self._typing = typing
+        self._moderation = moderation
+        self._metrics = metrics
+        # file id -> (room id, message id) of the message sharing it, until that is stored
+        self._attaching: dict[str, tuple[str, str]] = {}
+
+    # --- sending --------------------------------------------------------------------------
+
+    def send_message(
+        self, conn: Connection, user: User, cmd: p.SendMessage
+    ) -> Awaitable[None] | None:
+        room = self._directory.entered(cmd.room_id, conn, cmd.TYPE)
+        client_id = cmd.client_id
+        key = None if client_id is None else f"{user.id}\0{client_id}"
+        if (
+            cmd.reply_to is not None
+            or cmd.file_id is not None
+            or (key is not None and self._acks.known(key))
+        ):
+            return self._send_checked(conn, user, room, cmd, key)
+        self._check_may_send(room, user, cmd)
+        self._accept(conn, user, room, cmd, key, None)
+        return None
+
+    async def _send_checked(
+        self, conn: Connection, user: User, room: Room, cmd: p.SendMessage, key: str | None
+    ) -> None:
+        """``send_message`` when it has to read storage first."""
+        # A resend is answered before the mute check: it is already stored (or in flight).
+        if key is not None and await self._acks.resend(
+            conn,
+            key,
+            room.id,
+            lambda: self._store.message_by_client_id(user.id, cmd.client_id),  # type: ignore[arg-type]
+            lambda row: row.room_id,
+            cmd.TYPE,
+        ):
+            return
+        self._check_may_send(room, user, cmd)
+        if cmd.reply_to is not None:
+            original = await self._history.find(cmd.reply_to)
+            if original is None or original[0] is not room:
+                raise ValidationError(
+                    "replyTo must name a message of the same room",
+                    request_type=cmd.TYPE,
+                    field="replyTo",
+                )
+        attachment = None if cmd.file_id is None else await self._attachment(user, cmd)
+        self._writes.check_capacity(cmd.TYPE, 1 if cmd.file_id is None else 2)  # after waiting
+        self._accept(conn, user, room, cmd, key, attachment)
+
+    def _check_may_send(self, room: Room, user: User, cmd: p.SendMessage) -> None:
+        self._moderation.check_not_muted(room, user, cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE, 1 if cmd.file_id is None else 2)
+
+    def _accept(
+        self,
+        conn: Connection,
+        user: User,
+        room: Room,
+        cmd: p.SendMessage,
+        key: str | None,
+        attachment: dict[str, Any] | None,
+    ) -> None:
+        """Stamp, broadcast, remember and queue a message that passed every check."""
+        client_id = cmd.client_id
+        seq = self._broker.next_seq(room.id)
+        message_id = new_id()
+        timestamp = utc_now_iso()
+        message = p.message_json(
+            message_id,
+            seq,
+            room.id,
+            user.id,
+            user.username,
+            user.avatar_url,
+            cmd.content,
+            cmd.message_type,
+            cmd.reply_to,
+            client_id,
+            timestamp,
+            False,
+        )
+        if attachment is not None:
+            message["attachment"] = attachment
+        if user.id in room.typing:
+            self._typing.stop(room, user)
+        self._broker.publish(room.channel, event("new_message", {"message": message}))
+        self._history.remember(room, message)
+        self._metrics.messages_accepted += 1
+
+        pending = self._history.pending
+        pending[message_id] = (room, message)
+        committed = self._acks.in_flight(
+            PendingAck(
+                self._acks,
+                conn,
+                key,
+                room.id,
+                {
+                    "clientId": client_id,
+                    "messageId": message_id,
+                    "seq": seq,
+                    "timestamp": timestamp,
+                },
+                pending,
+                cmd.TYPE,
+            )
+        )
+        self._writes.submit(
+            ops.insert_message(
+                id=message_id,
+                room_id=room.id,
+                seq=seq,
+                user_id=user.id,
+                content=cmd.content,
+                message_type=cmd.message_type,
+                reply_to=cmd.reply_to,
+                client_id=client_id,
+                attachment_id=cmd.file_id,
+                created_at=timestamp,
+            ),
+            committed,
+        )
+        if attachment is not None:
+            file_id = attachment["id"]
+            self._attaching[file_id] = (room.id, message_id)
+            self._writes.submit(
+                ops.attach_file(file_id, room.id, message_id),
+                lambda _error: self._attaching.pop(file_id, None),
+            )
+
+    async def _attachment(self, user: User, cmd: p.SendMessage) -> dict[str, Any]:
+        row = await self._store.file(cmd.file_id)  # type: ignore[arg-type]
+        if row is None or row.uploader_id != user.id:
+            raise NotFound("File not found", request_type=cmd.TYPE)
+        if row.message_id is not None or row.id in self._attaching:
+            raise Conflict("This file is already attached to a message", request_type=cmd.TYPE)
+        if cmd.message_type == "image" and not row.content_type.startswith("image/"):
+            raise ValidationError(
+                "This file is not an image: send it as messageType file",
+                request_type=cmd.TYPE,
+                field="messageType",
+            )
+        return p.attachment_json(row.id, row.name, row.size, row.content_type)
+
+    # --- editing and deleting -------------------------------------------------------------
+
+    async def _visible_message(
+        self, message_id: str, user: User, request_type: str
+    ) -> tuple[Room, dict[str, Any]]:
+        """The live message ``message_id`` of a room ``user`` may see; NotFound otherwise."""
+        found = await self._history.find(message_id)
+        if found is None or found[1].get("deleted"):
+            raise NotFound("Message not found", request_type=request_type)
+        room, message = found
+        self._directory.visible(room.id, user, request_type)
+        return room, message
+
+    async def edit_message(self, conn: Connection, user: User, cmd: p.EditMessage) -> None:
+        room, message = await self._visible_message(cmd.message_id, user, cmd.TYPE)
+        if message["userId"] != user.id:
+            raise Forbidden("You can only edit your own messages", request_type=cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE)
+        edited = {**message, "content": cmd.content, "edited": True}
+        self._history.replace(room, edited)
+        self._writes.submit(ops.edit_message(message["id"], cmd.content, utc_now_iso()))
+        self._broker.publish(room.channel, event("message_edited", {"message": edited}))
+
+    async def delete_message(self, conn: Connection, user: User, cmd: p.DeleteMessage) -> None:
+        room, message = await self._visible_message(cmd.message_id, user, cmd.TYPE)
+        author_id = message["userId"]
+        if author_id != user.id and not can_moderate(room, user, await self._users.get(author_id)):
+            raise Forbidden("You can only delete your own messages", request_type=cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE)
+        deleted = {k: v for k, v in message.items() if k != "attachment"}
+        self._history.replace(room, {**deleted, "content": "", "deleted": True})
+        self._writes.submit(ops.delete_message(message["id"], utc_now_iso()))
+        self._broker.publish(
+            room.channel, event("message_deleted", {"messageId": message["id"], "roomId": room.id})
+        )
+        if author_id != user.id:
+            self._moderation.audit(
+                user, "delete_message", author_id, room.id, None, {"messageId": message["id"]}
+            )
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def check_file_access(self, user: User, file: FileRow) -> None:
+        """Raise unless ``user`` may download ``file``.
+
+        Until it is shared only its uploader may; then whoever may see the room of the
+        message sharing it, until that message is deleted (which withdraws the file).
+        """
+        if file.room_id is not None and file.message_id is not None:
+            share: tuple[str, str] | None = (file.room_id, file.message_id)
+        else:
+            share = self._attaching.get(file.id)
+        if share is None:
+            if file.uploader_id != user.id:
+                raise NotFound("File not found")
+            return
+        room = self._directory.by_id.get(share[0])
+        if room is None or not room.visible_to(user):
+            raise Forbidden("You cannot see the room this file was posted in")
+        found = await self._history.find(share[1])
+        if found is None or found[1].get("deleted"):
+            raise NotFound("File not found")

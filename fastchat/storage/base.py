@@ -1,0 +1,162 @@
+"""What the chat needs from storage, whatever the backend: rows, the Store and Writer
+protocols, the write operations' type, and the errors a backend raises.
+
+A backend (:mod:`fastchat.storage.sqlite` today) implements :class:`Store` (reads and
+start-up state) and :class:`Writer` (the write-behind queue). Nothing outside
+``fastchat/storage/`` imports a database driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Op = tuple[str, tuple[Any, ...]]
+"""A write operation: its name (see :mod:`fastchat.storage.ops`) and its parameters."""
+
+OnDone = Callable[[BaseException | None], None]
+"""Called on the loop thread once an op's batch committed: None, or the op's error."""
+
+FOREVER = 253402300799.0
+"""A ban/mute deadline meaning "permanent" (9999-12-31T23:59:59Z as a Unix time)."""
+
+
+class StorageError(Exception):
+    """The storage could not be opened or used (the message says why)."""
+
+
+class Duplicate(StorageError):
+    """A write broke a uniqueness rule (a username, email, id or clientId already taken)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: str
+    username: str
+    email: str | None
+    password_hash: str
+    avatar_url: str | None
+    role: str
+    created_at: str | None
+    last_seen: str | None
+    banned_until: float | None
+    ban_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRow:
+    id: str
+    name: str
+    description: str | None
+    is_private: bool
+    created_by: str | None
+    created_at: str | None
+    member_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    id: str
+    room_id: str
+    seq: int
+    user_id: str
+    content: str
+    message_type: str
+    reply_to: str | None
+    client_id: str | None
+    attachment_id: str | None
+    created_at: str
+    edited_at: str | None
+    deleted_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMessageRow:
+    id: str
+    seq: int
+    pair: str
+    sender_id: str
+    recipient_id: str
+    content: str
+    client_id: str | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    id: str
+    uploader_id: str
+    name: str
+    size: int
+    content_type: str
+    created_at: str
+    room_id: str | None
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One audit entry; ``detail`` is the stored JSON text (or None)."""
+
+    id: int
+    at: str
+    actor_id: str | None
+    action: str
+    target_user_id: str | None
+    room_id: str | None
+    reason: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartupState:
+    """What :meth:`Store.open` learned: was the last run's shutdown clean, and where the
+    sequence counters stand (``max_room_seq`` has every room, 0 when it has no messages)."""
+
+    clean: bool
+    max_room_seq: dict[str, int]
+    max_dm_seq: int
+
+
+class Store(Protocol):
+    """The reads the server makes (on the event-loop thread) and its start-up state.
+
+    Start-up reads (``open``, ``all_rooms``, ``room_member_ids``, ``client_keys``,
+    ``active_mutes``) are plain calls, made once before the server listens. The reads made
+    while serving are coroutines, so that a network database can wait for its answer; the
+    chat calls them only on a cache miss.
+    """
+
+    def open(self) -> StartupState: ...
+    def mark_clean_shutdown(self) -> None: ...
+    def close(self) -> None: ...
+    async def user_by_id(self, user_id: str) -> UserRow | None: ...
+    async def user_by_name(self, username: str) -> UserRow | None: ...
+    async def user_by_login(self, name_or_email: str) -> UserRow | None: ...
+    def all_rooms(self) -> list[RoomRow]: ...
+    def room_member_ids(self, room_id: str) -> set[str]: ...
+    async def messages_page(
+        self, room_id: str, *, before: int | None = None, after: int | None = None, limit: int
+    ) -> list[MessageRow]: ...
+    async def message_by_id(self, message_id: str) -> MessageRow | None: ...
+    def client_keys(self) -> Iterator[str]: ...
+    async def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None: ...
+    async def dm_page(
+        self, user_a: str, user_b: str, *, before: int | None = None, limit: int
+    ) -> list[DirectMessageRow]: ...
+    async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None: ...
+    def active_mutes(self, now: float | None = None) -> list[tuple[str, str, float]]: ...
+    async def audit_entries(
+        self, *, limit: int, before_id: int | None = None
+    ) -> list[AuditRow]: ...
+    async def file(self, file_id: str) -> FileRow | None: ...
+
+
+class Writer(Protocol):
+    """The write-behind queue: ops are applied in order, in batches, off the loop."""
+
+    @property
+    def queue_depth(self) -> int: ...
+    def submit(self, op: Op, on_done: OnDone | None = None) -> bool: ...
+    async def execute(self, op: Op) -> None: ...

@@ -1,0 +1,183 @@
+"""The write operations, backend-neutral: each is a name and its parameters.
+
+The chat builds them and hands them to a :class:`~fastchat.storage.base.Writer`; a backend
+maps each name to its statement. Timestamps are ISO-8601 UTC strings made by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from fastchat.storage.base import Op
+
+
+def dm_pair(user_a: str, user_b: str) -> str:
+    """The conversation key of two users: their ids sorted and joined by ``':'``."""
+    return f"{user_a}:{user_b}" if user_a <= user_b else f"{user_b}:{user_a}"
+
+
+def insert_user(
+    *,
+    id: str,
+    username: str,
+    email: str | None,
+    password_hash: str,
+    created_at: str,
+    avatar_url: str | None = None,
+    role: str = "user",
+) -> Op:
+    """Create a user (``last_seen`` starts at ``created_at``)."""
+    return (
+        "insert_user",
+        (id, username, email, password_hash, avatar_url, role, created_at, created_at),
+    )
+
+
+def set_user_role(user_id: str, role: str) -> Op:
+    """Change a user's site role (user, moderator or admin)."""
+    return ("set_user_role", (role, user_id))
+
+
+def set_user_ban(user_id: str, banned_until: float | None, reason: str | None) -> Op:
+    """Ban until a Unix time (:data:`~fastchat.storage.base.FOREVER`: permanent); None lifts it."""
+    return ("set_user_ban", (banned_until, reason, user_id))
+
+
+def touch_last_seen(user_id: str, at: str) -> Op:
+    """Record when the user was last seen."""
+    return ("touch_last_seen", (at, user_id))
+
+
+def insert_room(
+    *,
+    id: str,
+    name: str,
+    description: str | None,
+    is_private: bool,
+    created_by: str | None,
+    created_at: str,
+) -> Op:
+    """Create a room."""
+    return ("insert_room", (id, name, description, int(is_private), created_by, created_at))
+
+
+def add_member(room_id: str, user_id: str, role: str, joined_at: str) -> Op:
+    """Add a member (``'member'`` or ``'owner'``); does nothing if already a member."""
+    return ("add_member", (room_id, user_id, role, joined_at))
+
+
+def remove_member(room_id: str, user_id: str) -> Op:
+    """Remove a member from a room."""
+    return ("remove_member", (room_id, user_id))
+
+
+def insert_message(
+    *,
+    id: str,
+    room_id: str,
+    seq: int,
+    user_id: str,
+    content: str,
+    created_at: str,
+    message_type: str = "text",
+    reply_to: str | None = None,
+    client_id: str | None = None,
+    attachment_id: str | None = None,
+) -> Op:
+    """Store a room message."""
+    return (
+        "insert_message",
+        (
+            id,
+            room_id,
+            seq,
+            user_id,
+            content,
+            message_type,
+            reply_to,
+            client_id,
+            attachment_id,
+            created_at,
+        ),
+    )
+
+
+def edit_message(id: str, content: str, edited_at: str) -> Op:
+    """Replace a message's content."""
+    return ("edit_message", (content, edited_at, id))
+
+
+def delete_message(id: str, deleted_at: str) -> Op:
+    """Soft-delete a message: its content is blanked and ``deleted_at`` set."""
+    return ("delete_message", (deleted_at, id))
+
+
+def insert_dm(
+    *,
+    id: str,
+    seq: int,
+    sender_id: str,
+    recipient_id: str,
+    content: str,
+    created_at: str,
+    client_id: str | None = None,
+) -> Op:
+    """Store a direct message (``seq`` is global across all conversations)."""
+    pair = dm_pair(sender_id, recipient_id)
+    return (
+        "insert_dm",
+        (id, seq, pair, sender_id, recipient_id, content, client_id, created_at),
+    )
+
+
+def set_mute(room_id: str, user_id: str, until: float) -> Op:
+    """Mute a user in a room until a Unix time (replacing any earlier mute)."""
+    return ("set_mute", (room_id, user_id, until))
+
+
+def clear_mute(room_id: str, user_id: str) -> Op:
+    """Lift a mute."""
+    return ("clear_mute", (room_id, user_id))
+
+
+def insert_audit(
+    *,
+    at: str,
+    actor_id: str | None,
+    action: str,
+    target_user_id: str | None = None,
+    room_id: str | None = None,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Op:
+    """Append to the audit log; ``detail`` is stored as JSON."""
+    detail_json = orjson.dumps(detail).decode() if detail is not None else None
+    return (
+        "insert_audit",
+        (at, actor_id, action, target_user_id, room_id, reason, detail_json),
+    )
+
+
+def insert_file(
+    *,
+    id: str,
+    uploader_id: str,
+    name: str,
+    size: int,
+    content_type: str,
+    created_at: str,
+    room_id: str | None = None,
+    message_id: str | None = None,
+) -> Op:
+    """Record an uploaded file."""
+    return (
+        "insert_file",
+        (id, uploader_id, name, size, content_type, created_at, room_id, message_id),
+    )
+
+
+def attach_file(file_id: str, room_id: str, message_id: str) -> Op:
+    """Link an uploaded file to the message that shares it."""
+    return ("attach_file", (room_id, message_id, file_id))

@@ -1,0 +1,1 @@
+"""HTTP: the protocol (httptools), the routes, the static client, file uploads."""
