@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import mimetypes
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,19 +22,10 @@ from fastchat import store as ops
 from fastchat.auth import normalize_email, validate_login, validate_registration
 from fastchat.errors import Banned, ChatError, Conflict, InvalidCredentials, RateLimited
 from fastchat.http import BodySink, Request, Response, error_response, json_response
-from fastchat.hub import DEDICATED, PLAIN, SHARED
 from fastchat.ids import new_id
 from fastchat.protocol import utc_now_iso
 from fastchat.ratelimit import KeyedLimiter
-from fastchat.ws.connection import Connection
-from fastchat.ws.deflate import (
-    ContextDeflater,
-    ExtensionHeaderError,
-    SharedDeflater,
-    negotiate,
-    shared_deflater,
-)
-from fastchat.ws.upgrade import hand_over, raw_request
+from fastchat.ws.upgrade import accept
 
 if TYPE_CHECKING:
     import asyncio
@@ -198,42 +188,15 @@ class Api:
             and origin not in allowed
         ):
             return error_response(403, "Origin not allowed")
-        mode = self._config.websocket.compression
-        try:
-            negotiated = negotiate(request.headers.get("sec-websocket-extensions", []), mode)
-        except ExtensionHeaderError as exc:
-            return error_response(400, f"Malformed Sec-WebSocket-Extensions: {exc}")
-        deflater: SharedDeflater | ContextDeflater | None = None
-        if negotiated is None:
-            compress = PLAIN
-        elif negotiated.server_no_context_takeover and negotiated.server_max_window_bits == 15:
-            compress = SHARED  # the hub's one compressor serves it
-        else:
-            compress = DEDICATED
-            bits = negotiated.server_max_window_bits
-            deflater = (
-                shared_deflater(bits)
-                if negotiated.server_no_context_takeover
-                else ContextDeflater(bits)
-            )
-        connection = Connection(
-            self._app.hub,
-            self._app.sessions,
-            self._config.websocket,
-            self._app.metrics,
-            client=sys.intern(request.client),  # one string per address, not per socket
-            compress=compress,
-            deflater=deflater,
-        )
-        hand_over(
+        return accept(
+            request,
             transport,
-            raw_request(request),
             tail,
-            self._config.websocket,
-            connection,
-            negotiated.response_header if negotiated else None,
+            hub=self._app.hub,
+            handler=self._app.sessions,
+            config=self._config.websocket,
+            metrics=self._app.metrics,
         )
-        return None
 
     # --- routes ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import uvloop
 from fastchat.api import Api
 from fastchat.app import App
 from fastchat.config import Config
-from fastchat.errors import CLOSE_GOING_AWAY
+from fastchat.errors import CloseCode
 from fastchat.http import HttpProtocol
 from fastchat.ws.keepalive import Keepalive
 
@@ -70,7 +70,7 @@ async def serve(config: Config) -> int:
         protocol.close_if_idle()
     closing = [conn.transport.wait_disconnected() for conn in app.hub.connections if conn.transport]
     for conn in list(app.hub.connections):
-        conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        conn.close(CloseCode.GOING_AWAY, "server shutting down")
     app.hub.flush()
     if closing:
         await asyncio.wait(

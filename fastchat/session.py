@@ -15,13 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
 from fastchat.errors import (
-    CLOSE_AUTH_TIMEOUT,
-    CLOSE_BANNED,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_TRY_AGAIN_LATER,
     AuthRequired,
     Banned,
     ChatError,
+    CloseCode,
     Conflict,
     RateLimited,
 )
@@ -90,7 +87,7 @@ class Sessions:
         conn.session = session
         if not self._per_ip.acquire(conn.client, self._limits.max_connections_per_ip):
             conn.client = ""  # not counted: nothing to release
-            conn.close(CLOSE_TRY_AGAIN_LATER, "too many connections from this address")
+            conn.close(CloseCode.TRY_AGAIN_LATER, "too many connections from this address")
             return
         session.auth_timer = self._hub.loop.call_later(
             self._limits.auth_timeout_seconds, self._auth_timeout, conn
@@ -155,10 +152,10 @@ class Sessions:
             user = self._chat.identify(cmd)
         except Banned as err:
             self._hub.send(conn, p.error_event(err))
-            conn.close(CLOSE_BANNED, "banned")
+            conn.close(CloseCode.BANNED, "banned")
             return
         if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
-            conn.close(CLOSE_POLICY_VIOLATION, "too many connections for this user")
+            conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
             return
         self._chat.authenticate(conn, user)
         session.user = user
@@ -175,7 +172,7 @@ class Sessions:
         self._metrics.rate_limited += 1
         session.strikes += 1
         if session.strikes >= self._limits.flood_strikes:
-            conn.close(CLOSE_POLICY_VIOLATION, "flooding")
+            conn.close(CloseCode.POLICY_VIOLATION, "flooding")
         raise RateLimited(
             "Too many messages, slow down",
             retry_after=session.bucket.retry_after(now),
@@ -193,11 +190,11 @@ class Sessions:
         session: Session = conn.session  # type: ignore[assignment]
         session.auth_timer = None
         if session.user is None:
-            conn.close(CLOSE_AUTH_TIMEOUT, "authentication timeout")
+            conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
 
     def _ban(self, conn: Connection, user: User, cmd: p.BanUser) -> None:
         for target in self._chat.ban_user(conn, user, cmd):
-            target.close(CLOSE_BANNED, "banned")
+            target.close(CloseCode.BANNED, "banned")
 
     def _ping(self, conn: Connection, user: User, cmd: p.Ping) -> None:
         self._hub.send(conn, event("pong", {"timestamp": utc_now_iso()}))
