@@ -242,7 +242,7 @@ class Connection(WSListener):
     def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """Answer the peer's close with its own code (1000 if it gave none), then disconnect."""
         echo = CloseCode.NORMAL
-        if frame.payload_size:  # picows has refused a 1-byte payload and a bad reason
+        if frame.payload_size:  # picows has refused a 1-byte payload and a non-UTF-8 reason
             echo = frame.get_close_code()
             if echo not in VALID_CLOSE_CODES:  # e.g. 0, 1005, 1006, 5000 (RFC 6455 §7.4.2)
                 self.fail(CloseCode.PROTOCOL_ERROR, f"invalid close code {echo}")
