@@ -6,6 +6,8 @@ the HTTP status it maps to, and (for errors that end a connection) the close cod
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 
 class ChatError(Exception):
     """A request that cannot be served. ``str(err)`` is the human-readable message."""
@@ -96,15 +98,16 @@ class StorageUnavailable(ChatError):
     http_status = 503
 
 
-# WebSocket close codes used by fastchat (RFC 6455 section 7.4.1 plus private range).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INVALID_TEXT = 1007
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_MESSAGE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_AUTH_TIMEOUT = 4001
-CLOSE_BANNED = 4003
+class CloseCode(IntEnum):
+    """WebSocket close codes fastchat sends (RFC 6455 section 7.4.1 plus the private range)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_TEXT = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    TRY_AGAIN_LATER = 1013
+    AUTH_TIMEOUT = 4001
+    BANNED = 4003

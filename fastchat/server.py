@@ -16,7 +16,7 @@ import uvloop
 
 from fastchat.app import App
 from fastchat.config import Config
-from fastchat.errors import CLOSE_GOING_AWAY
+from fastchat.errors import CloseCode
 from fastchat.web.api import Api
 from fastchat.web.http import HttpConnections
 from fastchat.ws.keepalive import Keepalive
@@ -77,7 +77,7 @@ async def serve(config: Config, tls: ssl.SSLContext | None = None) -> int:
     http_connections.close_idle()
     closing = [conn.transport.wait_disconnected() for conn in app.hub.connections if conn.transport]
     for conn in list(app.hub.connections):
-        conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        conn.close(CloseCode.GOING_AWAY, "server shutting down")
     app.hub.flush()
     if closing:
         await asyncio.wait(

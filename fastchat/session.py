@@ -25,13 +25,10 @@ from typing import TYPE_CHECKING, Any
 from fastchat import protocol as p
 from fastchat.clock import utc_now_iso
 from fastchat.errors import (
-    CLOSE_AUTH_TIMEOUT,
-    CLOSE_BANNED,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_TRY_AGAIN_LATER,
     AuthRequired,
     Banned,
     ChatError,
+    CloseCode,
     Conflict,
     RateLimited,
 )
@@ -87,7 +84,7 @@ class Sessions:
         conn.session = session
         if not self._per_ip.acquire(conn.client, self._limits.max_connections_per_ip):
             conn.client = ""  # not counted: nothing to release
-            conn.close(CLOSE_TRY_AGAIN_LATER, "too many connections from this address")
+            conn.close(CloseCode.TRY_AGAIN_LATER, "too many connections from this address")
             return
         session.auth_timer = self._hub.loop.call_later(
             self._limits.auth_timeout_seconds, self._auth_timeout, conn
@@ -119,7 +116,7 @@ class Sessions:
         backlog = session.backlog
         if backlog is not None:  # an earlier request waits on storage: keep the order
             if len(backlog) >= self._limits.burst:
-                conn.close(CLOSE_POLICY_VIOLATION, "flooding")
+                conn.close(CloseCode.POLICY_VIOLATION, "flooding")
                 return
             backlog.append(text)
             return
@@ -213,12 +210,12 @@ class Sessions:
             user = await self._chat.identify(cmd.token, cmd.TYPE)
         except Banned as err:
             self._hub.send(conn, p.error_event(err))
-            conn.close(CLOSE_BANNED, "banned")
+            conn.close(CloseCode.BANNED, "banned")
             return
         if conn.closed:  # it closed while the account was read
             return
         if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
-            conn.close(CLOSE_POLICY_VIOLATION, "too many connections for this user")
+            conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
             return
         self._chat.authenticate(conn, user)
         session.user = user
@@ -235,7 +232,7 @@ class Sessions:
         self._metrics.rate_limited += 1
         session.strikes += 1
         if session.strikes >= self._limits.flood_strikes:
-            conn.close(CLOSE_POLICY_VIOLATION, "flooding")
+            conn.close(CloseCode.POLICY_VIOLATION, "flooding")
         raise RateLimited(
             "Too many messages, slow down",
             retry_after=session.bucket.retry_after(now),
@@ -253,11 +250,11 @@ class Sessions:
         session: Session = conn.session  # type: ignore[assignment]
         session.auth_timer = None
         if session.user is None:
-            conn.close(CLOSE_AUTH_TIMEOUT, "authentication timeout")
+            conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
 
     async def _ban(self, conn: Connection, user: User, cmd: p.BanUser) -> None:
         for target in await self._chat.ban_user(conn, user, cmd):
-            target.close(CLOSE_BANNED, "banned")
+            target.close(CloseCode.BANNED, "banned")
 
     def _ping(self, conn: Connection, user: User, cmd: p.Ping) -> None:
         self._hub.send(conn, event("pong", {"timestamp": utc_now_iso()}))

@@ -215,6 +215,7 @@ class Hub:
             frame = self._compressed_frame(payload, None)
         else:
             frame = build_frame(conn.deflater.compress(payload), rsv1=True)
+            self._metrics.compressed_frames += 1
         self._metrics.frames_out += 1
         self._queue(conn, frame)
 
@@ -419,6 +420,7 @@ class Hub:
                 payload = room._payloads[index - base]
                 if len(payload) >= self._threshold:
                     parts.append(build_frame(conn.deflater.compress(payload), rsv1=True))
+                    self._metrics.compressed_frames += 1
                     continue
             parts.append(frames[index - base])
         return b"".join(parts), len(parts)

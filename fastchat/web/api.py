@@ -7,7 +7,6 @@ method; authentication, CORS and error mapping are done once here, at the edge.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -24,16 +23,7 @@ from fastchat.storage import ops
 from fastchat.storage.base import AuditRow, Duplicate
 from fastchat.web.http import BodySink, Request, Response, error_response, json_response
 from fastchat.web.static import StaticFiles
-from fastchat.ws.connection import Connection
-from fastchat.ws.deflate import (
-    ContextDeflater,
-    ExtensionHeaderError,
-    SharedDeflater,
-    negotiate,
-    shared_deflater,
-)
-from fastchat.ws.peer import DEDICATED, PLAIN, SHARED
-from fastchat.ws.upgrade import hand_over, raw_request
+from fastchat.ws.upgrade import accept
 
 if TYPE_CHECKING:
     import asyncio
@@ -147,42 +137,15 @@ class Api:
             and origin not in allowed
         ):
             return error_response(403, "Origin not allowed")
-        mode = self._config.websocket.compression
-        try:
-            negotiated = negotiate(request.headers.get("sec-websocket-extensions", []), mode)
-        except ExtensionHeaderError as exc:
-            return error_response(400, f"Malformed Sec-WebSocket-Extensions: {exc}")
-        deflater: SharedDeflater | ContextDeflater | None = None
-        if negotiated is None:
-            compress = PLAIN
-        elif negotiated.server_no_context_takeover and negotiated.server_max_window_bits == 15:
-            compress = SHARED  # the hub's one compressor serves it
-        else:
-            compress = DEDICATED
-            bits = negotiated.server_max_window_bits
-            deflater = (
-                shared_deflater(bits)
-                if negotiated.server_no_context_takeover
-                else ContextDeflater(bits)
-            )
-        connection = Connection(
-            self._app.hub,
-            self._app.sessions,
-            self._config.websocket,
-            self._app.metrics,
-            client=sys.intern(request.client),  # one string per address, not per socket
-            compress=compress,
-            deflater=deflater,
-        )
-        hand_over(
+        return accept(
+            request,
             transport,
-            raw_request(request),
             tail,
-            self._config.websocket,
-            connection,
-            negotiated.response_header if negotiated else None,
+            registry=self._app.hub,
+            handler=self._app.sessions,
+            config=self._config.websocket,
+            metrics=self._app.metrics,
         )
-        return None
 
     # --- routes ---------------------------------------------------------------------------
 

@@ -12,23 +12,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
-from fastchat.errors import (
-    CLOSE_INVALID_TEXT,
-    CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_PROTOCOL_ERROR,
-    CLOSE_UNSUPPORTED_DATA,
-)
-from fastchat.ws.deflate import (
-    ContextDeflater,
-    Inflater,
-    InvalidCompressedData,
-    MessageTooBig,
-    SharedDeflater,
-)
-from fastchat.ws.frames import build_close_frame
+from fastchat.errors import CloseCode
+from fastchat.ws.deflate import ContextDeflater, InflateError, Inflater, SharedDeflater
+from fastchat.ws.frames import VALID_CLOSE_CODES, build_close_frame
 
 if TYPE_CHECKING:
     from fastchat.config import WebSocketConfig
@@ -150,12 +138,16 @@ class Connection(WSListener):
         msg_type = frame.msg_type
         self.idle = 0  # keepalive.ACTIVE: the peer is alive
         self._metrics.frames_in += 1
-        if self.closed:  # our close frame is out: wait for the peer's, ignore the rest
+        if self.closed or transport.is_close_frame_sent:
+            # A close frame is out, ours or the one picows sends on a malformed frame before
+            # it delivers the valid frames in front of that one (docs/conformance.md, 7.1.2):
+            # nothing more may be sent, so wait for the peer's close and ignore the rest.
+            self.closed = True
             if msg_type is _CLOSE:
                 transport.disconnect()
             return
         if frame.rsv2 or frame.rsv3:  # no extension defines them (RFC 6455 section 5.2)
-            self.close(CLOSE_PROTOCOL_ERROR, "reserved bits set")
+            self.fail(CloseCode.PROTOCOL_ERROR, "reserved bits set")
             return
         if msg_type is _TEXT:
             if frame.fin and not self._fragments:
@@ -165,31 +157,31 @@ class Connection(WSListener):
                     try:
                         text = frame.get_payload_as_utf8_text()
                     except UnicodeDecodeError:
-                        self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
+                        self.fail(CloseCode.INVALID_TEXT, "invalid UTF-8")
                         return
                     self._handler.on_text(self, text)
                 return
             if self._fragments:
-                self.close(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
+                self.fail(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
                 return
             self._fragments_rsv1 = frame.rsv1
             self._add_fragment(frame)
         elif msg_type is _CONTINUATION:
             if not self._fragments:
-                self.close(CLOSE_PROTOCOL_ERROR, "continuation without a message")
+                self.fail(CloseCode.PROTOCOL_ERROR, "continuation without a message")
                 return
             if frame.rsv1:
-                self.close(CLOSE_PROTOCOL_ERROR, "RSV1 on a continuation frame")
+                self.fail(CloseCode.PROTOCOL_ERROR, "RSV1 on a continuation frame")
                 return
             self._add_fragment(frame)
         elif msg_type is _BINARY:
-            self.close(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+            self.fail(CloseCode.UNSUPPORTED_DATA, "binary messages are not supported")
         elif frame.rsv1:  # RFC 7692 section 6: RSV1 belongs to data frames only
-            self.close(CLOSE_PROTOCOL_ERROR, "RSV1 on a control frame")
+            self.fail(CloseCode.PROTOCOL_ERROR, "RSV1 on a control frame")
         elif msg_type is _PING:
             transport.send_pong(frame.get_payload_as_bytes())
         elif msg_type is _CLOSE:
-            self._on_close_frame(frame)
+            self._on_close_frame(transport, frame)
         # A PONG only marks the peer alive (above).
 
     def pause_writing(self) -> None:
@@ -208,17 +200,17 @@ class Connection(WSListener):
 
     def _add_fragment(self, frame: WSFrame) -> None:
         if frame.rsv1 and self._inflater is None:
-            self.close(CLOSE_PROTOCOL_ERROR, "RSV1 set without negotiated compression")
+            self.fail(CloseCode.PROTOCOL_ERROR, "RSV1 set without negotiated compression")
             return
         if self._fragments is None:
             self._fragments = []
         self._fragments.append(frame.get_payload_as_bytes())
         self._fragments_size += frame.payload_size
         if self._fragments_size > self._config.max_message_bytes:
-            self.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
+            self.fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
             return
         if len(self._fragments) > self._config.max_fragments:
-            self.close(CLOSE_MESSAGE_TOO_BIG, "too many fragments")
+            self.fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
             return
         if not frame.fin:
             return
@@ -234,15 +226,12 @@ class Connection(WSListener):
 
     def _deliver_compressed(self, data: bytes) -> None:
         if self._inflater is None:
-            self.close(CLOSE_PROTOCOL_ERROR, "RSV1 set without negotiated compression")
+            self.fail(CloseCode.PROTOCOL_ERROR, "RSV1 set without negotiated compression")
             return
         try:
             payload = self._inflater.inflate(data)
-        except MessageTooBig:
-            self.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
-            return
-        except InvalidCompressedData:
-            self.close(CLOSE_PROTOCOL_ERROR, "invalid compressed data")
+        except InflateError as exc:
+            self.fail(exc.close_code, exc.reason)
             return
         self._deliver_bytes(payload)
 
@@ -250,23 +239,20 @@ class Connection(WSListener):
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
-            self.close(CLOSE_INVALID_TEXT, "invalid UTF-8")
+            self.fail(CloseCode.INVALID_TEXT, "invalid UTF-8")
             return
         self._handler.on_text(self, text)
 
-    def _on_close_frame(self, frame: WSFrame) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        if not transport.is_close_frame_sent:
-            code = frame.get_close_code()
-            echo = (
-                code
-                if code not in (WSCloseCode.NO_INFO, WSCloseCode.ABNORMAL_CLOSURE)
-                else WSCloseCode.OK
-            )
-            self.flush()
-            transport.send_close(echo)
+    def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """Answer the peer's close with its own code (1000 if it gave none), then disconnect."""
+        echo = CloseCode.NORMAL
+        if frame.payload_size:  # picows has refused a 1-byte payload and a non-UTF-8 reason
+            echo = frame.get_close_code()
+            if echo not in VALID_CLOSE_CODES:  # e.g. 0, 1005, 1006, 5000 (RFC 6455 §7.4.2)
+                self.fail(CloseCode.PROTOCOL_ERROR, f"invalid close code {echo}")
+                return
+        self.flush()
+        transport.send_close(echo)
         transport.disconnect()
 
     # --- outgoing -------------------------------------------------------------------------
@@ -302,9 +288,20 @@ class Connection(WSListener):
         if buffered > self._config.max_backpressure_bytes:
             self._metrics.slow_consumer_closes += 1
             log.info("closing slow consumer %s (%d bytes buffered)", self.client, buffered)
-            self.close(CLOSE_POLICY_VIOLATION, "slow consumer", slow=True)
+            self.close(CloseCode.POLICY_VIOLATION, "slow consumer", slow=True)
 
-    def close(self, code: int, reason: str = "", *, slow: bool = False) -> None:
+    def fail(self, code: CloseCode, reason: str) -> None:
+        """Fail the connection for what the peer sent (RFC 6455 section 7.1.7).
+
+        The one exit for protocol violations, refused data and exceeded limits: the partial
+        message is dropped and the closing handshake starts with ``code``.
+        """
+        log.debug("failing WebSocket from %s: %d %s", self.client, code, reason)
+        self._fragments = None
+        self._fragments_size = 0
+        self.close(code, reason)
+
+    def close(self, code: CloseCode, reason: str = "", *, slow: bool = False) -> None:
         """Start the closing handshake (RFC 6455 section 7): our close frame, then FIN.
 
         The socket stays open for reading until the peer answers or a timeout: closing it

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastchat.config import Compression
-from fastchat.errors import CLOSE_MESSAGE_TOO_BIG, CLOSE_PROTOCOL_ERROR
+from fastchat.errors import CloseCode
 
 EXTENSION_NAME = "permessage-deflate"
 
@@ -52,13 +52,15 @@ class ExtensionHeaderError(ValueError):
 class InflateError(Exception):
     """An incoming compressed message that ends the connection with ``close_code``."""
 
-    close_code = CLOSE_PROTOCOL_ERROR
+    close_code = CloseCode.PROTOCOL_ERROR
+    reason = "invalid compressed data"  # the close frame's reason text (docs/protocol.md)
 
 
 class MessageTooBig(InflateError):
     """The inflated message would exceed the size limit."""
 
-    close_code = CLOSE_MESSAGE_TOO_BIG
+    close_code = CloseCode.MESSAGE_TOO_BIG
+    reason = "message too big"
 
 
 class InvalidCompressedData(InflateError):

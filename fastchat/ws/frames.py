@@ -34,9 +34,10 @@ del _opcode, _flags
 _pack_header16 = struct.Struct("!BBH").pack
 _pack_header64 = struct.Struct("!BBQ").pack
 
-# RFC 6455 §7.4 / IANA: the codes an endpoint may send. 1004-1006 and 1015 must never be
-# sent, 1016-2999 are unassigned.
-_SENDABLE_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)))
+# RFC 6455 §7.4 / IANA: the codes an endpoint may send, and so the only ones it may receive
+# (§7.4.2). 0-999 are unused, 1004-1006 and 1015 must never be sent, 1016-2999 are unassigned,
+# 5000 and up do not exist.
+VALID_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)))
 
 
 def build_frame(
@@ -65,7 +66,7 @@ def build_close_frame(code: int, reason: str = "") -> bytes:
     The reason is cut to the 123 bytes of UTF-8 a control frame leaves for it, never in
     the middle of a character. Codes that must not appear on the wire raise ValueError.
     """
-    if code not in _SENDABLE_CLOSE_CODES:
+    if code not in VALID_CLOSE_CODES:
         raise ValueError(f"close code {code} cannot be sent")
     raw = reason.encode()
     if len(raw) > _MAX_CLOSE_REASON:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from fastchat.errors import CLOSE_GOING_AWAY
+from fastchat.errors import CloseCode
 
 if TYPE_CHECKING:
     from fastchat.ws.connection import Connection
@@ -54,4 +54,4 @@ class Keepalive:
     def _reap(pinged: list[Connection]) -> None:
         for conn in pinged:
             if conn.idle == PINGED:
-                conn.close(CLOSE_GOING_AWAY, "ping timeout", slow=True)
+                conn.close(CloseCode.GOING_AWAY, "ping timeout", slow=True)

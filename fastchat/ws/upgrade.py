@@ -1,4 +1,4 @@
-"""Hand an upgraded HTTP socket over to picows (the only place that builds a picows protocol).
+"""Accept a WebSocket upgrade and hand its socket to picows (the one place building its protocol).
 
 picows can only accept WebSocket connections on its own listening socket; fastchat serves
 HTTP and WebSocket on one port, so the HTTP protocol parses the request and this module
@@ -11,17 +11,67 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
+from typing import TYPE_CHECKING
 
 from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from fastchat.config import WebSocketConfig
-from fastchat.web.http import Request
-from fastchat.ws.connection import Connection
+from fastchat.web.http import Request, Response, error_response
+from fastchat.ws.connection import Connection, MessageHandler
+from fastchat.ws.deflate import (
+    ContextDeflater,
+    ExtensionHeaderError,
+    SharedDeflater,
+    negotiate,
+    shared_deflater,
+)
+from fastchat.ws.peer import DEDICATED, PLAIN, SHARED
 
-# A LoggerAdapter, not a Logger: picows would create a child Logger per connection otherwise.
-_PICOWS_LOG = logging.LoggerAdapter(logging.getLogger("fastchat.picows"), {})
+if TYPE_CHECKING:
+    from fastchat.metrics import Metrics
+    from fastchat.ws.peer import Registry
+
 _HANDSHAKE_TIMEOUT_SECONDS = 5.0
+_PEER_ERROR_LOG_INTERVAL_SECONDS = 10.0
+
+
+class PeerErrorLimiter(logging.Filter):
+    """Logs a peer's protocol errors as warnings, at most one per ``interval`` seconds.
+
+    picows reports every malformed frame it parses ("WS parser error: ...") at ERROR: the
+    peer's fault, not the server's, and any client can send them as fast as it likes. The
+    line let through says how many were dropped since the previous one.
+    """
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self._interval = interval
+        self._next = 0.0
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR or not str(record.msg).startswith("WS parser error"):
+            return True
+        now = time.monotonic()
+        if now < self._next:
+            self._dropped += 1
+            return False
+        self._next = now + self._interval
+        record.levelno = logging.WARNING
+        record.levelname = logging.getLevelName(logging.WARNING)
+        if self._dropped:
+            record.msg = f"{record.msg} ({self._dropped} more dropped since the last one)"
+            self._dropped = 0
+        return True
+
+
+_picows_logger = logging.getLogger("fastchat.picows")
+_picows_logger.addFilter(PeerErrorLimiter(_PEER_ERROR_LOG_INTERVAL_SECONDS))
+# A LoggerAdapter, not a Logger: picows would create a child Logger per connection otherwise.
+_PICOWS_LOG = logging.LoggerAdapter(_picows_logger, {})
 
 
 # What picows needs to validate the handshake; picows keeps the parsed request for the
@@ -43,6 +93,60 @@ def raw_request(request: Request) -> bytes:
     # may send a list such as Firefox's "keep-alive, Upgrade".
     lines.append(b"Connection: Upgrade\r\n\r\n")
     return b"".join(lines)
+
+
+def accept(
+    request: Request,
+    transport: asyncio.Transport,
+    tail: bytes,
+    *,
+    registry: Registry,
+    handler: MessageHandler,
+    config: WebSocketConfig,
+    metrics: Metrics,
+) -> Response | None:
+    """Negotiate permessage-deflate, build the :class:`Connection` and hand the socket over.
+
+    The caller has checked path, method and origin. Returns a 400 for an extension header
+    that does not parse; otherwise ``transport`` belongs to picows afterwards.
+    """
+    try:
+        negotiated = negotiate(
+            request.headers.get("sec-websocket-extensions", []), config.compression
+        )
+    except ExtensionHeaderError as exc:
+        return error_response(400, f"Malformed Sec-WebSocket-Extensions: {exc}")
+    deflater: SharedDeflater | ContextDeflater | None = None
+    if negotiated is None:
+        compress = PLAIN
+    elif negotiated.server_no_context_takeover and negotiated.server_max_window_bits == 15:
+        compress = SHARED  # the hub's one compressor serves it
+    else:
+        compress = DEDICATED
+        bits = negotiated.server_max_window_bits
+        deflater = (
+            shared_deflater(bits)
+            if negotiated.server_no_context_takeover
+            else ContextDeflater(bits)
+        )
+    connection = Connection(
+        registry,
+        handler,
+        config,
+        metrics,
+        client=sys.intern(request.client),  # one string per address, not per socket
+        compress=compress,
+        deflater=deflater,
+    )
+    hand_over(
+        transport,
+        raw_request(request),
+        tail,
+        config,
+        connection,
+        negotiated.response_header if negotiated else None,
+    )
+    return None
 
 
 def hand_over(

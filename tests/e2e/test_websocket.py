@@ -25,6 +25,7 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 from tests.support.accounts import register
 from tests.support.client import ChatClient, joined
 from tests.support.frames import (
+    OP_CLOSE,
     OP_CONTINUATION,
     OP_PING,
     OP_PONG,
@@ -206,6 +207,7 @@ async def test_websockets_library_dedicated_and_off_modes(make_server):
     assert "permessage-deflate" in extensions
     assert "server_no_context_takeover" not in extensions
     plain, _ = await joined(dedicated.ws_url, dedicated.base_url)
+    compressed_before = metric(dedicated, "compressed_frames")
     # Similar messages in a row: with context takeover each refers back to the previous.
     contents = [varied_text(1200, seed=3) + f" #{n}" for n in range(4)] + ["tiny"]
     for content in contents:
@@ -214,6 +216,12 @@ async def test_websockets_library_dedicated_and_off_modes(make_server):
         message = (await library_expect(ws, "new_message"))["message"]
         assert message == (await plain.expect("new_message"))["message"]
         assert message["content"] == content
+    # At least the four long broadcasts, each compressed for this member alone.
+    compressed = metric(dedicated, "compressed_frames")
+    assert compressed >= compressed_before + 4
+    await ws.send(orjson.dumps({"type": "get_room_history", "roomId": "general"}).decode())
+    await library_expect(ws, "room_history")  # a reply of its own, compressed on its own
+    assert metric(dedicated, "compressed_frames") > compressed
     await ws.close()
     await plain.close()
 
@@ -359,6 +367,59 @@ async def test_undefined_reserved_bits_fail_the_connection(edge_server, deflate,
     first = await client.recv_frame()
     client.close()
     assert first.close_code == 1002, f"the server went on and sent {first}"
+
+
+# RFC 6455 section 7.4.2: codes no endpoint may send (0-999 unused, 1004-1006 and 1015
+# reserved, 1016-2999 unassigned, 5000 and up outside the range).
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+async def test_an_invalid_close_code_fails_the_connection_with_1002(edge_server, code):
+    client = await RawWS.open(edge_server.host, edge_server.port)
+    await client.expect("connection_established")
+    await client.send_frame(OP_CLOSE, code.to_bytes(2, "big") + b"bye")
+    assert await client.closed() == 1002
+
+
+@pytest.mark.parametrize(
+    ("payload", "echoed"),
+    [
+        pytest.param(b"", 1000, id="no code"),
+        pytest.param(b"\x03\xe8", 1000, id="1000"),
+        pytest.param(b"\x03\xe9going", 1001, id="1001 with a reason"),
+        pytest.param(b"\x0b\xb8", 3000, id="3000"),
+        pytest.param(b"\x13\x87", 4999, id="4999"),
+    ],
+)
+async def test_a_valid_close_frame_is_echoed(edge_server, payload, echoed):
+    client = await RawWS.open(edge_server.host, edge_server.port)
+    await client.expect("connection_established")
+    await client.send_frame(OP_CLOSE, payload)
+    assert await client.closed() == echoed
+
+
+async def test_nothing_is_sent_after_the_close_a_malformed_frame_causes(edge_server):
+    client = await RawWS.open(edge_server.host, edge_server.port)
+    await client.expect("connection_established")
+    # In one write: a request the server answers (auth_required), then a reserved opcode.
+    # picows parses both before it delivers the first, and has sent its 1002 by then.
+    await client.send_bytes(client_frame(OP_TEXT, b'{"type": "ping"}') + client_frame(0x3, b""))
+    frames = []
+    with pytest.raises((EOFError, ConnectionResetError)):
+        while True:
+            frames.append(await client.recv_frame())
+    assert [frame.close_code for frame in frames] == [1002], f"sent after its close: {frames}"
+
+
+async def test_peer_protocol_errors_are_logged_as_one_rate_limited_warning(make_server):
+    server = make_server()
+    for _ in range(10):
+        client = await RawWS.open(server.host, server.port)
+        await client.expect("connection_established")
+        await client.send_bytes(client_frame(0x3, b""))  # a reserved opcode: picows refuses it
+        assert await client.closed() == 1002
+    assert server.stop() == 0  # every line the server wrote is read once it has exited
+    reports = [line for line in server.log if "WS parser error" in line]
+    assert len(reports) == 1, reports
+    assert " WARNING " in reports[0]
 
 
 async def test_fragmented_messages_are_reassembled(edge_server):

@@ -20,7 +20,7 @@ from websockets.frames import Frame, Opcode
 from websockets.headers import build_extension, parse_extension
 from websockets.streams import StreamReader
 
-from fastchat.errors import CLOSE_MESSAGE_TOO_BIG, CLOSE_PROTOCOL_ERROR
+from fastchat.errors import CloseCode
 from fastchat.ws.deflate import (
     ContextDeflater,
     ExtensionHeaderError,
@@ -386,7 +386,7 @@ def test_compression_bomb_is_cheap(bomb: bytes, context_takeover: bool) -> None:
         tracemalloc.stop()
     assert time.perf_counter() - started < 0.5
     assert peak < 2 * 1024 * 1024
-    assert raised.value.close_code == CLOSE_MESSAGE_TOO_BIG
+    assert raised.value.close_code == CloseCode.MESSAGE_TOO_BIG
 
 
 @pytest.mark.parametrize(
@@ -400,7 +400,7 @@ def test_compression_bomb_is_cheap(bomb: bytes, context_takeover: bool) -> None:
 def test_corrupt_data(data: bytes) -> None:
     with pytest.raises(InvalidCompressedData) as raised:
         Inflater(1024, context_takeover=False).inflate(data)
-    assert raised.value.close_code == CLOSE_PROTOCOL_ERROR
+    assert raised.value.close_code == CloseCode.PROTOCOL_ERROR
 
 
 def test_final_block_accepted_but_not_trailing_garbage() -> None:

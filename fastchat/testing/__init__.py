@@ -1,0 +1,1 @@
+"""Test targets built on the server's own code (see :mod:`fastchat.testing.echo`)."""
