@@ -19,6 +19,7 @@ from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithL
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from fastchat.config import WebSocketConfig
+from fastchat.ratelimit import EventThrottle
 from fastchat.web.http import Request, Response, error_response
 from fastchat.ws.connection import Connection, MessageHandler
 from fastchat.ws.deflate import (
@@ -48,23 +49,18 @@ class PeerErrorLimiter(logging.Filter):
 
     def __init__(self, interval: float) -> None:
         super().__init__()
-        self._interval = interval
-        self._next = 0.0
-        self._dropped = 0
+        self._throttle = EventThrottle(interval)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.ERROR or not str(record.msg).startswith("WS parser error"):
             return True
-        now = time.monotonic()
-        if now < self._next:
-            self._dropped += 1
+        if not self._throttle.hit("peer error", time.monotonic()):
             return False
-        self._next = now + self._interval
         record.levelno = logging.WARNING
         record.levelname = logging.getLevelName(logging.WARNING)
-        if self._dropped:
-            record.msg = f"{record.msg} ({self._dropped} more dropped since the last one)"
-            self._dropped = 0
+        dropped = self._throttle.take_held("peer error")
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more dropped since the last one)"
         return True
 
 
