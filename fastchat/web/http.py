@@ -160,9 +160,6 @@ class Router(Protocol):
         ...
 
 
-_NO_QUEUE: deque = deque(maxlen=0)  # the request queue of an upgraded connection
-
-
 class _Reject(Exception):
     """Raised from a parser callback to answer at once and close the connection."""
 
@@ -251,8 +248,6 @@ class HttpProtocol(asyncio.Protocol):
     pipelines requests and never reads costs a bounded amount of memory.
     """
 
-    # uvloop's transport keeps a bound method of its first protocol for the life of the
-    # socket, so after a WebSocket upgrade this object lives on: keep it small.
     __slots__ = (
         "_body",
         "_body_received",
@@ -616,12 +611,8 @@ class HttpProtocol(asyncio.Protocol):
             transport.close()
         self._detached = True
         self._forget()  # a WebSocket now: counted by the session's caps, not these
-        # Drop everything but the slots themselves (see __slots__ above).
-        self._reset()
-        self._head_deadline = self._request_deadline = 0.0
-        self._body_started = self._last_read_at = 0.0
-        self._request = None
-        self._queue = _NO_QUEUE
+        # The parser refers back to this protocol: without it, nothing keeps this object
+        # once the transport belongs to picows (see fastchat.ws.upgrade.hand_over).
         self._parser = None  # type: ignore[assignment]
         self._transport = None
 

@@ -70,6 +70,24 @@ _picows_logger.addFilter(PeerErrorLimiter(_PEER_ERROR_LOG_INTERVAL_SECONDS))
 _PICOWS_LOG = logging.LoggerAdapter(_picows_logger, {})
 
 
+class _Released(asyncio.Protocol):
+    """What an upgraded transport holds instead of the HTTP protocol's ``data_received``.
+
+    uvloop's transport keeps the ``data_received`` of the last protocol that had one, and
+    picows' buffered protocol has none: handed over directly, the transport would keep the
+    HTTP protocol (and what it refers to) alive for the life of the WebSocket. Setting this
+    protocol first replaces it with one function that every connection shares.
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def data_received(data: bytes) -> None:
+        """Never called: a buffered protocol reads through ``get_buffer``."""
+
+
+_RELEASED = _Released()
+
 # What picows needs to validate the handshake; picows keeps the parsed request for the
 # connection's lifetime, so cookies, user agents and the like are not passed on.
 _HANDSHAKE_HEADERS = frozenset(
@@ -178,6 +196,7 @@ def hand_over(
         None,
         config.read_buffer_bytes,
     )
+    transport.set_protocol(_RELEASED)
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
     _feed(protocol, head + tail)
