@@ -359,6 +359,7 @@ class Snapshot:
     server_cpu: float | None
     server_main_thread_cpu: float | None
     server_system_cpu: float | None
+    server_writes: int | None
     generator_cpu: dict[str, float]  # CPU seconds per generator process
     closed: int  # receivers outside this process that were closed
 
@@ -559,6 +560,7 @@ async def _snapshot(
         server_cpu=procs.cpu_seconds(target.pid) if target.pid else None,
         server_main_thread_cpu=procs.cpu_seconds(target.pid, target.pid) if target.pid else None,
         server_system_cpu=procs.cpu_seconds(target.pid, system=True) if target.pid else None,
+        server_writes=procs.write_calls(target.pid) if target.pid else None,
         generator_cpu={
             "python": time.process_time(),
             **{f"child{i}": c["cpu"] for i, c in enumerate(replies, 1)},
@@ -768,6 +770,21 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         if after.server_system_cpu is not None and before.server_system_cpu is not None
         else None,
         "server_rss_mib": round(rss / 1024, 1) if rss else None,
+        # CPU and write calls per delivery: what a delivery costs, however loaded the machine
+        "server_cpu_us_per_delivery": round(
+            1e6 * (after.server_cpu - before.server_cpu) / (after.frames - before.frames), 3
+        )
+        if after.server_cpu is not None
+        and before.server_cpu is not None
+        and after.frames > before.frames
+        else None,
+        "server_writes_per_delivery": round(
+            (after.server_writes - before.server_writes) / (after.frames - before.frames), 4
+        )
+        if after.server_writes is not None
+        and before.server_writes is not None
+        and after.frames > before.frames
+        else None,
         "generator_cpu_pct": {
             name: round(100 * (after.generator_cpu[name] - cpu) / elapsed, 1)
             for name, cpu in before.generator_cpu.items()
@@ -861,6 +878,8 @@ def describe(result: dict[str, Any]) -> str:
             + f"  rss {rss} MiB  generator cpu % "
             + " ".join(f"{name} {pct}" for name, pct in r["generator_cpu_pct"].items())
             + f"  ({r['receivers']} receivers)",
+            f"  per delivery: server cpu {r.get('server_cpu_us_per_delivery')} µs, "
+            f"write calls {r.get('server_writes_per_delivery')}",
             f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}"
             + (
                 f"  stalled members {r['stalled']}, slow-consumer closes "

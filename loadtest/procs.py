@@ -45,6 +45,14 @@ def cpu_seconds(pid: int, tid: int | None = None, *, system: bool = False) -> fl
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def write_calls(pid: int) -> int:
+    """Write system calls made by ``pid`` so far (``syscw`` in /proc/PID/io: socket writes)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no syscw for pid {pid}")
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of ``pid`` in KiB (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -56,6 +56,7 @@ class Room:
     __slots__ = (
         "_base",
         "_frames",
+        "_last_joined",
         "_payloads",
         "_queued",
         "_round",
@@ -81,6 +82,9 @@ class Room:
         self._zframes: list[bytes] = []  # the same, shared-deflated (while n_shared > 0)
         self._payloads: list[bytes] = []
         self._base = 0
+        # (start, end, plain, zplain) of the last _joined: members caught up together (the
+        # publishers acked by one commit) share it instead of each joining the same frames.
+        self._last_joined: tuple[int, int, bytes, bytes | None] = (0, 0, b"", None)
         # index -> (droppable, excluded connections) for entries not meant for everyone
         self._special: dict[int, tuple[bool, frozenset[Connection]]] = {}
         self._queued = False  # in the hub's dirty list
@@ -412,12 +416,15 @@ class Hub:
     def _joined(self, room: Room, start: int, end: int) -> tuple[bytes, bytes | None]:
         """Log entries ``start`` to ``end`` joined, plain and shared-deflated."""
         first, last = start - room._base, end - room._base
-        frames = room._frames
-        plain = frames[first] if last - first == 1 else b"".join(frames[first:last])
-        if not room.n_shared:
-            return plain, None
-        zframes = room._zframes
-        return plain, zframes[first] if last - first == 1 else b"".join(zframes[first:last])
+        if last - first == 1:
+            return room._frames[first], room._zframes[first] if room.n_shared else None
+        cached = room._last_joined
+        if cached[0] == start and cached[1] == end and (cached[3] is None) != bool(room.n_shared):
+            return cached[2], cached[3]
+        plain = b"".join(room._frames[first:last])
+        zplain = b"".join(room._zframes[first:last]) if room.n_shared else None
+        room._last_joined = (start, end, plain, zplain)
+        return plain, zplain
 
     def _variant(self, room: Room, conn: Connection, start: int, end: int) -> tuple[bytes, int]:
         """Log entries ``start`` to ``end`` as ``conn`` gets them, and how many they are.
@@ -460,6 +467,8 @@ class Hub:
         if room._zframes:
             del room._zframes[:count]
         room._base = upto
+        if room._last_joined[0] < upto:
+            room._last_joined = (0, 0, b"", None)
         if room._special:
             room._special = {i: entry for i, entry in room._special.items() if i >= upto}
 
