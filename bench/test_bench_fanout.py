@@ -134,6 +134,31 @@ def test_hub_publish_50(
         assert all(conn.raw.writes >= 1 for conn in members)  # type: ignore[union-attr]
 
 
+@pytest.mark.benchmark(group="fanout-many-rooms")
+def test_hub_many_rooms_one_message_each(benchmark, loop: asyncio.AbstractEventLoop) -> None:
+    """2,000 members, each in 3 of 200 rooms of 30: one message per room, one flush.
+
+    The flush writes each member once for its three rooms (3 writes before it gathered)."""
+    metrics = Metrics()
+    hub = loop.run_until_complete(_hub(metrics))
+    rooms = [hub.open_room(f"room-{i}") for i in range(200)]
+    members = make_members(hub, metrics, count=2000)
+    for i, conn in enumerate(members):
+        for j in range(3):
+            hub.enter(rooms[(3 * i + j) % len(rooms)], conn)
+    payloads = [orjson.dumps(event) for event in _events(len(rooms))]
+
+    def broadcast() -> None:
+        for room, payload in zip(rooms, payloads, strict=True):
+            hub.publish(room, payload)
+        hub.flush()
+
+    benchmark(broadcast)
+    writes = [conn.raw.writes for conn in members]  # type: ignore[union-attr]
+    assert min(writes) == max(writes) == metrics.flushes  # one write per member per flush
+    assert metrics.deliveries == metrics.flushes * 3 * len(members)
+
+
 # --- the naive baseline: encode and frame for every recipient -------------------------------
 
 

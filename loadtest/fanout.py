@@ -1,5 +1,9 @@
 """Room fan-out benchmark: N receivers in one room, P publishers, saturated or at a fixed rate.
 
+With ``--rooms R`` it is the many-rooms scenario instead: R rooms, each receiver in
+``--rooms-per-client`` of them (receiver i in rooms iK .. iK+K-1, modulo R), one publisher
+per room, optionally ``--big-rooms`` more rooms of ``--big-room-size`` receivers each.
+
 Counting receivers are one C process (``loadtest/fanrecv.c``, built on first use) or, with
 ``--receivers python``, raw-socket clients (:mod:`loadtest.wsraw`); both count frames by
 walking headers. ``--sample`` Python receivers parse every message to measure latency from
@@ -96,16 +100,21 @@ def _kind(payload: bytes) -> tuple[str, dict]:
     return event.get("type", ""), event.get("data") or {}
 
 
-async def request(client: RawClient, messages: list[dict], expect: str) -> dict:
-    """Send ``messages`` and wait for an ``expect`` event (its data); errors raise SetupError."""
+async def request(client: RawClient, messages: list[dict], expect: str, count: int = 1) -> dict:
+    """Send ``messages`` and wait for ``count`` ``expect`` events (the last one's data);
+    errors raise SetupError."""
     waiter: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+    left = count
 
     def setup(payload: bytes, _received_ns: int) -> None:
+        nonlocal left
         if waiter.done():
             return
         kind, data = _kind(payload)
         if kind == expect:
-            waiter.set_result(data)
+            left -= 1
+            if not left:
+                waiter.set_result(data)
         elif kind == "error":
             waiter.set_exception(SetupError(f"{data.get('code')}: {data.get('message')}"))
 
@@ -127,8 +136,9 @@ async def open_client(
     expect: str,
     *,
     compression: bool = False,
+    count: int = 1,
 ) -> tuple[RawClient, dict]:
-    """Connect, authenticate, send ``first`` and wait for an ``expect`` event."""
+    """Connect, authenticate, send ``first`` and wait for ``count`` ``expect`` events."""
     source = source_address(target.host, index)
     client = await connect(
         target.host,
@@ -137,27 +147,34 @@ async def open_client(
         compression=compression,
         local_addr=(source, 0) if source else None,
     )
-    data = await request(client, [{"type": "authenticate", "token": token}, *first], expect)
+    data = await request(client, [{"type": "authenticate", "token": token}, *first], expect, count)
     return client, data
 
 
 async def open_receivers(
     target: Target,
     tokens: list[str],
-    room_id: str,
+    rooms: list[list[str]],
     compression: bool,
     first_index: int,
     sample: int = 0,
     on_sample: Callable[[bytes, int], None] | None = None,
 ) -> list[RawClient]:
-    """One joined receiver per token; the first ``sample`` hand messages to ``on_sample``."""
+    """One receiver per token, joined to its ``rooms`` (one list per token); the first
+    ``sample`` hand messages to ``on_sample``."""
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-    join = [{"type": "join_room", "roomId": room_id}]
 
     async def one(i: int) -> RawClient:
         async with gate:
+            joins = [{"type": "join_room", "roomId": room_id} for room_id in rooms[i]]
             client, _ = await open_client(
-                target, first_index + i, tokens[i], join, "room_joined", compression=compression
+                target,
+                first_index + i,
+                tokens[i],
+                joins,
+                "room_joined",
+                compression=compression,
+                count=len(joins),
             )
             client.on_message = on_sample if i < sample else None
             return client
@@ -337,9 +354,12 @@ class Snapshot:
     frames: int
     sent: int
     echoed: int
+    reached: int  # sum of each publisher's echoes times the receivers of its room
     acked: int
     server_cpu: float | None
     server_main_thread_cpu: float | None
+    server_system_cpu: float | None
+    server_writes: int | None
     generator_cpu: dict[str, float]  # CPU seconds per generator process
     closed: int  # receivers outside this process that were closed
 
@@ -350,8 +370,14 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def start(self, target: Target, shares: list[list[str]], room_id: str, args: Any) -> None:
-        for number, tokens in enumerate(shares, 1):
+    async def start(
+        self,
+        target: Target,
+        shares: list[list[str]],
+        room_shares: list[list[list[str]]],
+        args: Any,
+    ) -> None:
+        for number, (tokens, rooms) in enumerate(zip(shares, room_shares, strict=True), 1):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -364,7 +390,7 @@ class Children:
             spec = {
                 "url": target.url,
                 "tokens": tokens,
-                "room": room_id,
+                "rooms": rooms,
                 "compression": args.compression,
                 "first_index": number * 100_000,
                 "cpus": sorted(args.generator_cpus),
@@ -402,7 +428,7 @@ async def child_main() -> None:
     procs.pin(set(spec["cpus"]))
     target = Target("child", spec["url"], None, True)
     receivers = await open_receivers(
-        target, spec["tokens"], spec["room"], spec["compression"], spec["first_index"]
+        target, spec["tokens"], spec["rooms"], spec["compression"], spec["first_index"]
     )
     print("ready", flush=True)
     while (await loop.run_in_executor(None, sys.stdin.readline)).strip() not in ("exit", ""):
@@ -450,16 +476,17 @@ class CReceivers:
         self,
         target: Target,
         tokens: list[str],
-        room_id: str,
+        rooms: list[list[str]],
         compression: bool,
         first_index: int,
         cpus: set[int],
     ) -> None:
-        """Connect ``len(tokens)`` receivers (one token each) and wait until all joined."""
+        """Connect ``len(tokens)`` receivers (one token and its rooms each) and wait until
+        all joined."""
         argv = [str(self.binary), "-s", str(first_index)]
         if compression:
             argv.append("-z")
-        argv += [target.host, str(target.port), target.path, room_id, str(len(tokens))]
+        argv += [target.host, str(target.port), target.path, rooms[0][0], str(len(tokens))]
         self.proc = proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
@@ -468,7 +495,8 @@ class CReceivers:
         )
         procs.pin(cpus, proc.pid)
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("".join(f"{token}\n" for token in tokens).encode())
+        lines = (f"{token} {','.join(mine)}\n" for token, mine in zip(tokens, rooms, strict=True))
+        proc.stdin.write("".join(lines).encode())
         line = await asyncio.wait_for(proc.stdout.readline(), READY_SECONDS)
         if line.strip() != b"ready":
             assert proc.stderr is not None
@@ -515,6 +543,7 @@ async def _snapshot(
     pubs: list[Publisher],
     children: Children,
     fanrecv: CReceivers | None,
+    reach: list[int],
 ) -> Snapshot:
     replies = await children.ask(b"snap")
     counts = await fanrecv.tick() if fanrecv is not None else {"frames": 0, "closed": 0}
@@ -526,9 +555,12 @@ async def _snapshot(
         + counts["frames"],
         sent=sum(p.sent for p in pubs),
         echoed=sum(p.echoed for p in pubs),
+        reached=sum(p.echoed * n for p, n in zip(pubs, reach, strict=True)),
         acked=sum(p.acked for p in pubs),
         server_cpu=procs.cpu_seconds(target.pid) if target.pid else None,
         server_main_thread_cpu=procs.cpu_seconds(target.pid, target.pid) if target.pid else None,
+        server_system_cpu=procs.cpu_seconds(target.pid, system=True) if target.pid else None,
+        server_writes=procs.write_calls(target.pid) if target.pid else None,
         generator_cpu={
             "python": time.process_time(),
             **{f"child{i}": c["cpu"] for i, c in enumerate(replies, 1)},
@@ -550,53 +582,98 @@ def _percentiles(values: list[int]) -> dict[str, float]:
     return out
 
 
+def receiver_rooms(index: int, args: argparse.Namespace) -> list[int]:
+    """The rooms (numbers) receiver ``index`` joins: ``--rooms-per-client`` consecutive
+    rooms from ``index * K`` (modulo ``--rooms``), and its big room, if it has one."""
+    if not args.rooms:
+        return [0]
+    per_client = args.rooms_per_client
+    mine = [(index * per_client + j) % args.rooms for j in range(per_client)]
+    if index < args.big_rooms * args.big_room_size:
+        mine.append(args.rooms + index // args.big_room_size)
+    return mine
+
+
+async def open_publishers(
+    target: Target, tokens: list[str], args: argparse.Namespace, run: str
+) -> tuple[list[str], list[Publisher]]:
+    """The rooms (created, unless ``--room``) and a joined publisher per token.
+
+    One room of every publisher, or (``--rooms``) publisher i creates and publishes to room
+    i; creators work concurrently, ``SETUP_CONCURRENCY`` at a time.
+    """
+    rooms = args.rooms + args.big_rooms if args.rooms else 1
+    room_ids = [args.room] * rooms if args.room else [""] * rooms
+    clients: list[RawClient | None] = [None] * len(tokens)
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+    async def create(i: int) -> None:
+        async with gate:
+            create = {"type": "create_room", "name": f"load-{run}-{i}", "isPrivate": False}
+            client, data = await open_client(target, i, tokens[i], [create], "room_created")
+            room_ids[i] = data["room"]["id"]
+            join = [{"type": "join_room", "roomId": room_ids[i]}]
+            await request(client, join, "room_joined")
+            clients[i] = client
+
+    async def join(i: int) -> None:
+        async with gate:
+            first = [{"type": "join_room", "roomId": room_ids[i % rooms]}]
+            clients[i] = (await open_client(target, i, tokens[i], first, "room_joined"))[0]
+
+    creators = 0 if args.room else rooms
+    await asyncio.gather(*(create(i) for i in range(creators)))
+    await asyncio.gather(*(join(i) for i in range(creators, len(tokens))))
+    pubs = [
+        Publisher(client, i, room_ids[i % rooms], args.size, run, args.gate)
+        for i, client in enumerate(clients)
+        if client is not None
+    ]
+    return room_ids, pubs
+
+
 async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]:
-    """Set up the room, publish for warm-up + ``args.seconds``, and measure."""
+    """Set up the room(s), publish for warm-up + ``args.seconds``, and measure."""
     run = uuid.uuid4().hex[:8]
     receiver_tokens, publisher_tokens = await make_accounts(target, args.clients, args.publishers)
-    first, *others = publisher_tokens
-    if args.room:
-        room_id = args.room
-        client, _ = await open_client(target, 0, first, [], "authenticated" if target.auth else "")
-        creator = client
-    else:
-        create = {"type": "create_room", "name": f"load-{run}", "isPrivate": False}
-        creator, data = await open_client(target, 0, first, [create], "room_created")
-        room_id = data["room"]["id"]
-    await request(creator, [{"type": "join_room", "roomId": room_id}], "room_joined")
-    clients = [creator]
-    for i, token in enumerate(others, 1):
-        join = [{"type": "join_room", "roomId": room_id}]
-        clients.append((await open_client(target, i, token, join, "room_joined"))[0])
-    pubs = [Publisher(c, i, room_id, args.size, run, args.gate) for i, c in enumerate(clients)]
+    room_ids, pubs = await open_publishers(target, publisher_tokens, args, run)
+    clients = [pub.client for pub in pubs]
+    layout = [receiver_rooms(i, args) for i in range(args.clients)]
+    receiver_room_ids = [[room_ids[number] for number in mine] for mine in layout]
+    members = collections.Counter(number for mine in layout for number in mine)
+    # A publisher's message reaches the receivers of its room.
+    reach = [members[room_ids.index(pub.room_id)] for pub in pubs]
 
     fanrecv = CReceivers(args.fanrecv) if args.fanrecv else None
     # With the C receiver, Python keeps only the latency samplers (at most half the room).
     sample = min(args.sample, args.clients // 2) if fanrecv else args.sample
-    python_tokens = receiver_tokens[:sample] if fanrecv else receiver_tokens
-    share = math.ceil(len(python_tokens) / args.procs) if python_tokens else 1
-    shares = [python_tokens[i : i + share] for i in range(0, len(python_tokens), share)] or [[]]
+    python_count = sample if fanrecv else args.clients
+    share = math.ceil(python_count / args.procs) if python_count else 1
+    starts = range(0, python_count, share)
+    shares = [receiver_tokens[i : min(i + share, python_count)] for i in starts] or [[]]
+    room_shares = [receiver_room_ids[i : min(i + share, python_count)] for i in starts] or [[]]
     sampler = Sampler()
     receivers = await open_receivers(
         target,
         shares[0],
-        room_id,
+        room_shares[0],
         args.compression,
         args.publishers,
         sample,
         sampler.on_message,
     )
     children = Children()
-    await children.start(target, shares[1:], room_id, args)
+    await children.start(target, shares[1:], room_shares[1:], args)
     if fanrecv is not None:
         await fanrecv.start(
             target,
             receiver_tokens[sample:],
-            room_id,
+            receiver_room_ids[sample:],
             args.compression,
             args.publishers + sample,
             args.generator_cpus,
         )
+    room_id = room_ids[0]
     stalled = []
     for i in range(args.stalled):  # members that stop reading right after they joined
         join = [{"type": "join_room", "roomId": room_id}]
@@ -620,9 +697,9 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     else:
         tasks = [asyncio.create_task(p.saturate(stop, args.window)) for p in pubs]
     await asyncio.sleep(args.warmup)
-    before = await _snapshot(target, receivers, pubs, children, fanrecv)
+    before = await _snapshot(target, receivers, pubs, children, fanrecv, reach)
     await asyncio.sleep(args.seconds)
-    after = await _snapshot(target, receivers, pubs, children, fanrecv)
+    after = await _snapshot(target, receivers, pubs, children, fanrecv, reach)
     rss = procs.rss_kib(target.pid) if target.pid else None
     stop.set()
     await asyncio.gather(*tasks)
@@ -646,7 +723,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     for pub in pubs:
         errors.update(pub.errors)
     echoed = (after.echoed - before.echoed) / elapsed
-    sampled = min(sample, len(receivers))
+    sampled = collections.Counter(n for mine in layout[: min(sample, len(receivers))] for n in mine)
     return {
         "target": target.name,
         "clients": args.clients,
@@ -662,12 +739,14 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         "accepted_per_s": round(echoed),
         "acked_per_s": round((after.acked - before.acked) / elapsed),
         "deliveries_per_s": round((after.frames - before.frames) / elapsed),
-        "expected_deliveries_per_s": round(echoed * args.clients),
+        "expected_deliveries_per_s": round((after.reached - before.reached) / elapsed),
+        "rooms": len(room_ids),
+        "room_members": [min(members.values()), max(members.values())],
         "latency_ms": _percentiles(sampler.latencies),
         "latency_samples": len(sampler.latencies),
         "ack_latency_ms": _percentiles([lat for p in pubs for lat in p.ack_latency]),
         "send_lag_ms": _percentiles([lag for p in pubs for lag in p.send_lag]),
-        "sample_expected": sum(p.sent_in_window for p in pubs) * sampled,
+        "sample_expected": sum(p.sent_in_window * sampled[room_ids.index(p.room_id)] for p in pubs),
         "server_cpu_pct": round(100 * (after.server_cpu - before.server_cpu) / elapsed, 1)
         if after.server_cpu is not None and before.server_cpu is not None
         else None,
@@ -684,7 +763,28 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         )
         if after.server_cpu is not None and before.server_cpu is not None
         else None,
+        # in the kernel: mostly the sockets' send() calls
+        "server_system_cpu_pct": round(
+            100 * (after.server_system_cpu - before.server_system_cpu) / elapsed, 1
+        )
+        if after.server_system_cpu is not None and before.server_system_cpu is not None
+        else None,
         "server_rss_mib": round(rss / 1024, 1) if rss else None,
+        # CPU and write calls per delivery: what a delivery costs, however loaded the machine
+        "server_cpu_us_per_delivery": round(
+            1e6 * (after.server_cpu - before.server_cpu) / (after.frames - before.frames), 3
+        )
+        if after.server_cpu is not None
+        and before.server_cpu is not None
+        and after.frames > before.frames
+        else None,
+        "server_writes_per_delivery": round(
+            (after.server_writes - before.server_writes) / (after.frames - before.frames), 4
+        )
+        if after.server_writes is not None
+        and before.server_writes is not None
+        and after.frames > before.frames
+        else None,
         "generator_cpu_pct": {
             name: round(100 * (after.generator_cpu[name] - cpu) / elapsed, 1)
             for name, cpu in before.generator_cpu.items()
@@ -708,7 +808,7 @@ async def run_idle(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     )
     await asyncio.sleep(1.0)
     before = procs.rss_kib(target.pid)
-    receivers = await open_receivers(target, tokens, room_id, args.compression, 1)
+    receivers = await open_receivers(target, tokens, [[room_id]] * len(tokens), args.compression, 1)
     await asyncio.sleep(2.0)
     after = procs.rss_kib(target.pid)
     closed = sum(r.closed.done() for r in receivers)
@@ -754,20 +854,32 @@ def describe(result: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"{r['target']:<10} clients={r['clients']} publishers={r['publishers']} "
-            f"offered={r['offered_per_s']} size={r['size']} "
+            + (
+                f"rooms={r['rooms']} (members {r['room_members'][0]}-{r['room_members'][1]}) "
+                if r.get("rooms", 1) > 1
+                else ""
+            )
+            + f"offered={r['offered_per_s']} size={r['size']} "
             f"compression={'on' if r['compression'] else 'off'} seconds={r['seconds']}"
             + (f" gate={r['gate']} window={r['window']}" if r["gate"] else ""),
             f"  sent {r['sent_per_s']:,}/s  accepted (echoed) {r['accepted_per_s']:,}/s  "
             f"acked {r['acked_per_s']:,}/s  deliveries {r['deliveries_per_s']:,}/s "
-            f"(accepted x clients = {r['expected_deliveries_per_s']:,}/s)",
+            f"(accepted x room members = {r['expected_deliveries_per_s']:,}/s)",
             f"  latency ms {latency}  (n={r['latency_samples']:,}, {got} of sampled deliveries)",
             f"  ack latency ms (send -> message_ack) {_brief(r['ack_latency_ms'])}",
             f"  generator send lag ms {_brief(r['send_lag_ms'])} (included in the latency)",
             f"  server cpu {cpu}%"
             + (f" (threads besides the loop {threads}%)" if threads is not None else "")
+            + (
+                f" (in the kernel {r['server_system_cpu_pct']}%)"
+                if r.get("server_system_cpu_pct") is not None
+                else ""
+            )
             + f"  rss {rss} MiB  generator cpu % "
             + " ".join(f"{name} {pct}" for name, pct in r["generator_cpu_pct"].items())
             + f"  ({r['receivers']} receivers)",
+            f"  per delivery: server cpu {r.get('server_cpu_us_per_delivery')} µs, "
+            f"write calls {r.get('server_writes_per_delivery')}",
             f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}"
             + (
                 f"  stalled members {r['stalled']}, slow-consumer closes "
@@ -827,6 +939,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--size", type=int, default=100, help="message content bytes")
     add("--room", help="room id to use (default: a fresh public room via create_room)")
+    add(
+        "--rooms",
+        type=int,
+        default=0,
+        help="many rooms: this many rooms, one publisher each (--publishers is ignored)",
+    )
+    add("--rooms-per-client", type=int, default=3, help="--rooms: rooms each receiver joins")
+    add("--big-rooms", type=int, default=0, help="--rooms: this many larger rooms besides")
+    add("--big-room-size", type=int, default=300, help="--big-rooms: receivers in each")
     add("--compression", action="store_true", help="receivers offer permessage-deflate")
     add("--stalled", type=int, default=0, help="extra members that never read (slow consumers)")
     add(
@@ -864,6 +985,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.relay = list(dict.fromkeys(args.relay))  # each relay once, in the order given
+    if args.rooms:
+        if args.room:
+            parser.error("--rooms creates its rooms: drop --room")
+        if not 0 < args.rooms_per_client <= args.rooms:
+            parser.error("--rooms-per-client must be between 1 and --rooms")
+        if args.big_rooms * args.big_room_size > args.clients:
+            parser.error("--big-rooms x --big-room-size exceeds --clients")
+        args.publishers = args.rooms + args.big_rooms
     if args.relay_only and not args.relay:
         parser.error("--relay-only needs --relay")
     others = set(range(os.cpu_count() or 1)) - {args.server_cpu}

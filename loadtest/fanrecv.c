@@ -1,10 +1,13 @@
 /*
- * fanrecv: N WebSocket receivers in one room, counting frames at millions per second.
+ * fanrecv: N WebSocket receivers in one room (or several each), counting frames at millions
+ * per second.
  *
  * usage: fanrecv [-k K] [-z] [-s FIRST] [-c CONC] HOST PORT PATH ROOM_ID COUNT
- *   stdin:  ceil(COUNT / K) tokens, one per line (connection i uses token i / K);
+ *   stdin:  ceil(COUNT / K) tokens, one per line (connection i uses token i / K), each
+ *           optionally followed by a space and the comma-separated rooms its connections
+ *           join instead of ROOM_ID;
  *           then commands: "tick" -> one line {"frames":F,"bytes":B,"closed":C}; "quit".
- *   stdout: "ready" once every connection has seen its room_joined.
+ *   stdout: "ready" once every connection has seen a room_joined for each of its rooms.
  *   -z      offer permessage-deflate (inflated only until room_joined is seen)
  *   -s N    bind connection i to 127.0.0.(10 + (N + i) / 500), like loadtest.accounts
  *   -c N    connections being set up at once (default 200)
@@ -56,11 +59,13 @@ typedef struct {
     buf_t inflated;     /* setup: everything inflated so far (the deflate window) */
     buf_t out;          /* bytes not yet written */
     int deflate;
+    int joins_pending; /* room_joined events still to come */
 } conn_t;
 
 static const char *host, *port_text, *path, *room;
 static int count, per_token = 1, compression, first_index = -1, concurrency = 200;
 static char **tokens;
+static char **token_rooms; /* per token: its rooms, comma-separated (NULL: ROOM_ID) */
 static conn_t *conns;
 static int epfd, started, joined, closed;
 static unsigned long long frames, total_bytes;
@@ -374,8 +379,10 @@ static void setup_message(conn_t *c) {
         len = c->inflated.len - before;
     }
     if (contains(text, len, "\"type\":\"room_joined\"")) {
-        on_joined(c);
-        return;
+        if (--c->joins_pending == 0) {
+            on_joined(c);
+            return;
+        }
     }
     if (contains(text, len, "\"type\":\"error\"")) {
         fprintf(stderr, "fanrecv: connection %d: %.*s\n", c->index, (int)(len < 300 ? len : 300),
@@ -491,8 +498,17 @@ static void handshake(conn_t *c, const uint8_t *buf, size_t len) {
     snprintf(text, sizeof text, "{\"type\":\"authenticate\",\"token\":\"%s\"}",
              tokens[c->index / per_token]);
     send_text(c, text);
-    snprintf(text, sizeof text, "{\"type\":\"join_room\",\"roomId\":\"%s\"}", room);
-    send_text(c, text);
+    const char *rooms = token_rooms[c->index / per_token];
+    if (rooms == NULL) rooms = room;
+    c->joins_pending = 0;
+    for (const char *at = rooms; *at;) {
+        size_t n = strcspn(at, ",");
+        snprintf(text, sizeof text, "{\"type\":\"join_room\",\"roomId\":\"%.*s\"}", (int)n, at);
+        send_text(c, text);
+        c->joins_pending++;
+        at += n;
+        if (*at == ',') at++;
+    }
     flush(c);
     walk(c, copy, rest);
     free(copy);
@@ -599,10 +615,16 @@ int main(int argc, char **argv) {
 
     int ntokens = (count + per_token - 1) / per_token;
     tokens = calloc((size_t)ntokens, sizeof *tokens);
+    token_rooms = calloc((size_t)ntokens, sizeof *token_rooms);
     for (int i = 0; i < ntokens; i++) {
         char *token;
         while ((token = take_line()) == NULL)
             if (!fill()) die("not enough tokens on stdin");
+        char *rooms = strchr(token, ' ');
+        if (rooms != NULL) {
+            *rooms++ = '\0';
+            token_rooms[i] = strdup(rooms);
+        }
         tokens[i] = strdup(token);
     }
     conns = calloc((size_t)count, sizeof *conns);

@@ -31,15 +31,26 @@ LOAD_LIMITS = {
 }
 
 
-def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User + system CPU time of ``pid`` (all threads, or only thread ``tid``), in seconds.
+def cpu_seconds(pid: int, tid: int | None = None, *, system: bool = False) -> float:
+    """User + system CPU time of ``pid`` (all threads, or only thread ``tid``), in seconds;
+    with ``system``, only the time spent in the kernel (system calls: the sockets' writes).
 
     The main thread's id is the pid: ``cpu_seconds(pid, pid)`` is the event loop's share of
     a server that runs other threads (fastchat's storage writer and checkpointer).
     """
     path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    if system:
+        return int(fields[12]) / _CLK_TCK
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def write_calls(pid: int) -> int:
+    """Write system calls made by ``pid`` so far (``syscw`` in /proc/PID/io: socket writes)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no syscw for pid {pid}")
 
 
 def rss_kib(pid: int) -> int:

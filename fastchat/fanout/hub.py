@@ -4,7 +4,9 @@ A broadcast is encoded once (the caller passes the JSON bytes), framed once and,
 member negotiated shared permessage-deflate, compressed once, then appended to the room's
 log. A flush writes each member everything the log holds past that member's cursor in one
 ``write``: members written together share one joined ``bytes`` object, so the work per
-recipient is a cursor update and one ``write`` call.
+recipient is a cursor update and one ``write`` call. A connection in several rooms that
+flush together gets one ``write`` for all of them (as uWebSockets corks a socket across
+its topics).
 
 Rooms of up to ``_STEP`` members are written in one go at the end of the loop iteration
 (``loop.call_soon``, or ``coalesce_ms`` after the previous flush under load), which is
@@ -54,6 +56,7 @@ class Room:
     __slots__ = (
         "_base",
         "_frames",
+        "_last_joined",
         "_payloads",
         "_queued",
         "_round",
@@ -79,6 +82,9 @@ class Room:
         self._zframes: list[bytes] = []  # the same, shared-deflated (while n_shared > 0)
         self._payloads: list[bytes] = []
         self._base = 0
+        # (start, end, plain, zplain) of the last _joined: members caught up together (the
+        # publishers acked by one commit) share it instead of each joining the same frames.
+        self._last_joined: tuple[int, int, bytes, bytes | None] = (0, 0, b"", None)
         # index -> (droppable, excluded connections) for entries not meant for everyone
         self._special: dict[int, tuple[bool, frozenset[Connection]]] = {}
         self._queued = False  # in the hub's dirty list
@@ -124,6 +130,9 @@ class Hub:
         self._flush_scheduled = False
         self._coalesce = config.coalesce_ms / 1000
         self._last_flush = 0.0
+        # During a flush of several dirty items: connections handed room frames, written
+        # once at its end (see flush).
+        self._gathered: list[Connection] | None = None
 
     # --- connections and users ------------------------------------------------------------
 
@@ -273,16 +282,34 @@ class Hub:
     # --- the flush: once per loop iteration (or coalescing interval) ----------------------
 
     def flush(self) -> None:
-        """Write everything queued since the last flush: one write per connection and room."""
+        """Write everything queued since the last flush: one write per connection.
+
+        A connection in several dirty rooms (or with events of its own) gets what each
+        room's step has for it appended to its ``out``, and one write at the end: the
+        syscall, not the bytes, is what a delivery costs on loopback (docs/benchmarks.md).
+        """
         self._flush_scheduled = False
         self._last_flush = self.loop.time()
         self._metrics.flushes += 1
         dirty, self._dirty = self._dirty, []
-        for item in dirty:
+        if len(dirty) == 1:  # nothing to gather across
+            item = dirty[0]
             if type(item) is Room:
                 self._flush_room(item)
             else:
                 item.flush()  # type: ignore[union-attr]
+            return
+        gathered = self._gathered = []
+        try:
+            for item in dirty:
+                if type(item) is Room:
+                    self._flush_room(item)
+                else:
+                    item.flush()  # type: ignore[union-attr]
+        finally:
+            self._gathered = None
+        for conn in gathered:
+            conn.flush()
 
     def _flush_room(self, room: Room) -> None:
         """Start a round: every member present now, ``_STEP`` of them per loop iteration."""
@@ -339,12 +366,9 @@ class Hub:
             apart += [(conn, common) for conn in together if conn.paused]
             together = [conn for conn in together if not conn.paused]
         compressed = 0
+        gathered = self._gathered
         for conn in together:
-            blob = zplain if conn.compress else plain
-            if conn.out is None:
-                conn.deliver(blob)  # type: ignore[arg-type]
-            else:  # events of its own are queued before these: keep the order
-                self._queue(conn, blob)  # type: ignore[arg-type]
+            self._hand_over(conn, zplain if conn.compress else plain, gathered)  # type: ignore[arg-type]
             if conn.compress:
                 compressed += 1
         deliveries = len(together) * (end - common)
@@ -354,14 +378,21 @@ class Hub:
         for conn, cursor in apart:
             blob, count = self._variant(room, conn, cursor, end)
             if blob:
-                if conn.out is None:
-                    conn.deliver(blob)
-                else:
-                    self._queue(conn, blob)
+                self._hand_over(conn, blob, gathered)
                 sent += len(blob)
                 deliveries += count
         self._metrics.deliveries += deliveries
         self._metrics.bytes_out += sent
+
+    def _hand_over(self, conn: Connection, blob: bytes, gathered: list[Connection] | None) -> None:
+        """Give ``conn`` a room's frames: now, or in the flush's one write (``gathered``)."""
+        if conn.out is not None:  # queued before these (its own events): keep the order
+            self._queue(conn, blob)
+        elif gathered is None or conn.paused:
+            conn.deliver(blob)
+        else:
+            conn.out = blob
+            gathered.append(conn)
 
     def catch_up(self, conn: Connection) -> None:
         """Queue for ``conn`` what its rooms published that it was not written yet.
@@ -386,12 +417,15 @@ class Hub:
     def _joined(self, room: Room, start: int, end: int) -> tuple[bytes, bytes | None]:
         """Log entries ``start`` to ``end`` joined, plain and shared-deflated."""
         first, last = start - room._base, end - room._base
-        frames = room._frames
-        plain = frames[first] if last - first == 1 else b"".join(frames[first:last])
-        if not room.n_shared:
-            return plain, None
-        zframes = room._zframes
-        return plain, zframes[first] if last - first == 1 else b"".join(zframes[first:last])
+        if last - first == 1:
+            return room._frames[first], room._zframes[first] if room.n_shared else None
+        cached = room._last_joined
+        if cached[0] == start and cached[1] == end and (cached[3] is None) != bool(room.n_shared):
+            return cached[2], cached[3]
+        plain = b"".join(room._frames[first:last])
+        zplain = b"".join(room._zframes[first:last]) if room.n_shared else None
+        room._last_joined = (start, end, plain, zplain)
+        return plain, zplain
 
     def _variant(self, room: Room, conn: Connection, start: int, end: int) -> tuple[bytes, int]:
         """Log entries ``start`` to ``end`` as ``conn`` gets them, and how many they are.
@@ -435,6 +469,8 @@ class Hub:
         if room._zframes:
             del room._zframes[:count]
         room._base = upto
+        if room._last_joined[0] < upto:
+            room._last_joined = (0, 0, b"", None)
         if room._special:
             room._special = {i: entry for i, entry in room._special.items() if i >= upto}
 

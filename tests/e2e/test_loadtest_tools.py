@@ -61,6 +61,22 @@ def test_fanout_saturated_echo_gate_with_compression(tmp_path):
     assert result["ack_latency_ms"]["p50"] > 0
 
 
+@needs_gcc
+def test_fanout_many_rooms_each_receiver_in_several_with_a_big_room(tmp_path):
+    """8 rooms of 5 (each receiver in 2) plus one room of 10: one publisher per room, and
+    every delivery the server counts reaches the receivers of the publisher's room."""
+    args = ("--rate", "90", "--rooms", "8", "--rooms-per-client", "2", "--receivers", "c")
+    result = run_fanout(tmp_path, *args, "--big-rooms", "1", "--big-room-size", "10")
+    assert result["rooms"] == 9 and result["publishers"] == 9
+    assert result["room_members"] == [5, 10]
+    assert result["errors"] == {} and result["receiver_closes"] == {}
+    assert 75 <= result["accepted_per_s"] <= 105
+    expected = result["expected_deliveries_per_s"]
+    assert expected == pytest.approx(result["accepted_per_s"] * (8 * 5 + 10) / 9, rel=0.15)
+    assert result["deliveries_per_s"] == pytest.approx(expected, rel=0.15)
+    assert result["latency_samples"] == result["sample_expected"] > 0
+
+
 # --- fanrecv against a scripted server ----------------------------------------------------------
 
 

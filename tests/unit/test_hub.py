@@ -209,3 +209,89 @@ def test_every_connection_receives_exactly_its_events_in_order(ops):
     finally:
         loop.close()
         asyncio.set_event_loop(None)
+
+
+def test_a_connection_in_several_rooms_gets_one_write_per_flush(loop):
+    hub = make_hub(loop)
+    rooms = [hub.open_room(f"room-{i}") for i in range(3)]
+    everywhere = member(hub, None, 0)
+    for room in rooms:
+        hub.enter(room, everywhere)
+    alone = member(hub, rooms[1], 1)
+    for i, room in enumerate(rooms):
+        hub.publish(room, b'{"room":%d}' % i)
+    hub.send(everywhere, b'{"own":1}')  # after the room events queued before it
+    settle(loop, hub)
+    assert everywhere.raw.writes == 1  # type: ignore[union-attr]
+    assert payloads(everywhere) == [b'{"room":0}', b'{"room":1}', b'{"room":2}', b'{"own":1}']
+    assert payloads(alone) == [b'{"room":1}']
+    assert all(room._frames == [] for room in rooms)
+
+
+# Three rooms: one of everybody and two that overlap, two of them large enough for rounds.
+ROOM_MEMBERS = (range(300), range(100), range(50, 200))
+multi_room_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.integers(0, 2)),
+        st.tuples(st.just("send"), st.integers(0, 299)),
+        st.tuples(st.just("iterate"), st.none()),
+        st.tuples(st.just("flush"), st.none()),
+        st.tuples(st.just("leave"), st.tuples(st.integers(0, 2), st.integers(0, 299))),
+        st.tuples(st.just("enter"), st.tuples(st.integers(0, 2), st.integers(0, 299))),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=multi_room_operations)
+def test_across_rooms_each_room_keeps_its_order_and_own_events_keep_their_place(ops):
+    """A model of connections in several rooms, written once per flush across them: each
+    connection gets every event meant for it once, each room's events in production order,
+    and an event of its own after everything produced before it and before everything after."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        hub = make_hub(loop)
+        rooms = [hub.open_room(f"room-{i}") for i in range(len(ROOM_MEMBERS))]
+        conns = [member(hub, None, i) for i in range(300)]
+        inside = [set(members) for members in ROOM_MEMBERS]
+        for room, members in zip(rooms, inside, strict=True):
+            for i in members:
+                hub.enter(room, conns[i])
+        expected: list[list[tuple[int, bytes]]] = [[] for _ in conns]  # (room or -1, event)
+        for number, (kind, target) in enumerate(ops):
+            event = b'{"e":%d}' % number
+            if kind == "publish":
+                hub.publish(rooms[target], event)
+                for i in inside[target]:
+                    expected[i].append((target, event))
+            elif kind == "send":
+                hub.send(conns[target], event)
+                expected[target].append((-1, event))
+            elif kind == "iterate":
+                loop.run_until_complete(asyncio.sleep(0))
+            elif kind == "flush":
+                hub.flush()
+            elif kind == "leave" and target[1] in inside[target[0]]:
+                hub.leave(rooms[target[0]], conns[target[1]])
+                inside[target[0]].discard(target[1])
+            elif kind == "enter" and target[1] not in inside[target[0]]:
+                hub.enter(rooms[target[0]], conns[target[1]])
+                inside[target[0]].add(target[1])
+        settle(loop, hub)
+        for i, conn in enumerate(conns):
+            got = payloads(conn)
+            want = expected[i]
+            assert sorted(got) == sorted(event for _, event in want), f"connection {i}"
+            for source in (-1, *range(len(rooms))):
+                mine = [event for origin, event in want if origin == source]
+                assert [event for event in got if event in mine] == mine, f"connection {i}"
+            for at, (origin, event) in enumerate(want):
+                if origin == -1:
+                    before = {e for _, e in want[:at]}
+                    assert set(got[: got.index(event)]) == before, f"connection {i}"
+        assert all(room._frames == [] for room in rooms)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
