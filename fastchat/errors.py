@@ -96,6 +96,11 @@ class StorageUnavailable(ChatError):
     http_status = 503
 
 
+class InsufficientStorage(ChatError):
+    code = "insufficient_storage"
+    http_status = 507
+
+
 # WebSocket close codes used by fastchat (RFC 6455 section 7.4.1 plus private range).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -107,4 +112,5 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_AUTH_TIMEOUT = 4001
+CLOSE_AUTH_ENDED = 4001  # the token expired, its session was revoked or the account removed
 CLOSE_BANNED = 4003

@@ -38,6 +38,7 @@ from fastchat.storage.base import (
     DirectMessageRow,
     Duplicate,
     FileRow,
+    LoginSessionRow,
     MessageRow,
     OnDone,
     Op,
@@ -165,6 +166,36 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX direct_messages_client_sender ON direct_messages (client_id, sender_id)
         WHERE client_id IS NOT NULL;
     """,
+    # Login sessions (one per device, its current refresh token's hash; every hash ever
+    # issued stays in refresh_tokens, so a rotated one coming back is recognised), and a
+    # log of account changes, filled by triggers whoever writes (the CLI, a shell), that
+    # running servers poll.
+    """
+    CREATE TABLE login_sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE INDEX login_sessions_user ON login_sessions (user_id);
+    CREATE TABLE refresh_tokens (
+        token_hash TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE user_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL,
+        at REAL NOT NULL DEFAULT (strftime('%s', 'now'))
+    );
+    CREATE TRIGGER users_changed AFTER UPDATE OF username, password_hash, role, banned_until
+        ON users BEGIN INSERT INTO user_changes (user_id) VALUES (NEW.id); END;
+    CREATE TRIGGER users_removed AFTER DELETE ON users
+        BEGIN INSERT INTO user_changes (user_id) VALUES (OLD.id); END;
+    CREATE TRIGGER login_sessions_revoked AFTER UPDATE OF revoked_at ON login_sessions
+        BEGIN INSERT INTO user_changes (user_id) VALUES (NEW.user_id); END;
+    """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
 
@@ -253,9 +284,9 @@ class SqliteStore:
         """Apply pending migrations; True when the database was created by this call."""
         version = self._db.pragma("user_version")
         if version > len(MIGRATIONS):
-            raise RuntimeError(
+            raise StorageError(
                 f"{self._config.path}: schema version {version} is newer than this "
-                f"fastchat supports ({len(MIGRATIONS)})"
+                f"fastchat supports ({len(MIGRATIONS)}): upgrade fastchat"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._db:
@@ -393,6 +424,67 @@ class SqliteStore:
         row = self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = ?", (file_id,))
         return FileRow(*row) if row else None
 
+    def upload_usage(self) -> dict[str, int]:
+        """Bytes of uploaded files per uploader."""
+        rows = self._db.execute("SELECT uploader_id, SUM(size) FROM files GROUP BY uploader_id")
+        return {row[0]: row[1] for row in rows.fetchall()}
+
+    async def messages_by_user(self, user_id: str) -> list[MessageRow]:
+        """Every room message of a user, oldest first (a full scan: for exports only)."""
+        rows = self._db.execute(
+            f"{_MESSAGE_SELECT} WHERE user_id = ? ORDER BY created_at, id", (user_id,)
+        )
+        return [MessageRow(*row) for row in rows.fetchall()]
+
+    async def dms_of_user(self, user_id: str) -> list[DirectMessageRow]:
+        """Every direct message a user sent or received, oldest first (for exports only)."""
+        rows = self._db.execute(
+            f"{_DM_SELECT} WHERE sender_id = ? OR recipient_id = ? ORDER BY seq",
+            (user_id, user_id),
+        )
+        return [DirectMessageRow(*row) for row in rows.fetchall()]
+
+    async def users_page(self, *, limit: int, after: str | None = None) -> list[UserRow]:
+        """Up to ``limit`` users by username, those after ``after`` (a username) if given."""
+        rows = self._db.execute(
+            f"{_USER_SELECT} WHERE username > ? ORDER BY username LIMIT ?", (after or "", limit)
+        )
+        return [UserRow(*row) for row in rows.fetchall()]
+
+    async def admin_count(self) -> int:
+        """How many accounts are admins (and not banned)."""
+        row = self._one(
+            "SELECT COUNT(*) FROM users WHERE role = 'admin'"
+            " AND (banned_until IS NULL OR banned_until <= ?)",
+            (time.time(),),
+        )
+        return row[0] if row else 0
+
+    async def login_session(self, session_id: str) -> LoginSessionRow | None:
+        """The login session with this id."""
+        row = self._one(
+            f"SELECT {_columns(LoginSessionRow)} FROM login_sessions WHERE id = ?", (session_id,)
+        )
+        return LoginSessionRow(*row) if row else None
+
+    async def refresh_token_session(self, token_hash: str) -> str | None:
+        """The id of the session a refresh token (by hash) was issued to, current or not."""
+        row = self._one("SELECT session_id FROM refresh_tokens WHERE token_hash = ?", (token_hash,))
+        return row[0] if row else None
+
+    def last_user_change(self) -> int:
+        """The id of the newest entry of the account change log (0: none)."""
+        row = self._one("SELECT MAX(id) FROM user_changes", ())
+        return (row[0] or 0) if row else 0
+
+    async def user_changes_after(self, change_id: int) -> list[tuple[int, str]]:
+        """``(change id, user id)`` of the account changes after ``change_id``, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, user_id FROM user_changes WHERE id > ? ORDER BY id LIMIT 1000",
+            (change_id,),
+        )
+        return [(row[0], row[1]) for row in rows.fetchall()]
+
 
 # --------------------------------------------------------------------------- write operations
 
@@ -410,7 +502,8 @@ STATEMENTS: dict[str, str] = {
     "remove_member": "DELETE FROM room_members WHERE room_id = ? AND user_id = ?",
     "insert_message": "INSERT INTO messages (id, room_id, seq, user_id, content, message_type,"
     " reply_to, client_id, attachment_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "edit_message": "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
+    "edit_message": "UPDATE messages SET content = ?, edited_at = ?"
+    " WHERE id = ? AND deleted_at IS NULL",
     "delete_message": "UPDATE messages SET content = '', deleted_at = ? WHERE id = ?",
     "insert_dm": "INSERT INTO direct_messages (id, seq, pair, sender_id, recipient_id, content,"
     " client_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -422,6 +515,22 @@ STATEMENTS: dict[str, str] = {
     "insert_file": "INSERT INTO files (id, uploader_id, name, size, content_type, created_at,"
     " room_id, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "attach_file": "UPDATE files SET room_id = ?, message_id = ? WHERE id = ?",
+    "set_password": "UPDATE users SET password_hash = ? WHERE id = ?",
+    "insert_login_session": "INSERT INTO login_sessions (id, user_id, token_hash, created_at,"
+    " expires_at) VALUES (?, ?, ?, ?, ?)",
+    "add_refresh_token": "INSERT INTO refresh_tokens (token_hash, session_id) VALUES (?, ?)",
+    "rotate_refresh_token": "UPDATE login_sessions SET token_hash = ?, expires_at = ?"
+    " WHERE id = ? AND revoked_at IS NULL",
+    "revoke_login_session": "UPDATE login_sessions SET revoked_at = ?"
+    " WHERE id = ? AND revoked_at IS NULL",
+    "revoke_user_sessions": "UPDATE login_sessions SET revoked_at = ?"
+    " WHERE user_id = ? AND id IS NOT ? AND revoked_at IS NULL",
+    "prune_user_changes": "DELETE FROM user_changes WHERE at < ?",
+    "remove_user_memberships": "DELETE FROM room_members WHERE user_id = ?",
+    "delete_user_messages": "UPDATE messages SET content = '', deleted_at = ?"
+    " WHERE user_id = ? AND deleted_at IS NULL",
+    "delete_user_dms": "DELETE FROM direct_messages WHERE sender_id = ?",
+    "delete_user": "DELETE FROM users WHERE id = ?",
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.accounts import register
+from tests.support.accounts import PASSWORD, create_account, register
 from tests.support.client import ChatClient
 from tests.support.server import ServerProcess
 
@@ -318,3 +318,66 @@ async def test_full_disk_keeps_chat_live_and_acks_only_what_is_stored(small_disk
     await alice.close()
     await bob.close()
     assert server.stop() == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_sigkill_after_acks_loses_no_edit_delete_or_ban(make_server, seed):
+    """Edits, deletes and bans are committed before they are acknowledged or broadcast."""
+    rng = random.Random(seed)
+    # A long flush interval: before, these were broadcast at once and written 200 ms later.
+    server = make_server(limits=UNLIMITED, storage={"flush_interval_ms": 200})
+    admin_name = create_account(server, "admin")
+    admin_login = httpx.post(
+        f"{server.base_url}/api/auth/login", json={"username": admin_name, "password": PASSWORD}
+    ).json()
+    admin = await ChatClient.connect(server.ws_url, admin_login["token"])
+    author = register(server.base_url)
+    writer = await ChatClient.connect(server.ws_url, author["token"])
+    writer.send(type="join_room", roomId=ROOM)
+    await writer.expect("room_joined", roomId=ROOM)
+    ids = []
+    for index in range(12):
+        writer.send(type="send_message", roomId=ROOM, content=f"m{index}", clientId=f"c{index}")
+        ids.append((await writer.expect("message_ack", clientId=f"c{index}"))["messageId"])
+    victims = [register(server.base_url) for _ in range(3)]
+
+    edited, deleted = ids[:6], ids[6:]
+    for message_id in edited:
+        writer.send(type="edit_message", messageId=message_id, content=f"edited {message_id}")
+    for message_id in deleted:
+        writer.send(type="delete_message", messageId=message_id)
+    for victim in victims:
+        admin.send(type="ban_user", userId=victim["user"]["id"], reason="crash test")
+    wanted = rng.randint(1, len(ids))
+    acked: set[str] = set()
+    broadcast: set[str] = set()
+    while len(acked) < wanted:
+        event = await writer.next()
+        if event["type"] in ("edit_ack", "delete_ack"):
+            acked.add(event["data"]["messageId"])
+        elif event["type"] == "message_edited":
+            broadcast.add(event["data"]["message"]["id"])
+        elif event["type"] == "message_deleted":
+            broadcast.add(event["data"]["messageId"])
+    bans_done = [(await admin.expect("moderation_done", action="ban"))["userId"] for _ in range(3)]
+    server.process.kill()
+    restart(server)
+
+    reader = await ChatClient.connect(server.ws_url, author["token"])
+    reader.send(type="join_room", roomId=ROOM)
+    await reader.expect("room_joined", roomId=ROOM)
+    by_id = {m["id"]: m for m in (await room_history(reader)).values()}
+    for message_id in acked | broadcast:
+        if message_id in edited:
+            assert by_id[message_id]["content"] == f"edited {message_id}", "edit lost"
+            assert by_id[message_id]["edited"] is True
+        else:
+            assert by_id[message_id].get("deleted") is True, "delete lost"
+    for victim in victims:
+        assert victim["user"]["id"] in bans_done
+        refused = httpx.post(
+            f"{server.base_url}/api/auth/login",
+            json={"username": victim["user"]["username"], "password": PASSWORD},
+        )
+        assert refused.status_code == 403, "ban lost"
+    await reader.close()
