@@ -19,11 +19,12 @@ times in seconds (:data:`~fastchat.storage.base.FOREVER` for "permanent").
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import fields
 from itertools import groupby
 from typing import Any
@@ -239,6 +240,24 @@ def _connect(config: StorageConfig, synchronous: str) -> apsw.Connection:
 
 # --------------------------------------------------------------------------- reads
 
+READ_ERROR_SECONDS = 60.0
+"""How long a failed read (a corrupt page, an I/O error) keeps ``/healthz`` degraded."""
+
+
+def _read(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A serving read: a storage failure is noted for /healthz, logged, and answered as
+    StorageUnavailable (503 / ``storage_unavailable``) instead of an internal error."""
+
+    @functools.wraps(method)
+    async def read(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except apsw.Error as exc:
+            self.note_read_failure(method.__name__, exc)
+            raise StorageUnavailable("Storage read failed") from exc
+
+    return read
+
 
 class SqliteStore:
     """The reader connection: schema set-up, start-up state and the server's reads.
@@ -252,6 +271,20 @@ class SqliteStore:
 
     def __init__(self, config: StorageConfig) -> None:
         self._config = config
+        self._read_error: str | None = None
+        self._read_failed_at = -READ_ERROR_SECONDS
+
+    def note_read_failure(self, read: str, exc: apsw.Error) -> None:
+        """Remember (and log) a failed read."""
+        self._read_error = _describe(exc)
+        self._read_failed_at = time.monotonic()
+        log.error("storage read %s failed (%s): %s", read, self._config.path, self._read_error)
+
+    def recent_read_error(self) -> str | None:
+        """The last read failure, if one happened in the last :data:`READ_ERROR_SECONDS`."""
+        if time.monotonic() - self._read_failed_at < READ_ERROR_SECONDS:
+            return self._read_error
+        return None
 
     def open(self) -> StartupState:
         """Create the folder and database, migrate, and consume the clean-shutdown marker."""
@@ -307,16 +340,19 @@ class SqliteStore:
         rows = self._db.execute(sql, params).fetchall()
         return rows[0] if rows else None
 
+    @_read
     async def user_by_id(self, user_id: str) -> UserRow | None:
         """The user with this id."""
         row = self._one(f"{_USER_SELECT} WHERE id = ?", (user_id,))
         return UserRow(*row) if row else None
 
+    @_read
     async def user_by_name(self, username: str) -> UserRow | None:
         """The user with this username, compared case-insensitively."""
         row = self._one(f"{_USER_SELECT} WHERE username = ?", (username,))
         return UserRow(*row) if row else None
 
+    @_read
     async def user_by_login(self, name_or_email: str) -> UserRow | None:
         """The user whose username (first) or email matches, case-insensitively."""
         user = await self.user_by_name(name_or_email)
@@ -335,6 +371,7 @@ class SqliteStore:
         rows = self._db.execute("SELECT user_id FROM room_members WHERE room_id = ?", (room_id,))
         return {row[0] for row in rows.fetchall()}
 
+    @_read
     async def messages_page(
         self, room_id: str, *, before: int | None = None, after: int | None = None, limit: int
     ) -> list[MessageRow]:
@@ -356,6 +393,7 @@ class SqliteStore:
             rows = self._db.execute(PAGE_SQL["latest"], (room_id, limit)).fetchall()
         return [MessageRow(*row) for row in reversed(rows)]
 
+    @_read
     async def message_by_id(self, message_id: str) -> MessageRow | None:
         """The message with this id."""
         row = self._one(f"{_MESSAGE_SELECT} WHERE id = ?", (message_id,))
@@ -372,6 +410,7 @@ class SqliteStore:
         ):
             yield f"{sender_id}\0dm:{client_id}"
 
+    @_read
     async def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
         """The message ``user_id`` sent with this client id (for idempotent retries)."""
         row = self._one(
@@ -379,6 +418,7 @@ class SqliteStore:
         )
         return MessageRow(*row) if row else None
 
+    @_read
     async def dm_page(
         self, user_a: str, user_b: str, *, before: int | None = None, limit: int
     ) -> list[DirectMessageRow]:
@@ -393,6 +433,7 @@ class SqliteStore:
             rows = self._db.execute(PAGE_SQL["dm_before"], (pair, before, limit)).fetchall()
         return [DirectMessageRow(*row) for row in reversed(rows)]
 
+    @_read
     async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
         """The direct message ``sender_id`` sent with this client id."""
         row = self._one(
@@ -406,6 +447,7 @@ class SqliteStore:
         rows = self._db.execute("SELECT room_id, user_id, until FROM mutes WHERE until > ?", (now,))
         return [(row[0], row[1], row[2]) for row in rows.fetchall()]
 
+    @_read
     async def audit_entries(self, *, limit: int, before_id: int | None = None) -> list[AuditRow]:
         """Up to ``limit`` audit entries with ``id < before_id`` (if given), newest first."""
         if limit <= 0:
@@ -419,6 +461,7 @@ class SqliteStore:
             )
         return [AuditRow(*row) for row in rows.fetchall()]
 
+    @_read
     async def file(self, file_id: str) -> FileRow | None:
         """The uploaded file's record."""
         row = self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = ?", (file_id,))
@@ -429,6 +472,7 @@ class SqliteStore:
         rows = self._db.execute("SELECT uploader_id, SUM(size) FROM files GROUP BY uploader_id")
         return {row[0]: row[1] for row in rows.fetchall()}
 
+    @_read
     async def messages_by_user(self, user_id: str) -> list[MessageRow]:
         """Every room message of a user, oldest first (a full scan: for exports only)."""
         rows = self._db.execute(
@@ -436,6 +480,7 @@ class SqliteStore:
         )
         return [MessageRow(*row) for row in rows.fetchall()]
 
+    @_read
     async def dms_of_user(self, user_id: str) -> list[DirectMessageRow]:
         """Every direct message a user sent or received, oldest first (for exports only)."""
         rows = self._db.execute(
@@ -444,6 +489,7 @@ class SqliteStore:
         )
         return [DirectMessageRow(*row) for row in rows.fetchall()]
 
+    @_read
     async def users_page(self, *, limit: int, after: str | None = None) -> list[UserRow]:
         """Up to ``limit`` users by username, those after ``after`` (a username) if given."""
         rows = self._db.execute(
@@ -451,6 +497,7 @@ class SqliteStore:
         )
         return [UserRow(*row) for row in rows.fetchall()]
 
+    @_read
     async def admin_count(self) -> int:
         """How many accounts are admins (and not banned)."""
         row = self._one(
@@ -460,6 +507,7 @@ class SqliteStore:
         )
         return row[0] if row else 0
 
+    @_read
     async def login_session(self, session_id: str) -> LoginSessionRow | None:
         """The login session with this id."""
         row = self._one(
@@ -467,6 +515,7 @@ class SqliteStore:
         )
         return LoginSessionRow(*row) if row else None
 
+    @_read
     async def refresh_token_session(self, token_hash: str) -> str | None:
         """The id of the session a refresh token (by hash) was issued to, current or not."""
         row = self._one("SELECT session_id FROM refresh_tokens WHERE token_hash = ?", (token_hash,))
@@ -477,6 +526,7 @@ class SqliteStore:
         row = self._one("SELECT MAX(id) FROM user_changes", ())
         return (row[0] or 0) if row else 0
 
+    @_read
     async def user_changes_after(self, change_id: int) -> list[tuple[int, str]]:
         """``(change id, user id)`` of the account changes after ``change_id``, oldest first."""
         rows = self._db.execute(

@@ -215,13 +215,19 @@ class Api:
 
     async def _healthz(self, request: Request) -> Response:
         writer = self._app.writer
+        read_error = self._app.store.recent_read_error()
+        healthy = writer.healthy and read_error is None
+        if not writer.healthy:
+            storage = writer.last_error
+        else:
+            storage = "ok" if read_error is None else f"read failed: {read_error}"
         body = {
-            "status": "ok" if writer.healthy else "degraded",
-            "storage": "ok" if writer.healthy else writer.last_error,
+            "status": "ok" if healthy else "degraded",
+            "storage": storage,
             "connections": len(self._app.hub.connections),
             "queue_depth": writer.queue_depth,
         }
-        return json_response(200 if writer.healthy else 503, body)
+        return json_response(200 if healthy else 503, body)
 
     async def _metrics(self, request: Request) -> Response:
         return Response(

@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -318,6 +319,42 @@ async def test_full_disk_keeps_chat_live_and_acks_only_what_is_stored(small_disk
     await alice.close()
     await bob.close()
     assert server.stop() == 0
+
+
+async def test_a_corrupt_page_is_reported_by_healthz_and_answered_cleanly(make_server):
+    server = make_server()
+    server.stop()  # the schema exists now
+    database = server.data_dir / "chat.db"
+    db = sqlite3.connect(database)
+    with db:
+        db.executemany(
+            "INSERT INTO messages (id, room_id, seq, user_id, content, created_at)"
+            " VALUES (?, 'general', ?, 'someone', ?, '2026-01-01T00:00:00.000Z')",
+            [(f"m{seq:05}", seq, "x" * 300) for seq in range(1, 2001)],
+        )
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        oldest = db.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf'"
+            " ORDER BY pageno LIMIT 2"
+        ).fetchall()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the database file itself
+    db.close()
+    with database.open("r+b") as raw:  # the pages of the oldest messages turn to garbage
+        for (page,) in oldest:
+            raw.seek((page - 1) * page_size)
+            raw.write(b"\xff" * page_size)
+    server.start()
+    account = register(server.base_url)
+    client = await ChatClient.connect(server.ws_url, account["token"])
+    client.send(type="join_room", roomId=ROOM)
+    await client.expect("room_joined", roomId=ROOM)  # the recent window reads fine
+    client.send(type="get_room_history", roomId=ROOM, before=20, limit=10)
+    failed = await client.expect_error("storage_unavailable")
+    assert failed["message"] == "Storage read failed"
+    health = httpx.get(server.base_url + "/healthz")
+    assert health.status_code == 503 and "read failed" in health.json()["storage"]
+    assert any("storage read messages_page failed" in line for line in server.log)
+    await client.close()
 
 
 @pytest.mark.parametrize("seed", [1, 2])
