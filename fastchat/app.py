@@ -56,6 +56,8 @@ class App:
         self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
         self.sessions.start()
         self.writer.submit(ops.prune_user_changes(time.time() - _CHANGE_LOG_DAYS * 86400))
+        for user_id, username, email in self.store.users_without_keys():
+            self.writer.submit(ops.set_user_keys(user_id, username, email))
         self.logins = LoginSessions(
             self.store, self.writer, self.tokens, config.auth.refresh_ttl_seconds
         )

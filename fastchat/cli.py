@@ -17,6 +17,7 @@ from fastchat.clock import utc_now_iso
 from fastchat.config import Config, ConfigError, load
 from fastchat.errors import ChatError
 from fastchat.ids import new_id
+from fastchat.names import skeleton
 from fastchat.roles import ROLES
 from fastchat.storage import ops
 from fastchat.storage.base import FOREVER, Op, StorageError
@@ -139,10 +140,18 @@ def _user_create(config: Config, username: str, email: str | None, role: str) ->
 
         async def taken() -> bool:
             email = normalize_email(registration.email)
-            return bool(await store.user_by_name(username) or await store.user_by_login(email))
+            return bool(
+                await store.user_by_name(username)
+                or await store.user_by_login(email)
+                or await store.user_like(skeleton(username), skeleton(email))
+            )
 
         if asyncio.run(taken()):
-            print(f"fastchat: user {username!r} or that email already exists", file=sys.stderr)
+            print(
+                f"fastchat: user {username!r} or that email (or one that looks the same)"
+                " already exists",
+                file=sys.stderr,
+            )
             return 1
 
         async def hashed() -> str:

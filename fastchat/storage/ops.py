@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from fastchat.names import skeleton
 from fastchat.storage.base import Op
 
 
@@ -28,10 +29,30 @@ def insert_user(
     avatar_url: str | None = None,
     role: str = "user",
 ) -> Op:
-    """Create a user (``last_seen`` starts at ``created_at``)."""
+    """Create a user (``last_seen`` starts at ``created_at``), with the confusable
+    skeletons of its username and email."""
     return (
         "insert_user",
-        (id, username, email, password_hash, avatar_url, role, created_at, created_at),
+        (
+            id,
+            username,
+            email,
+            password_hash,
+            avatar_url,
+            role,
+            created_at,
+            created_at,
+            skeleton(username),
+            None if email is None else skeleton(email),
+        ),
+    )
+
+
+def set_user_keys(user_id: str, username: str, email: str | None) -> Op:
+    """Store the confusable skeletons of an account made before they were kept."""
+    return (
+        "set_user_keys",
+        (skeleton(username), None if email is None else skeleton(email), user_id),
     )
 
 

@@ -168,9 +168,10 @@ MIGRATIONS: list[str] = [
         WHERE client_id IS NOT NULL;
     """,
     # Login sessions (one per device, its current refresh token's hash; every hash ever
-    # issued stays in refresh_tokens, so a rotated one coming back is recognised), and a
-    # log of account changes, filled by triggers whoever writes (the CLI, a shell), that
-    # running servers poll.
+    # issued stays in refresh_tokens, so a rotated one coming back is recognised), a log of
+    # account changes, filled by triggers whoever writes (the CLI, a shell), that running
+    # servers poll, and the confusable skeletons of usernames and emails (names.skeleton;
+    # filled at start for accounts made before).
     """
     CREATE TABLE login_sessions (
         id TEXT PRIMARY KEY,
@@ -196,6 +197,10 @@ MIGRATIONS: list[str] = [
         BEGIN INSERT INTO user_changes (user_id) VALUES (OLD.id); END;
     CREATE TRIGGER login_sessions_revoked AFTER UPDATE OF revoked_at ON login_sessions
         BEGIN INSERT INTO user_changes (user_id) VALUES (NEW.user_id); END;
+    ALTER TABLE users ADD COLUMN name_key TEXT;
+    ALTER TABLE users ADD COLUMN email_key TEXT;
+    CREATE INDEX users_name_key ON users (name_key);
+    CREATE INDEX users_email_key ON users (email_key);
     """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
@@ -490,6 +495,19 @@ class SqliteStore:
         return [DirectMessageRow(*row) for row in rows.fetchall()]
 
     @_read
+    async def user_like(self, name_key: str, email_key: str | None) -> UserRow | None:
+        """A user whose username or email has this confusable skeleton."""
+        row = self._one(
+            f"{_USER_SELECT} WHERE name_key = ? OR email_key = ? LIMIT 1", (name_key, email_key)
+        )
+        return UserRow(*row) if row else None
+
+    def users_without_keys(self) -> list[tuple[str, str, str | None]]:
+        """``(id, username, email)`` of the accounts made before skeletons were stored."""
+        rows = self._db.execute("SELECT id, username, email FROM users WHERE name_key IS NULL")
+        return [(row[0], row[1], row[2]) for row in rows.fetchall()]
+
+    @_read
     async def users_page(self, *, limit: int, after: str | None = None) -> list[UserRow]:
         """Up to ``limit`` users by username, those after ``after`` (a username) if given."""
         rows = self._db.execute(
@@ -540,7 +558,8 @@ class SqliteStore:
 
 STATEMENTS: dict[str, str] = {
     "insert_user": "INSERT INTO users (id, username, email, password_hash, avatar_url, role,"
-    " created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    " created_at, last_seen, name_key, email_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "set_user_keys": "UPDATE users SET name_key = ?, email_key = ? WHERE id = ?",
     "set_user_role": "UPDATE users SET role = ? WHERE id = ?",
     "set_user_ban": "UPDATE users SET banned_until = ?, ban_reason = ? WHERE id = ?",
     "touch_last_seen": "UPDATE users SET last_seen = ? WHERE id = ?",

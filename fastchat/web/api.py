@@ -35,6 +35,7 @@ from fastchat.errors import (
     ValidationError,
 )
 from fastchat.ids import new_id
+from fastchat.names import skeleton
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
 from fastchat.storage.base import FOREVER, AuditRow, Duplicate, UserRow
@@ -246,6 +247,8 @@ class Api:
         email = normalize_email(registration.email)
         if await store.user_by_name(registration.username) or await store.user_by_login(email):
             raise Conflict("User already exists")
+        if await store.user_like(skeleton(registration.username), skeleton(email)):
+            raise Conflict("A user with a username or email that looks the same exists")
         password_hash = await self._app.hasher.hash(registration.password)
         user_id = new_id()
         op = ops.insert_user(

@@ -307,6 +307,18 @@ async def test_names_that_would_spoof_others_are_refused(server, http):
     invisible = {"username": "zw_user", "email": "zw\u200b@example.com", "password": PASSWORD}
     assert http.post("/api/auth/register", json=invisible).json()["field"] == "email"
 
+    register(http, "alice_lookalike")
+    for username, email in (
+        ("aIice_lookalike", "other@example.com"),  # a capital I for the l
+        ("alice_1ookalike", "another@example.com"),
+        ("someone_else", "alice_lookalike@example.com".replace("a", "\u0430", 1)),
+    ):
+        body = {"username": username, "email": email, "password": PASSWORD}
+        taken = http.post("/api/auth/register", json=body)
+        assert taken.status_code == 409 and taken.json()["code"] == "conflict", username
+    look_alike = server.cli("user", "create", "alice_l0okalike", stdin=PASSWORD + "\n")
+    assert look_alike.returncode == 1 and "looks the same" in look_alike.stderr
+
     account = register(http)
     socket = await ChatClient.connect(server.ws_url, account["token"])
     socket.send(type="create_room", name="G\u0435neral")  # a Cyrillic e

@@ -20,6 +20,7 @@ import pytest
 
 from fastchat.config import StorageConfig
 from fastchat.errors import Overloaded, StorageUnavailable
+from fastchat.names import skeleton
 from fastchat.storage import base, ops, sqlite
 from tests.support.server import ROOT
 from tests.support.waiting import wait_until
@@ -888,3 +889,21 @@ async def test_account_changes_are_logged_by_triggers_and_sessions_rotate(
     await writer.execute(ops.delete_user("u1"))
     assert [user for _, user in await db.user_changes_after(changes[-1][0])] == ["u1", "u1"]
     assert await db.user_by_id("u1") is None
+
+
+async def test_accounts_made_before_skeletons_get_them_and_are_found_by_them(
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind, config: StorageConfig
+) -> None:
+    conn = apsw.Connection(str(config.path))
+    conn.execute(  # as a server from before the skeletons would have
+        "INSERT INTO users (id, username, email, password_hash)"
+        " VALUES ('u9', 'alice', 'a@b.c', 'h')"
+    )
+    conn.close()
+    assert db.users_without_keys() == [("u9", "alice", "a@b.c")]
+    assert await db.user_like("allce", None) is None
+    await writer.execute(ops.set_user_keys("u9", "alice", "a@b.c"))
+    assert db.users_without_keys() == []
+    found = await db.user_like(skeleton("aIice"), skeleton("x@y.z"))
+    assert found is not None and found.id == "u9"
+    assert (await db.user_like(skeleton("bob"), skeleton("A@B.C"))).id == "u9"  # type: ignore[union-attr]
