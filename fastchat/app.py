@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from fastchat.auth import PasswordHasher, TokenService, bearer_token, resolve_jwt_secret
 from fastchat.chat import Chat, User
 from fastchat.fanout.broker import LocalBroker
 from fastchat.fanout.hub import Hub
+from fastchat.logins import LoginSessions
 from fastchat.metrics import Metrics, MetricsCollector, registry_for
 from fastchat.session import Sessions
+from fastchat.storage import ops
 from fastchat.storage.sqlite import SqliteStore, WriteBehind
 from fastchat.web.uploads import Uploads
 
 if TYPE_CHECKING:
+    from fastchat.auth import Claims
     from fastchat.config import Config
     from fastchat.web.http import Request
+
+_CHANGE_LOG_DAYS = 1
+"""Account change log entries older than this are dropped at start (servers poll it live)."""
 
 
 class App:
@@ -47,9 +54,16 @@ class App:
             startup,
         )
         self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
+        self.sessions.start()
+        self.writer.submit(ops.prune_user_changes(time.time() - _CHANGE_LOG_DAYS * 86400))
+        for user_id, username, email in self.store.users_without_keys():
+            self.writer.submit(ops.set_user_keys(user_id, username, email))
+        self.logins = LoginSessions(
+            self.store, self.writer, self.tokens, config.auth.refresh_ttl_seconds
+        )
         self.uploads = Uploads(
             config.storage.uploads_dir,
-            config.uploads.per_user_per_hour,
+            config.uploads,
             self.tokens,
             self.api_user,
             self.store,
@@ -76,10 +90,15 @@ class App:
         Tokens are accepted only there (and in the WebSocket ``authenticate`` message), never
         in a URL, where they would end up in logs, history and Referer headers.
         """
-        return await self.chat.identify(bearer_token(request.header("authorization")))
+        return (await self.api_claims(request))[0]
+
+    async def api_claims(self, request: Request) -> tuple[User, Claims]:
+        """:meth:`api_user` and the claims of its token (which name its login session)."""
+        return await self.chat.users.verify(bearer_token(request.header("authorization")))
 
     async def close(self, timeout: float) -> int:
         """Flush the write-behind queue and close the database; returns ops not written."""
+        self.sessions.stop()
         lost = await self.writer.close(timeout)
         if lost == 0:
             self.store.mark_clean_shutdown()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ import bcrypt
 import jwt
 
 from fastchat.errors import AuthRequired, InvalidToken, ValidationError
+from fastchat.names import is_reserved, unsafe_character
 from fastchat.roles import ROLES
 
 log = logging.getLogger(__name__)
@@ -108,10 +110,11 @@ class Claims:
     role: str
     issued_at: int
     expires_at: int
+    session_id: str | None = None
 
 
 class TokenService:
-    """Issues and verifies HS256 JWTs."""
+    """Issues and verifies HS256 access tokens (JWTs), each naming its login session."""
 
     def __init__(self, secret: str, ttl_seconds: int) -> None:
         if len(secret.encode()) < MIN_SECRET_BYTES:
@@ -119,16 +122,23 @@ class TokenService:
         self._secret = secret
         self._ttl = ttl_seconds
 
-    def issue(self, user_id: str, username: str, role: str) -> str:
-        """A signed token for this user, valid for the configured TTL."""
+    @property
+    def ttl_seconds(self) -> int:
+        """How long an access token is valid."""
+        return self._ttl
+
+    def issue(self, user_id: str, username: str, role: str, session_id: str | None = None) -> str:
+        """A signed token for this user (and login session), valid for the configured TTL."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, object] = {
             "userId": user_id,
             "username": username,
             "role": role,
             "iat": now,
             "exp": now + self._ttl,
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: object) -> Claims:
@@ -151,14 +161,27 @@ class TokenService:
         user_id = payload["userId"]
         username = payload.get("username", "")
         role = payload.get("role", "user")
+        session_id = payload.get("sid")
         if (
             not isinstance(user_id, str)
             or not user_id
             or not isinstance(username, str)
             or role not in ROLES
+            or not (session_id is None or isinstance(session_id, str))
         ):
             raise InvalidToken("Malformed token")
-        return Claims(user_id, username, role, int(payload["iat"]), int(payload["exp"]))
+        return Claims(user_id, username, role, int(payload["iat"]), int(payload["exp"]), session_id)
+
+
+def new_refresh_token() -> str:
+    """A fresh refresh token: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def refresh_token_hash(token: str) -> str:
+    """The form a refresh token is stored and looked up in (SHA-256, hex): a leaked
+    database holds no usable token."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def resolve_jwt_secret(configured: str, data_dir: Path) -> str:
@@ -219,17 +242,42 @@ def validate_registration(body: object) -> Registration:
             "Username must be 3-32 characters: letters, digits, '_', '-' or '.'",
             field="username",
         )
-    if len(email) > _MAX_EMAIL_CHARS or not _EMAIL_RE.fullmatch(email):
+    if is_reserved(username):
+        raise ValidationError("This username is reserved", field="username")
+    if (
+        len(email) > _MAX_EMAIL_CHARS
+        or not _EMAIL_RE.fullmatch(email)
+        or unsafe_character(email) is not None
+    ):
         raise ValidationError("Email address is not valid", field="email")
+    _check_password(password, "password")
+    return Registration(username, normalize_email(email), password)
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChange:
+    """A ``POST /api/auth/password`` body; ``new_password`` passed the password rules."""
+
+    old_password: str
+    new_password: str
+
+
+def validate_password_change(body: object) -> PasswordChange:
+    """Check a password change body; the first problem → ``ValidationError(field=...)``."""
+    fields = _object(body)
+    old = _string(fields, "oldPassword")
+    new = _string(fields, "newPassword")
+    _check_password(new, "newPassword")
+    return PasswordChange(old, new)
+
+
+def _check_password(password: str, field: str) -> None:
     if len(password) < _MIN_PASSWORD_CHARS:
         raise ValidationError(
-            f"Password must be at least {_MIN_PASSWORD_CHARS} characters", field="password"
+            f"Password must be at least {_MIN_PASSWORD_CHARS} characters", field=field
         )
     if len(password.encode()) > BCRYPT_MAX_BYTES:
-        raise ValidationError(
-            f"Password must be at most {BCRYPT_MAX_BYTES} bytes", field="password"
-        )
-    return Registration(username, normalize_email(email), password)
+        raise ValidationError(f"Password must be at most {BCRYPT_MAX_BYTES} bytes", field=field)
 
 
 def validate_login(body: object) -> Login:

@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,9 +17,10 @@ from fastchat.clock import utc_now_iso
 from fastchat.config import Config, ConfigError, load
 from fastchat.errors import ChatError
 from fastchat.ids import new_id
+from fastchat.names import skeleton
 from fastchat.roles import ROLES
 from fastchat.storage import ops
-from fastchat.storage.base import Op, StorageError
+from fastchat.storage.base import FOREVER, Op, StorageError
 from fastchat.storage.sqlite import SqliteStore, WriteBehind
 from fastchat.tls import server_context
 
@@ -43,12 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     set_role = user.add_parser("set-role", help="change an account's role")
     set_role.add_argument("username")
     set_role.add_argument("role", choices=ROLES)
+    ban = user.add_parser("ban", help="ban an account (its live connections are closed)")
+    ban.add_argument("username")
+    ban.add_argument("--seconds", type=int, default=0, help="ban length (default: permanent)")
+    ban.add_argument("--reason", default=None)
+    unban = user.add_parser("unban", help="lift an account's ban")
+    unban.add_argument("username")
 
     audit = commands.add_parser("audit", help="print the moderation audit log, newest first")
     audit.add_argument("--limit", type=int, default=50)
 
     # `-c` is accepted after the subcommand too: `fastchat run -c x.toml`.
-    for sub in (commands.choices["run"], create, set_role, audit):
+    for sub in (commands.choices["run"], create, set_role, ban, unban, audit):
         sub.add_argument(
             "-c", "--config", dest="config_sub", default=None, metavar="FILE", help=config_help
         )
@@ -71,11 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from fastchat.server import run
 
-            return run(config, tls)
+            try:
+                return run(config, tls)
+            except (StorageError, OSError) as exc:  # the database or the data folder
+                print(f"fastchat: cannot start: {exc}", file=sys.stderr)
+                return 2
         if args.command == "user" and args.user_command == "create":
             return _user_create(config, args.username, args.email, args.role)
-        if args.command == "user":
+        if args.command == "user" and args.user_command == "set-role":
             return _user_set_role(config, args.username, args.role)
+        if args.command == "user" and args.user_command == "ban":
+            return _user_ban(config, args.username, args.seconds, args.reason)
+        if args.command == "user":
+            return _user_unban(config, args.username)
         return _audit(config, args.limit)
     except (ChatError, ValueError, StorageError) as exc:
         print(f"fastchat: {exc}", file=sys.stderr)
@@ -124,10 +140,18 @@ def _user_create(config: Config, username: str, email: str | None, role: str) ->
 
         async def taken() -> bool:
             email = normalize_email(registration.email)
-            return bool(await store.user_by_name(username) or await store.user_by_login(email))
+            return bool(
+                await store.user_by_name(username)
+                or await store.user_by_login(email)
+                or await store.user_like(skeleton(username), skeleton(email))
+            )
 
         if asyncio.run(taken()):
-            print(f"fastchat: user {username!r} or that email already exists", file=sys.stderr)
+            print(
+                f"fastchat: user {username!r} or that email (or one that looks the same)"
+                " already exists",
+                file=sys.stderr,
+            )
             return 1
 
         async def hashed() -> str:
@@ -158,19 +182,76 @@ def _user_set_role(config: Config, username: str, role: str) -> int:
         if row is None:
             print(f"fastchat: no user {username!r}", file=sys.stderr)
             return 1
-        _write(config, ops.set_user_role(row.id, role))
+        if row.role == "admin" and role != "admin" and asyncio.run(store.admin_count()) <= 1:
+            print(f"fastchat: {username} is the last admin", file=sys.stderr)
+            return 1
+        _write(
+            config,
+            _cli_audit("set_role", row.id, None, {"role": role}),
+            ops.set_user_role(row.id, role),
+        )
     print(f"{username} is now {role}")
     return 0
 
 
-def _write(config: Config, op: Op) -> None:
-    """Commit one operation through the same writer the server uses."""
+def _user_ban(config: Config, username: str, seconds: int, reason: str | None) -> int:
+    if seconds < 0:
+        raise ValueError("--seconds must not be negative")
+    with _open_store(config) as store:
+        row = asyncio.run(store.user_by_name(username))
+        if row is None:
+            print(f"fastchat: no user {username!r}", file=sys.stderr)
+            return 1
+        if row.role == "admin" and asyncio.run(store.admin_count()) <= 1:
+            print(f"fastchat: {username} is the last admin", file=sys.stderr)
+            return 1
+        until = time.time() + seconds if seconds else FOREVER
+        _write(
+            config,
+            _cli_audit("ban", row.id, reason, {"durationSeconds": seconds}),
+            ops.set_user_ban(row.id, until, reason),
+        )
+    print(f"{username} is banned")
+    return 0
+
+
+def _user_unban(config: Config, username: str) -> int:
+    with _open_store(config) as store:
+        row = asyncio.run(store.user_by_name(username))
+        if row is None:
+            print(f"fastchat: no user {username!r}", file=sys.stderr)
+            return 1
+        _write(
+            config, _cli_audit("unban", row.id, None, None), ops.set_user_ban(row.id, None, None)
+        )
+    print(f"{username} is no longer banned")
+    return 0
+
+
+def _cli_audit(
+    action: str, target_id: str, reason: str | None, detail: dict[str, object] | None
+) -> Op:
+    """The audit entry of an operator's command (no actor: it came from the shell)."""
+    return ops.insert_audit(
+        at=utc_now_iso(),
+        actor_id=None,
+        action=action,
+        target_user_id=target_id,
+        reason=reason,
+        detail={"via": "cli", **(detail or {})},
+    )
+
+
+def _write(config: Config, *writes: Op) -> None:
+    """Commit operations, in order, through the same writer the server uses."""
 
     async def write() -> None:
         writer = WriteBehind(config.storage, asyncio.get_running_loop())
         writer.start()
         try:
-            await writer.execute(op)
+            for op in writes[:-1]:
+                writer.submit(op)
+            await writer.execute(writes[-1])
         finally:
             await writer.close(10.0)
 

@@ -79,7 +79,8 @@ class StorageConfig:
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
     jwt_secret: str = ""
-    token_ttl_seconds: int = 7 * 24 * 3600
+    token_ttl_seconds: int = 15 * 60
+    refresh_ttl_seconds: int = 30 * 24 * 3600
     bcrypt_rounds: int = 12
     bcrypt_threads: int = 2
 
@@ -100,6 +101,9 @@ class LimitsConfig:
 class UploadsConfig:
     max_bytes: int = 10 * 1024 * 1024
     per_user_per_hour: int = 60
+    total_max_bytes: int = 10 * 1024**3
+    per_user_max_bytes: int = 1024**3
+    min_free_bytes: int = 512 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)

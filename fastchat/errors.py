@@ -98,6 +98,11 @@ class StorageUnavailable(ChatError):
     http_status = 503
 
 
+class InsufficientStorage(ChatError):
+    code = "insufficient_storage"
+    http_status = 507
+
+
 class CloseCode(IntEnum):
     """WebSocket close codes fastchat sends (RFC 6455 section 7.4.1 plus the private range)."""
 
@@ -110,4 +115,5 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     TRY_AGAIN_LATER = 1013
     AUTH_TIMEOUT = 4001
+    AUTH_ENDED = 4001  # the token expired, its session was revoked or the account removed
     BANNED = 4003

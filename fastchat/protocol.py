@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NoReturn, TypeAlias
 import orjson
 
 from fastchat.errors import ChatError, InvalidJson, RateLimited, UnknownType, ValidationError
+from fastchat.names import BLANK, unsafe_character
 from fastchat.roles import ROLES
 
 MAX_ID_CHARS = 64
@@ -264,7 +265,7 @@ def _content(d: _Fields, t: str) -> str:
     v = d.get("content")
     if type(v) is not str:
         _fail(t, "content", "content is required" if v is None else "content must be a string")
-    if not v or v.isspace():
+    if not v.strip(BLANK):  # empty, or only spaces and zero-width characters
         _fail(t, "content", "Message content cannot be empty")
     if len(v) > MAX_CONTENT_CHARS:
         _fail(t, "content", f"Message too long (max {MAX_CONTENT_CHARS} characters)")
@@ -392,6 +393,8 @@ def _create_room(d: _Fields) -> CreateRoom:
         _fail(t, "name", "name must not be empty")
     if len(name) > MAX_ROOM_NAME_CHARS:
         _fail(t, "name", f"name is too long (max {MAX_ROOM_NAME_CHARS} characters)")
+    if unsafe_character(name) is not None:
+        _fail(t, "name", "name must not hold control, invisible or text-direction characters")
     is_private = d.get("isPrivate")
     if is_private is None:
         is_private = False
@@ -493,6 +496,14 @@ def parse(data: bytes | bytearray | memoryview | str) -> Command:
     if parser is None:
         raise _unknown_type(t)
     return parser(d)
+
+
+def parse_fields(request_type: str, fields: object) -> Command:
+    """The command ``request_type`` from already decoded fields (an HTTP body that takes
+    the same fields as the WebSocket command, as the admin API does)."""
+    if type(fields) is not dict:
+        raise ValidationError("Request body must be a JSON object", request_type=request_type)
+    return _PARSERS[request_type](fields)
 
 
 def _unknown_type(t: object) -> UnknownType:

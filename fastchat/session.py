@@ -11,6 +11,12 @@ at once, in place, like an eagerly started task: when every read answers without
 Only a coroutine that really suspends is handed to a task, and until it finishes the
 connection's later messages wait in ``Session.backlog``, in arrival order, so that every
 connection's requests are still handled one after the other and answered in order.
+
+An authenticated connection is authorized until its access token expires; ``authenticate``
+again with a fresh token of the same account renews it. One watcher task, every
+:data:`WATCH_SECONDS`, closes the connections whose token ran out (4001) and applies the
+account change log (:meth:`Sessions.recheck`): removed accounts, bans, role changes and
+revoked login sessions reach live connections whichever process made them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +36,15 @@ from fastchat.errors import (
     ChatError,
     CloseCode,
     Conflict,
+    InvalidToken,
     RateLimited,
 )
 from fastchat.protocol import event
 from fastchat.ratelimit import ConnectionCounter, TokenBucket
+from fastchat.storage.base import FOREVER
 
 if TYPE_CHECKING:
+    from fastchat.auth import Claims
     from fastchat.chat import Chat, User
     from fastchat.config import LimitsConfig
     from fastchat.fanout.hub import Hub
@@ -44,14 +53,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastchat.session")
 
+WATCH_SECONDS = 0.5
+"""How often token expiry and the account change log are looked at."""
+
 
 class Session:
     """What one connection knows about itself."""
 
-    __slots__ = ("auth_timer", "backlog", "bucket", "strikes", "typing_bucket", "user")
+    __slots__ = (
+        "auth_timer",
+        "backlog",
+        "bucket",
+        "expires_at",
+        "login_session",
+        "strikes",
+        "typing_bucket",
+        "user",
+    )
 
     def __init__(self, limits: LimitsConfig, now: float):
         self.user: User | None = None
+        self.expires_at = 0  # Unix second the access token expires at (once authenticated)
+        self.login_session: str | None = None
         self.bucket = TokenBucket(limits.messages_per_second, limits.burst, now)
         self.typing_bucket: TokenBucket | None = None  # made on the first typing event
         self.strikes = 0
@@ -74,8 +97,22 @@ class Sessions:
             **chat.handlers,
             p.BanUser: self._ban,
             p.Ping: self._ping,
+            p.Authenticate: self._renew,
         }
         self._waiting: set[asyncio.Task[None]] = set()  # requests suspended on storage
+        # Unix second -> the authenticated connections whose token expires then.
+        self._expiring: defaultdict[int, set[Connection]] = defaultdict(set)
+        self._last_change = chat.users.last_change()
+        self._watcher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the watcher (token expiry, account changes)."""
+        self._watcher = self._hub.loop.create_task(self._watch())
+
+    def stop(self) -> None:
+        """Stop the watcher."""
+        if self._watcher is not None:
+            self._watcher.cancel()
 
     # --- MessageHandler -------------------------------------------------------------------
 
@@ -106,6 +143,7 @@ class Sessions:
             session.auth_timer = None
         user = session.user
         if user is not None:
+            self._unexpire(conn, session)
             self._per_user.release(user.id)
             self._chat.disconnect(conn, user)
 
@@ -138,10 +176,7 @@ class Sessions:
             if user is None:
                 self._run(conn, session, self._authenticate(conn, session, cmd))
                 return
-            handler = self._handlers.get(type(cmd))
-            if handler is None:  # authenticate again on an authenticated connection
-                raise Conflict("Already authenticated", request_type=cmd.TYPE)
-            waits = handler(conn, user, cmd)
+            waits = self._handlers[type(cmd)](conn, user, cmd)
             if waits is not None:
                 self._run(conn, session, waits)
         except Exception as exc:  # every failure is answered; the unexpected ones logged
@@ -207,7 +242,7 @@ class Sessions:
         if not isinstance(cmd, p.Authenticate):
             raise AuthRequired("Authentication required", request_type=cmd.TYPE)
         try:
-            user = await self._chat.identify(cmd.token, cmd.TYPE)
+            user, claims = await self._chat.users.verify(cmd.token, cmd.TYPE)
         except Banned as err:
             self._hub.send(conn, p.error_event(err))
             conn.close(CloseCode.BANNED, "banned")
@@ -219,9 +254,92 @@ class Sessions:
             return
         self._chat.authenticate(conn, user)
         session.user = user
+        self._authorize(conn, session, claims)
         if session.auth_timer is not None:
             session.auth_timer.cancel()
             session.auth_timer = None
+
+    async def _renew(self, conn: Connection, user: User, cmd: p.Authenticate) -> None:
+        """``authenticate`` on an authenticated connection: a fresh token renews it."""
+        session: Session = conn.session  # type: ignore[assignment]
+        renewed, claims = await self._chat.users.verify(cmd.token, cmd.TYPE)
+        if renewed.id != user.id:
+            raise Conflict("Already authenticated as another user", request_type=cmd.TYPE)
+        if conn.closed:
+            return
+        self._unexpire(conn, session)
+        self._authorize(conn, session, claims)
+        self._hub.send(conn, event("token_renewed", {"expiresAt": claims.expires_at}))
+
+    def _authorize(self, conn: Connection, session: Session, claims: Claims) -> None:
+        """Authorize ``conn`` until the token's expiry, for the token's login session."""
+        session.expires_at = claims.expires_at
+        session.login_session = claims.session_id
+        self._expiring[claims.expires_at].add(conn)
+
+    def _unexpire(self, conn: Connection, session: Session) -> None:
+        due = self._expiring.get(session.expires_at)
+        if due is not None:
+            due.discard(conn)
+            if not due:
+                del self._expiring[session.expires_at]
+
+    # --- the watcher ----------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                self._expire(time.time())
+                await self._apply_changes()
+            except Exception:  # the watcher must outlive one bad round; logged, then retried
+                log.exception("account watcher failed")
+
+    def _expire(self, now: float) -> None:
+        """Close the connections whose access token has expired (4001)."""
+        for second in [s for s in self._expiring if s <= now]:
+            for conn in self._expiring.pop(second):
+                self._hub.send(conn, p.error_event(InvalidToken("Token expired")))
+                conn.close(CloseCode.AUTH_ENDED, "token expired")
+
+    async def _apply_changes(self) -> None:
+        users = self._chat.users
+        changes = await users.changes_after(self._last_change)
+        if not changes:
+            return
+        self._last_change = changes[-1][0]
+        for user_id in dict.fromkeys(user_id for _, user_id in changes):
+            await self.recheck(user_id)
+
+    async def recheck(self, user_id: str) -> None:
+        """Apply the stored account to its live connections: gone → closed (4001), banned →
+        closed (4003), new role → ``role_changed``, revoked login session → closed (4001)."""
+        users = self._chat.users
+        before = users.cached(user_id)
+        if before is None and not self._hub.user_conns(user_id):
+            return  # not loaded here: the next request reads it anyway
+        old_role = before.role if before is not None else None
+        user = await users.reload(user_id)
+        conns = [conn for conn in self._hub.user_conns(user_id) if not conn.closed]
+        if user is None:
+            for conn in conns:
+                self._hub.send(conn, p.error_event(InvalidToken("User not found")))
+                conn.close(CloseCode.AUTH_ENDED, "account removed")
+            return
+        if user.is_banned(time.time()):
+            until = None if user.banned_until == FOREVER else user.banned_until
+            self._hub.send_many(conns, event("banned", {"reason": None, "until": until}))
+            for conn in conns:
+                conn.close(CloseCode.BANNED, "banned")
+            return
+        if user.role != old_role:
+            payload = event("role_changed", {"userId": user_id, "role": user.role})
+            self._hub.send_many(conns, payload)
+        for conn in conns:
+            session_id = conn.session.login_session  # type: ignore[attr-defined]
+            if session_id is not None and not await users.session_live(user_id, session_id):
+                self._hub.send(conn, p.error_event(InvalidToken("This session has ended")))
+                conn.close(CloseCode.AUTH_ENDED, "session ended")
 
     def _spend(self, conn: Connection, session: Session, request_type: str | None) -> None:
         """Take a token from the connection's bucket; past ``flood_strikes`` refusals, close."""

@@ -111,6 +111,10 @@ class Acks:
         self._hub.send(conn, event("message_ack", ack))
         return True
 
+    def confirm(self, conn: Connection, event_type: str, data: dict[str, Any]) -> None:
+        """Acknowledge a committed change (an edit, a delete) to the connection that made it."""
+        self._hub.send(conn, event(event_type, data))
+
     def in_flight(self, done: PendingAck) -> PendingAck:
         """Register a message handed to the writer; ``done`` acks it once committed."""
         if done.key is not None:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
+from fastchat.chat.accounts import Accounts
 from fastchat.chat.acks import Acks
 from fastchat.chat.direct import Direct
 from fastchat.chat.history import History
@@ -75,7 +76,7 @@ class Chat:
             config.history_cache,
         )
         self.moderation = Moderation(
-            self.directory, self.rooms, hub, broker, self.users, writes, store.active_mutes()
+            self.directory, self.rooms, hub, broker, self.users, writes, store
         )
         self.messages = Messages(
             self.directory,
@@ -90,6 +91,7 @@ class Chat:
             metrics,
         )
         direct = Direct(hub, broker, store, self.users, writes, acks)
+        self.accounts = Accounts(self.directory, store, writes)
         self.handlers: dict[type, Handler] = {
             p.JoinRoom: self.rooms.join_room,
             p.LeaveRoom: self.rooms.leave_room,

@@ -16,6 +16,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
+from fastchat.chat.accounts import DELETED_USER
 from fastchat.protocol import event
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class History:
             row.seq,
             row.room_id,
             row.user_id,
-            author.username if author else "unknown",
+            author.username if author else DELETED_USER,
             author.avatar_url if author else None,
             "" if row.deleted_at else row.content,
             row.message_type,

@@ -218,31 +218,42 @@ class Messages:
         return room, message
 
     async def edit_message(self, conn: Connection, user: User, cmd: p.EditMessage) -> None:
+        """Edit one's own message: committed, then broadcast and acked (``edit_ack``)."""
         room, message = await self._visible_message(cmd.message_id, user, cmd.TYPE)
         if message["userId"] != user.id:
             raise Forbidden("You can only edit your own messages", request_type=cmd.TYPE)
+        self._moderation.check_not_muted(room, user, cmd.TYPE)
         self._writes.check_capacity(cmd.TYPE)
+        await self._writes.commit(ops.edit_message(message["id"], cmd.content, utc_now_iso()))
+        # Read again: a delete may have committed while this edit waited (then it did nothing).
+        room, message = await self._visible_message(cmd.message_id, user, cmd.TYPE)
         edited = {**message, "content": cmd.content, "edited": True}
         self._history.replace(room, edited)
-        self._writes.submit(ops.edit_message(message["id"], cmd.content, utc_now_iso()))
         self._broker.publish(room.channel, event("message_edited", {"message": edited}))
+        self._acks.confirm(conn, "edit_ack", {"messageId": message["id"], "roomId": room.id})
 
     async def delete_message(self, conn: Connection, user: User, cmd: p.DeleteMessage) -> None:
+        """Delete a message (one's own, or as its moderator): committed, then broadcast and
+        acked (``delete_ack``)."""
         room, message = await self._visible_message(cmd.message_id, user, cmd.TYPE)
         author_id = message["userId"]
         if author_id != user.id and not can_moderate(room, user, await self._users.get(author_id)):
             raise Forbidden("You can only delete your own messages", request_type=cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE, 2)
+        writes = [ops.delete_message(message["id"], utc_now_iso())]
+        if author_id != user.id:
+            writes.append(
+                self._moderation.audit_op(
+                    user, "delete_message", author_id, room.id, None, {"messageId": message["id"]}
+                )
+            )
+        await self._writes.commit(*writes)
         deleted = {k: v for k, v in message.items() if k != "attachment"}
         self._history.replace(room, {**deleted, "content": "", "deleted": True})
-        self._writes.submit(ops.delete_message(message["id"], utc_now_iso()))
         self._broker.publish(
             room.channel, event("message_deleted", {"messageId": message["id"], "roomId": room.id})
         )
-        if author_id != user.id:
-            self._moderation.audit(
-                user, "delete_message", author_id, room.id, None, {"messageId": message["id"]}
-            )
+        self._acks.confirm(conn, "delete_ack", {"messageId": message["id"], "roomId": room.id})
 
     # --- files ----------------------------------------------------------------------------
 
@@ -262,7 +273,7 @@ class Messages:
             return
         room = self._directory.by_id.get(share[0])
         if room is None or not room.visible_to(user):
-            raise Forbidden("You cannot see the room this file was posted in")
+            raise NotFound("File not found")  # as if it did not exist: private rooms stay secret
         found = await self._history.find(share[1])
         if found is None or found[1].get("deleted"):
             raise NotFound("File not found")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
 from fastchat.clock import utc_now_iso
-from fastchat.errors import Forbidden, Muted, NotFound, ValidationError
+from fastchat.errors import Conflict, Forbidden, Muted, NotFound, ValidationError
 from fastchat.protocol import event
 from fastchat.roles import ROLE_RANK
 from fastchat.storage import ops
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from fastchat.chat.writes import Writes
     from fastchat.fanout.broker import Broker
     from fastchat.fanout.hub import Hub
+    from fastchat.storage.base import Op, Store
     from fastchat.ws.peer import Peer as Connection
 
 _MODERATOR = ROLE_RANK["moderator"]
@@ -49,7 +50,7 @@ class Moderation:
         broker: Broker,
         users: Users,
         writes: Writes,
-        active_mutes: list[tuple[str, str, float]],
+        store: Store,
     ):
         self._directory = directory
         self._rooms = rooms
@@ -57,9 +58,12 @@ class Moderation:
         self._broker = broker
         self._users = users
         self._writes = writes
+        self._store = store
         now = time.time()
         self._mutes: dict[tuple[str, str], float] = {
-            (room_id, user_id): until for room_id, user_id, until in active_mutes if until > now
+            (room_id, user_id): until
+            for room_id, user_id, until in store.active_mutes()
+            if until > now
         }
 
     def check_not_muted(self, room: Room, user: User, request_type: str) -> None:
@@ -85,7 +89,7 @@ class Moderation:
             raise Forbidden("You are not allowed to do that", request_type=request_type)
         return target
 
-    def audit(
+    def audit_op(
         self,
         actor: User,
         action: str,
@@ -93,35 +97,35 @@ class Moderation:
         room_id: str | None,
         reason: str | None,
         detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Record a moderator's action in the audit log."""
-        self._writes.submit(
-            ops.insert_audit(
-                at=utc_now_iso(),
-                actor_id=actor.id,
-                action=action,
-                target_user_id=target_id,
-                room_id=room_id,
-                reason=reason,
-                detail=detail,
-            )
+    ) -> Op:
+        """The audit log entry of a moderator's action, to commit with the action."""
+        return ops.insert_audit(
+            at=utc_now_iso(),
+            actor_id=actor.id,
+            action=action,
+            target_user_id=target_id,
+            room_id=room_id,
+            reason=reason,
+            detail=detail,
         )
 
     async def kick_user(self, conn: Connection, user: User, cmd: p.KickUser) -> None:
         room = self._directory.visible(cmd.room_id, user, cmd.TYPE)
         target = await self._target(user, cmd.user_id, room, cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE, 2)
+        writes = [self.audit_op(user, "kick", target.id, room.id, cmd.reason)]
+        if room.is_private and target.id in room.member_ids:
+            writes.append(ops.remove_member(room.id, target.id))
+        await self._writes.commit(*writes)
+        if room.is_private:
+            room.member_ids.discard(target.id)
         kicked_conns = [c for c in room.channel.conns if c.user_id == target.id]
         payload = event("kicked", {"roomId": room.id, "reason": cmd.reason, "by": user.public()})
         for target_conn in kicked_conns:
             self._hub.send(target_conn, payload)
             self._hub.leave(room.channel, target_conn)
-        if room.is_private and target.id in room.member_ids:
-            room.member_ids.discard(target.id)
-            self._writes.submit(ops.remove_member(room.id, target.id))
         if kicked_conns:
             self._rooms.announce_left(room, target)
-        self.audit(user, "kick", target.id, room.id, cmd.reason)
         self._hub.send(
             conn,
             event("moderation_done", {"action": "kick", "userId": target.id, "roomId": room.id}),
@@ -130,14 +134,16 @@ class Moderation:
     async def mute_user(self, conn: Connection, user: User, cmd: p.MuteUser) -> None:
         room = self._directory.visible(cmd.room_id, user, cmd.TYPE)
         target = await self._target(user, cmd.user_id, room, cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE, 2)
         until = time.time() + cmd.duration_seconds
-        self._mutes[(room.id, target.id)] = until
-        self._writes.submit(ops.set_mute(room.id, target.id, until))
-        self._broker.send_user(target.id, event("muted", {"roomId": room.id, "until": until}))
-        self.audit(
-            user, "mute", target.id, room.id, None, {"durationSeconds": cmd.duration_seconds}
+        await self._writes.commit(
+            self.audit_op(
+                user, "mute", target.id, room.id, None, {"durationSeconds": cmd.duration_seconds}
+            ),
+            ops.set_mute(room.id, target.id, until),
         )
+        self._mutes[(room.id, target.id)] = until
+        self._broker.send_user(target.id, event("muted", {"roomId": room.id, "until": until}))
         self._hub.send(
             conn,
             event("moderation_done", {"action": "mute", "userId": target.id, "roomId": room.id}),
@@ -145,17 +151,25 @@ class Moderation:
 
     async def ban_user(self, conn: Connection, user: User, cmd: p.BanUser) -> list[Connection]:
         """Ban an account; returns its live connections, for the session layer to close (4003)."""
+        conns = await self.ban(user, cmd)
+        self._hub.send(conn, event("moderation_done", {"action": "ban", "userId": cmd.user_id}))
+        return conns
+
+    async def ban(self, user: User, cmd: p.BanUser) -> list[Connection]:
+        """Ban an account (committed on return); tells its live connections, returns them."""
         if user.role != "admin":
             raise Forbidden("Only admins can ban", request_type=cmd.TYPE)
         target = await self._target(user, cmd.user_id, None, cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE)
+        await self._check_keeps_an_admin(target, "ban", cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE, 2)
         until = time.time() + cmd.duration_seconds if cmd.duration_seconds else FOREVER
-        target.banned_until = until
-        self._writes.submit(ops.set_user_ban(target.id, until, cmd.reason))
-        self.audit(
-            user, "ban", target.id, None, cmd.reason, {"durationSeconds": cmd.duration_seconds}
+        await self._writes.commit(
+            self.audit_op(
+                user, "ban", target.id, None, cmd.reason, {"durationSeconds": cmd.duration_seconds}
+            ),
+            ops.set_user_ban(target.id, until, cmd.reason),
         )
-        self._hub.send(conn, event("moderation_done", {"action": "ban", "userId": target.id}))
+        target.banned_until = until
         payload = event(
             "banned", {"reason": cmd.reason, "until": None if until == FOREVER else until}
         )
@@ -172,23 +186,47 @@ class Moderation:
         target = await self._users.get(target_id)
         if target is None:
             raise NotFound("User not found", request_type=request_type)
-        self._writes.check_capacity(request_type)
+        self._writes.check_capacity(request_type, 2)
         return target
 
+    async def _check_keeps_an_admin(self, target: User, action: str, request_type: str) -> None:
+        """Refuse an action that would leave the site without an admin."""
+        if target.role == "admin" and await self._store.admin_count() <= 1:
+            raise Conflict(f"Cannot {action} the last admin", request_type=request_type)
+
     async def unban_user(self, conn: Connection, user: User, cmd: p.UnbanUser) -> None:
+        await self.unban(user, cmd)
+        self._hub.send(conn, event("moderation_done", {"action": "unban", "userId": cmd.user_id}))
+
+    async def unban(self, user: User, cmd: p.UnbanUser) -> None:
+        """Lift a ban (committed on return)."""
         target = await self._admin_target(user, cmd.user_id, "Only admins can unban", cmd.TYPE)
+        await self._writes.commit(
+            self.audit_op(user, "unban", target.id, None, None),
+            ops.set_user_ban(target.id, None, None),
+        )
         target.banned_until = None
-        self._writes.submit(ops.set_user_ban(target.id, None, None))
-        self.audit(user, "unban", target.id, None, None)
-        self._hub.send(conn, event("moderation_done", {"action": "unban", "userId": target.id}))
 
     async def set_role(self, conn: Connection, user: User, cmd: p.SetRole) -> None:
+        self._hub.send(conn, await self.change_role(user, cmd))
+
+    async def change_role(self, user: User, cmd: p.SetRole) -> bytes:
+        """Change a user's role (committed on return) and tell its connections; returns the
+        ``role_changed`` event."""
         target = await self._admin_target(
             user, cmd.user_id, "Only admins can change roles", cmd.TYPE
         )
+        if target.id == user.id:
+            raise ValidationError(
+                "You cannot change your own role", request_type=cmd.TYPE, field="userId"
+            )
+        if cmd.role != "admin":
+            await self._check_keeps_an_admin(target, "demote", cmd.TYPE)
+        await self._writes.commit(
+            self.audit_op(user, "set_role", target.id, None, None, {"role": cmd.role}),
+            ops.set_user_role(target.id, cmd.role),
+        )
         target.role = cmd.role
-        self._writes.submit(ops.set_user_role(target.id, cmd.role))
-        self.audit(user, "set_role", target.id, None, None, {"role": cmd.role})
         payload = event("role_changed", {"userId": target.id, "role": cmd.role})
         self._broker.send_user(target.id, payload)
-        self._hub.send(conn, payload)
+        return payload

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 from fastchat import protocol as p
 from fastchat.chat.moderation import can_manage
 from fastchat.clock import utc_now_iso
-from fastchat.errors import Forbidden, NotFound, NotMember
+from fastchat.errors import Conflict, Forbidden, NotFound, NotMember
 from fastchat.ids import new_id
+from fastchat.names import skeleton
 from fastchat.protocol import event
 from fastchat.storage import ops
 
@@ -94,11 +95,14 @@ class RoomDirectory:
         return room
 
     def entered(self, room_id: str, conn: Connection, request_type: str) -> Room:
-        """The room, if ``conn`` is in it now; NotFound or NotMember otherwise."""
+        """The room, if ``conn`` is in it now; NotFound or NotMember otherwise (NotFound for
+        a private room the user is not a member of: it must look like no room at all)."""
         room = self.by_id.get(room_id)
         if room is None:
             raise NotFound("Room not found", request_type=request_type)
         if conn not in room.channel.conns:
+            if room.is_private and conn.user_id not in room.member_ids:
+                raise NotFound("Room not found", request_type=request_type)
             raise NotMember("You are not a member of this room", request_type=request_type)
         return room
 
@@ -202,6 +206,15 @@ class Rooms:
         )
 
     def create_room(self, conn: Connection, user: User, cmd: p.CreateRoom) -> None:
+        key = skeleton(cmd.name)
+        if any(
+            skeleton(other.name) == key
+            for other in self._directory.by_id.values()
+            if other.visible_to(user)
+        ):
+            raise Conflict(
+                "A room with this name, or one that looks like it, exists", request_type=cmd.TYPE
+            )
         self._writes.check_capacity(cmd.TYPE)
         now = utc_now_iso()
         room_id = new_id()

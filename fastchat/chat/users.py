@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fastchat.errors import Banned, InvalidToken
 
 if TYPE_CHECKING:
-    from fastchat.auth import TokenService
+    from fastchat.auth import Claims, TokenService
     from fastchat.storage.base import Store, UserRow
 
 
@@ -27,6 +27,14 @@ class User:
     @classmethod
     def from_row(cls, row: UserRow) -> User:
         return cls(row.id, row.username, row.email, row.avatar_url, row.role, row.banned_until)
+
+    def update(self, row: UserRow) -> None:
+        """Take the stored account's current values (in place: connections share this)."""
+        self.username = row.username
+        self.email = row.email
+        self.avatar_url = row.avatar_url
+        self.role = row.role
+        self.banned_until = row.banned_until
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "username": self.username, "avatar_url": self.avatar_url}
@@ -66,12 +74,50 @@ class Users:
             user = self._cache.setdefault(user_id, User.from_row(row))
         return user
 
-    async def identify(self, token: str, request_type: str | None = None) -> User:
-        """The account behind a token; raises InvalidToken or Banned."""
+    def last_change(self) -> int:
+        """Where the account change log stands (read once, at start)."""
+        return self._store.last_user_change()
+
+    async def changes_after(self, change_id: int) -> list[tuple[int, str]]:
+        """``(change id, user id)`` of the account changes logged after ``change_id``."""
+        return await self._store.user_changes_after(change_id)
+
+    async def reload(self, user_id: str) -> User | None:
+        """Read the account again and update the cached user in place; None once the row
+        is gone (it is then dropped from the cache)."""
+        row = await self._store.user_by_id(user_id)
+        if row is None:
+            self._cache.pop(user_id, None)
+            return None
+        user = self._cache.get(user_id)
+        if user is None:
+            return self._cache.setdefault(user_id, User.from_row(row))
+        user.update(row)
+        return user
+
+    async def session_live(self, user_id: str, session_id: str) -> bool:
+        """Whether the login session exists, is ``user_id``'s and has not been revoked."""
+        row = await self._store.login_session(session_id)
+        return row is not None and row.user_id == user_id and row.revoked_at is None
+
+    async def verify(self, token: str, request_type: str | None = None) -> tuple[User, Claims]:
+        """The account behind a token and the token's claims; raises InvalidToken or Banned.
+
+        The account and the token's login session are read from storage every time, so a
+        change made anywhere (another process, the CLI) applies to the next request.
+        """
         claims = self._tokens.verify(token)
-        user = await self.get(claims.user_id)
+        user = await self.reload(claims.user_id)
         if user is None:
             raise InvalidToken("User not found", request_type=request_type)
+        if claims.session_id is not None and not await self.session_live(
+            user.id, claims.session_id
+        ):
+            raise InvalidToken("This session has ended", request_type=request_type)
         if user.is_banned(time.time()):
             raise Banned("This account is banned", request_type=request_type)
-        return user
+        return user, claims
+
+    async def identify(self, token: str, request_type: str | None = None) -> User:
+        """The account behind a token; raises InvalidToken or Banned."""
+        return (await self.verify(token, request_type))[0]

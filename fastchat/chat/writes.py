@@ -1,4 +1,5 @@
-"""The chat's side of the write-behind queue: capacity checks before anything is broadcast."""
+"""The chat's side of the write-behind queue: capacity checks before anything is broadcast,
+and the writes that are committed before they take effect."""
 
 from __future__ import annotations
 
@@ -35,3 +36,11 @@ class Writes:
     def offer(self, op: Op) -> None:
         """Queue ``op`` if there is room: for writes that may be skipped (last-seen times)."""
         self._writer.submit(op)
+
+    async def commit(self, *ops: Op) -> None:
+        """Queue ``ops`` and return once they have all committed (the writer keeps their
+        order, so waiting for the last is waiting for all); raises Overloaded or the last
+        op's error."""
+        for op in ops[:-1]:
+            self.submit(op)
+        await self._writer.execute(ops[-1])

@@ -4,7 +4,7 @@ import * as api from './js/api.js';
 import { Connection } from './js/connection.js';
 import { dmKey, roomKey } from './js/conversation.js';
 import { closeMenu, menuOpen } from './js/menu.js';
-import { loadSession } from './js/saved.js';
+import { loadSession, saveSession } from './js/saved.js';
 import { ChatStore } from './js/store.js';
 import { TypingSender } from './js/typing.js';
 import { closeSidebar, notify, sidebarOpen, toast, updateNotificationButton } from './js/ui.js';
@@ -17,6 +17,8 @@ import { UserMenu } from './js/views/usermenu.js';
 
 const HISTORY_PAGE = 50;
 const CATCH_UP_PAGE = 200;
+const RENEW_AHEAD_MS = 60_000; // refresh the access token this long before it expires
+const RENEW_RETRY_MS = 10_000; // after a failed refresh that was not a refusal
 
 const store = new ChatStore((roomId) => {
   if (store.isOnScreen(roomKey(roomId))) messages.renderTyping();
@@ -41,7 +43,7 @@ const sidebar = new Sidebar(store, {
     store.createdByMe.add(fields.name);
     return true;
   },
-  onLogout: () => endSession(),
+  onLogout: () => endSession('', { logout: true }),
 });
 const userMenu = new UserMenu(store, { onOpenDm: openDm, send });
 const members = new MemberList(store, {
@@ -90,20 +92,56 @@ const composer = new Composer(store, {
 
 // ---------------------------------------------------------------- session
 
-function startSession(session) {
+async function startSession(session) {
   store.start(session);
   auth.showSignedIn();
   sidebar.showMe(session.user.username);
   updateNotificationButton();
   sidebar.renderDms();
-  connection.start();
+  if (api.tokenExpiry(session.token) - Date.now() < RENEW_AHEAD_MS) await renewToken();
+  else scheduleRenewal();
+  if (store.session) connection.start();
 }
 
-function endSession(message = '') {
+function endSession(message = '', { logout = false } = {}) {
+  clearTimeout(renewTimer);
+  if (logout && store.session) api.logout(store.session.token).catch(() => {});
   connection.stop();
   store.end();
   messages.reset();
   auth.showSignedOut(message);
+}
+
+// ---------------------------------------------------------------- keeping the token fresh
+
+let renewTimer = null;
+
+function scheduleRenewal(delay = null) {
+  clearTimeout(renewTimer);
+  const due = delay ?? api.tokenExpiry(store.session.token) - Date.now() - RENEW_AHEAD_MS;
+  renewTimer = setTimeout(renewToken, Math.max(due, 1000));
+}
+
+/** Trade the refresh token for a new pair ahead of expiry; a live socket is renewed in place. */
+async function renewToken() {
+  const session = store.session;
+  if (!session?.refreshToken) {
+    endSession('Your session has expired. Please sign in again.');
+    return;
+  }
+  try {
+    const fresh = await api.refresh(session.refreshToken);
+    if (store.session !== session) return; // signed out meanwhile
+    session.token = fresh.token;
+    session.refreshToken = fresh.refreshToken;
+    saveSession(session);
+    send('authenticate', { token: fresh.token });
+    scheduleRenewal();
+  } catch (error) {
+    if (store.session !== session) return;
+    if (error.status === 401 || error.status === 403) endSession(error.message);
+    else scheduleRenewal(RENEW_RETRY_MS); // the server is unreachable: try again soon
+  }
 }
 
 // ---------------------------------------------------------------- the user's actions
@@ -354,6 +392,8 @@ const handlers = {
 
   pong() {},
 
+  token_renewed() {},
+
   error(data) {
     const refused = store.error(data);
     if (refused && store.isOnScreen(refused.convKey)) {
@@ -361,7 +401,7 @@ const handlers = {
       messages.render();
     }
     if (data.code === 'invalid_token') {
-      endSession('Your session has expired. Please sign in again.');
+      renewToken(); // signs out only if the refresh token is refused too
       return;
     }
     if (data.code === 'banned') {

@@ -110,6 +110,19 @@ class AuditRow:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginSessionRow:
+    """One login session (a device): its current refresh token's hash; times are ISO-8601
+    but ``expires_at`` (Unix seconds)."""
+
+    id: str
+    user_id: str
+    token_hash: str
+    created_at: str
+    expires_at: float
+    revoked_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class StartupState:
     """What :meth:`Store.open` learned: was the last run's shutdown clean, and where the
     sequence counters stand (``max_room_seq`` has every room, 0 when it has no messages)."""
@@ -123,9 +136,9 @@ class Store(Protocol):
     """The reads the server makes (on the event-loop thread) and its start-up state.
 
     Start-up reads (``open``, ``all_rooms``, ``room_member_ids``, ``client_keys``,
-    ``active_mutes``) are plain calls, made once before the server listens. The reads made
-    while serving are coroutines, so that a network database can wait for its answer; the
-    chat calls them only on a cache miss.
+    ``active_mutes``, ``last_user_change``, ``upload_usage``, ``users_without_keys``) are
+    plain calls, made once before the server listens. The reads made while serving are
+    coroutines, so that a network database can wait for its answer.
     """
 
     def open(self) -> StartupState: ...
@@ -151,6 +164,18 @@ class Store(Protocol):
         self, *, limit: int, before_id: int | None = None
     ) -> list[AuditRow]: ...
     async def file(self, file_id: str) -> FileRow | None: ...
+    def upload_usage(self) -> dict[str, int]: ...
+    def recent_read_error(self) -> str | None: ...
+    async def messages_by_user(self, user_id: str) -> list[MessageRow]: ...
+    async def dms_of_user(self, user_id: str) -> list[DirectMessageRow]: ...
+    async def user_like(self, name_key: str, email_key: str | None) -> UserRow | None: ...
+    def users_without_keys(self) -> list[tuple[str, str, str | None]]: ...
+    async def users_page(self, *, limit: int, after: str | None = None) -> list[UserRow]: ...
+    async def admin_count(self) -> int: ...
+    async def login_session(self, session_id: str) -> LoginSessionRow | None: ...
+    async def refresh_token_session(self, token_hash: str) -> str | None: ...
+    def last_user_change(self) -> int: ...
+    async def user_changes_after(self, change_id: int) -> list[tuple[int, str]]: ...
 
 
 class Writer(Protocol):

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from fastchat.names import skeleton
 from fastchat.storage.base import Op
 
 
@@ -28,10 +29,30 @@ def insert_user(
     avatar_url: str | None = None,
     role: str = "user",
 ) -> Op:
-    """Create a user (``last_seen`` starts at ``created_at``)."""
+    """Create a user (``last_seen`` starts at ``created_at``), with the confusable
+    skeletons of its username and email."""
     return (
         "insert_user",
-        (id, username, email, password_hash, avatar_url, role, created_at, created_at),
+        (
+            id,
+            username,
+            email,
+            password_hash,
+            avatar_url,
+            role,
+            created_at,
+            created_at,
+            skeleton(username),
+            None if email is None else skeleton(email),
+        ),
+    )
+
+
+def set_user_keys(user_id: str, username: str, email: str | None) -> Op:
+    """Store the confusable skeletons of an account made before they were kept."""
+    return (
+        "set_user_keys",
+        (skeleton(username), None if email is None else skeleton(email), user_id),
     )
 
 
@@ -181,3 +202,60 @@ def insert_file(
 def attach_file(file_id: str, room_id: str, message_id: str) -> Op:
     """Link an uploaded file to the message that shares it."""
     return ("attach_file", (room_id, message_id, file_id))
+
+
+def set_password(user_id: str, password_hash: str) -> Op:
+    """Replace a user's password hash."""
+    return ("set_password", (password_hash, user_id))
+
+
+def insert_login_session(
+    *, id: str, user_id: str, token_hash: str, created_at: str, expires_at: float
+) -> Op:
+    """Open a login session whose current refresh token has ``token_hash``."""
+    return ("insert_login_session", (id, user_id, token_hash, created_at, expires_at))
+
+
+def add_refresh_token(token_hash: str, session_id: str) -> Op:
+    """Remember that a refresh token was issued to a session (for reuse detection)."""
+    return ("add_refresh_token", (token_hash, session_id))
+
+
+def rotate_refresh_token(session_id: str, token_hash: str, expires_at: float) -> Op:
+    """Make ``token_hash`` the session's current refresh token (unless it is revoked)."""
+    return ("rotate_refresh_token", (token_hash, expires_at, session_id))
+
+
+def revoke_login_session(session_id: str, at: str) -> Op:
+    """End one login session."""
+    return ("revoke_login_session", (at, session_id))
+
+
+def revoke_user_sessions(user_id: str, at: str, keep: str | None = None) -> Op:
+    """End every login session of a user but ``keep`` (if given)."""
+    return ("revoke_user_sessions", (at, user_id, keep))
+
+
+def prune_user_changes(before: float) -> Op:
+    """Forget account change log entries older than a Unix time."""
+    return ("prune_user_changes", (before,))
+
+
+def remove_user_memberships(user_id: str) -> Op:
+    """Take a user out of every room."""
+    return ("remove_user_memberships", (user_id,))
+
+
+def delete_user_messages(user_id: str, deleted_at: str) -> Op:
+    """Soft-delete every room message of a user."""
+    return ("delete_user_messages", (deleted_at, user_id))
+
+
+def delete_user_dms(user_id: str) -> Op:
+    """Remove every direct message a user sent."""
+    return ("delete_user_dms", (user_id,))
+
+
+def delete_user(user_id: str) -> Op:
+    """Remove a user's account row."""
+    return ("delete_user", (user_id,))

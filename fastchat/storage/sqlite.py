@@ -19,11 +19,12 @@ times in seconds (:data:`~fastchat.storage.base.FOREVER` for "permanent").
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import fields
 from itertools import groupby
 from typing import Any
@@ -38,6 +39,7 @@ from fastchat.storage.base import (
     DirectMessageRow,
     Duplicate,
     FileRow,
+    LoginSessionRow,
     MessageRow,
     OnDone,
     Op,
@@ -165,6 +167,41 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX direct_messages_client_sender ON direct_messages (client_id, sender_id)
         WHERE client_id IS NOT NULL;
     """,
+    # Login sessions (one per device, its current refresh token's hash; every hash ever
+    # issued stays in refresh_tokens, so a rotated one coming back is recognised), a log of
+    # account changes, filled by triggers whoever writes (the CLI, a shell), that running
+    # servers poll, and the confusable skeletons of usernames and emails (names.skeleton;
+    # filled at start for accounts made before).
+    """
+    CREATE TABLE login_sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE INDEX login_sessions_user ON login_sessions (user_id);
+    CREATE TABLE refresh_tokens (
+        token_hash TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE user_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL,
+        at REAL NOT NULL DEFAULT (strftime('%s', 'now'))
+    );
+    CREATE TRIGGER users_changed AFTER UPDATE OF username, password_hash, role, banned_until
+        ON users BEGIN INSERT INTO user_changes (user_id) VALUES (NEW.id); END;
+    CREATE TRIGGER users_removed AFTER DELETE ON users
+        BEGIN INSERT INTO user_changes (user_id) VALUES (OLD.id); END;
+    CREATE TRIGGER login_sessions_revoked AFTER UPDATE OF revoked_at ON login_sessions
+        BEGIN INSERT INTO user_changes (user_id) VALUES (NEW.user_id); END;
+    ALTER TABLE users ADD COLUMN name_key TEXT;
+    ALTER TABLE users ADD COLUMN email_key TEXT;
+    CREATE INDEX users_name_key ON users (name_key);
+    CREATE INDEX users_email_key ON users (email_key);
+    """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
 
@@ -208,6 +245,24 @@ def _connect(config: StorageConfig, synchronous: str) -> apsw.Connection:
 
 # --------------------------------------------------------------------------- reads
 
+READ_ERROR_SECONDS = 60.0
+"""How long a failed read (a corrupt page, an I/O error) keeps ``/healthz`` degraded."""
+
+
+def _read(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A serving read: a storage failure is noted for /healthz, logged, and answered as
+    StorageUnavailable (503 / ``storage_unavailable``) instead of an internal error."""
+
+    @functools.wraps(method)
+    async def read(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except apsw.Error as exc:
+            self.note_read_failure(method.__name__, exc)
+            raise StorageUnavailable("Storage read failed") from exc
+
+    return read
+
 
 class SqliteStore:
     """The reader connection: schema set-up, start-up state and the server's reads.
@@ -221,6 +276,20 @@ class SqliteStore:
 
     def __init__(self, config: StorageConfig) -> None:
         self._config = config
+        self._read_error: str | None = None
+        self._read_failed_at = -READ_ERROR_SECONDS
+
+    def note_read_failure(self, read: str, exc: apsw.Error) -> None:
+        """Remember (and log) a failed read."""
+        self._read_error = _describe(exc)
+        self._read_failed_at = time.monotonic()
+        log.error("storage read %s failed (%s): %s", read, self._config.path, self._read_error)
+
+    def recent_read_error(self) -> str | None:
+        """The last read failure, if one happened in the last :data:`READ_ERROR_SECONDS`."""
+        if time.monotonic() - self._read_failed_at < READ_ERROR_SECONDS:
+            return self._read_error
+        return None
 
     def open(self) -> StartupState:
         """Create the folder and database, migrate, and consume the clean-shutdown marker."""
@@ -253,9 +322,9 @@ class SqliteStore:
         """Apply pending migrations; True when the database was created by this call."""
         version = self._db.pragma("user_version")
         if version > len(MIGRATIONS):
-            raise RuntimeError(
+            raise StorageError(
                 f"{self._config.path}: schema version {version} is newer than this "
-                f"fastchat supports ({len(MIGRATIONS)})"
+                f"fastchat supports ({len(MIGRATIONS)}): upgrade fastchat"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._db:
@@ -276,16 +345,19 @@ class SqliteStore:
         rows = self._db.execute(sql, params).fetchall()
         return rows[0] if rows else None
 
+    @_read
     async def user_by_id(self, user_id: str) -> UserRow | None:
         """The user with this id."""
         row = self._one(f"{_USER_SELECT} WHERE id = ?", (user_id,))
         return UserRow(*row) if row else None
 
+    @_read
     async def user_by_name(self, username: str) -> UserRow | None:
         """The user with this username, compared case-insensitively."""
         row = self._one(f"{_USER_SELECT} WHERE username = ?", (username,))
         return UserRow(*row) if row else None
 
+    @_read
     async def user_by_login(self, name_or_email: str) -> UserRow | None:
         """The user whose username (first) or email matches, case-insensitively."""
         user = await self.user_by_name(name_or_email)
@@ -304,6 +376,7 @@ class SqliteStore:
         rows = self._db.execute("SELECT user_id FROM room_members WHERE room_id = ?", (room_id,))
         return {row[0] for row in rows.fetchall()}
 
+    @_read
     async def messages_page(
         self, room_id: str, *, before: int | None = None, after: int | None = None, limit: int
     ) -> list[MessageRow]:
@@ -325,6 +398,7 @@ class SqliteStore:
             rows = self._db.execute(PAGE_SQL["latest"], (room_id, limit)).fetchall()
         return [MessageRow(*row) for row in reversed(rows)]
 
+    @_read
     async def message_by_id(self, message_id: str) -> MessageRow | None:
         """The message with this id."""
         row = self._one(f"{_MESSAGE_SELECT} WHERE id = ?", (message_id,))
@@ -341,6 +415,7 @@ class SqliteStore:
         ):
             yield f"{sender_id}\0dm:{client_id}"
 
+    @_read
     async def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
         """The message ``user_id`` sent with this client id (for idempotent retries)."""
         row = self._one(
@@ -348,6 +423,7 @@ class SqliteStore:
         )
         return MessageRow(*row) if row else None
 
+    @_read
     async def dm_page(
         self, user_a: str, user_b: str, *, before: int | None = None, limit: int
     ) -> list[DirectMessageRow]:
@@ -362,6 +438,7 @@ class SqliteStore:
             rows = self._db.execute(PAGE_SQL["dm_before"], (pair, before, limit)).fetchall()
         return [DirectMessageRow(*row) for row in reversed(rows)]
 
+    @_read
     async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
         """The direct message ``sender_id`` sent with this client id."""
         row = self._one(
@@ -375,6 +452,7 @@ class SqliteStore:
         rows = self._db.execute("SELECT room_id, user_id, until FROM mutes WHERE until > ?", (now,))
         return [(row[0], row[1], row[2]) for row in rows.fetchall()]
 
+    @_read
     async def audit_entries(self, *, limit: int, before_id: int | None = None) -> list[AuditRow]:
         """Up to ``limit`` audit entries with ``id < before_id`` (if given), newest first."""
         if limit <= 0:
@@ -388,17 +466,100 @@ class SqliteStore:
             )
         return [AuditRow(*row) for row in rows.fetchall()]
 
+    @_read
     async def file(self, file_id: str) -> FileRow | None:
         """The uploaded file's record."""
         row = self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = ?", (file_id,))
         return FileRow(*row) if row else None
+
+    def upload_usage(self) -> dict[str, int]:
+        """Bytes of uploaded files per uploader."""
+        rows = self._db.execute("SELECT uploader_id, SUM(size) FROM files GROUP BY uploader_id")
+        return {row[0]: row[1] for row in rows.fetchall()}
+
+    @_read
+    async def messages_by_user(self, user_id: str) -> list[MessageRow]:
+        """Every room message of a user, oldest first (a full scan: for exports only)."""
+        rows = self._db.execute(
+            f"{_MESSAGE_SELECT} WHERE user_id = ? ORDER BY created_at, id", (user_id,)
+        )
+        return [MessageRow(*row) for row in rows.fetchall()]
+
+    @_read
+    async def dms_of_user(self, user_id: str) -> list[DirectMessageRow]:
+        """Every direct message a user sent or received, oldest first (for exports only)."""
+        rows = self._db.execute(
+            f"{_DM_SELECT} WHERE sender_id = ? OR recipient_id = ? ORDER BY seq",
+            (user_id, user_id),
+        )
+        return [DirectMessageRow(*row) for row in rows.fetchall()]
+
+    @_read
+    async def user_like(self, name_key: str, email_key: str | None) -> UserRow | None:
+        """A user whose username or email has this confusable skeleton."""
+        row = self._one(
+            f"{_USER_SELECT} WHERE name_key = ? OR email_key = ? LIMIT 1", (name_key, email_key)
+        )
+        return UserRow(*row) if row else None
+
+    def users_without_keys(self) -> list[tuple[str, str, str | None]]:
+        """``(id, username, email)`` of the accounts made before skeletons were stored."""
+        rows = self._db.execute("SELECT id, username, email FROM users WHERE name_key IS NULL")
+        return [(row[0], row[1], row[2]) for row in rows.fetchall()]
+
+    @_read
+    async def users_page(self, *, limit: int, after: str | None = None) -> list[UserRow]:
+        """Up to ``limit`` users by username, those after ``after`` (a username) if given."""
+        rows = self._db.execute(
+            f"{_USER_SELECT} WHERE username > ? ORDER BY username LIMIT ?", (after or "", limit)
+        )
+        return [UserRow(*row) for row in rows.fetchall()]
+
+    @_read
+    async def admin_count(self) -> int:
+        """How many accounts are admins (and not banned)."""
+        row = self._one(
+            "SELECT COUNT(*) FROM users WHERE role = 'admin'"
+            " AND (banned_until IS NULL OR banned_until <= ?)",
+            (time.time(),),
+        )
+        return row[0] if row else 0
+
+    @_read
+    async def login_session(self, session_id: str) -> LoginSessionRow | None:
+        """The login session with this id."""
+        row = self._one(
+            f"SELECT {_columns(LoginSessionRow)} FROM login_sessions WHERE id = ?", (session_id,)
+        )
+        return LoginSessionRow(*row) if row else None
+
+    @_read
+    async def refresh_token_session(self, token_hash: str) -> str | None:
+        """The id of the session a refresh token (by hash) was issued to, current or not."""
+        row = self._one("SELECT session_id FROM refresh_tokens WHERE token_hash = ?", (token_hash,))
+        return row[0] if row else None
+
+    def last_user_change(self) -> int:
+        """The id of the newest entry of the account change log (0: none)."""
+        row = self._one("SELECT MAX(id) FROM user_changes", ())
+        return (row[0] or 0) if row else 0
+
+    @_read
+    async def user_changes_after(self, change_id: int) -> list[tuple[int, str]]:
+        """``(change id, user id)`` of the account changes after ``change_id``, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, user_id FROM user_changes WHERE id > ? ORDER BY id LIMIT 1000",
+            (change_id,),
+        )
+        return [(row[0], row[1]) for row in rows.fetchall()]
 
 
 # --------------------------------------------------------------------------- write operations
 
 STATEMENTS: dict[str, str] = {
     "insert_user": "INSERT INTO users (id, username, email, password_hash, avatar_url, role,"
-    " created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    " created_at, last_seen, name_key, email_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "set_user_keys": "UPDATE users SET name_key = ?, email_key = ? WHERE id = ?",
     "set_user_role": "UPDATE users SET role = ? WHERE id = ?",
     "set_user_ban": "UPDATE users SET banned_until = ?, ban_reason = ? WHERE id = ?",
     "touch_last_seen": "UPDATE users SET last_seen = ? WHERE id = ?",
@@ -410,7 +571,8 @@ STATEMENTS: dict[str, str] = {
     "remove_member": "DELETE FROM room_members WHERE room_id = ? AND user_id = ?",
     "insert_message": "INSERT INTO messages (id, room_id, seq, user_id, content, message_type,"
     " reply_to, client_id, attachment_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "edit_message": "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
+    "edit_message": "UPDATE messages SET content = ?, edited_at = ?"
+    " WHERE id = ? AND deleted_at IS NULL",
     "delete_message": "UPDATE messages SET content = '', deleted_at = ? WHERE id = ?",
     "insert_dm": "INSERT INTO direct_messages (id, seq, pair, sender_id, recipient_id, content,"
     " client_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -422,6 +584,22 @@ STATEMENTS: dict[str, str] = {
     "insert_file": "INSERT INTO files (id, uploader_id, name, size, content_type, created_at,"
     " room_id, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "attach_file": "UPDATE files SET room_id = ?, message_id = ? WHERE id = ?",
+    "set_password": "UPDATE users SET password_hash = ? WHERE id = ?",
+    "insert_login_session": "INSERT INTO login_sessions (id, user_id, token_hash, created_at,"
+    " expires_at) VALUES (?, ?, ?, ?, ?)",
+    "add_refresh_token": "INSERT INTO refresh_tokens (token_hash, session_id) VALUES (?, ?)",
+    "rotate_refresh_token": "UPDATE login_sessions SET token_hash = ?, expires_at = ?"
+    " WHERE id = ? AND revoked_at IS NULL",
+    "revoke_login_session": "UPDATE login_sessions SET revoked_at = ?"
+    " WHERE id = ? AND revoked_at IS NULL",
+    "revoke_user_sessions": "UPDATE login_sessions SET revoked_at = ?"
+    " WHERE user_id = ? AND id IS NOT ? AND revoked_at IS NULL",
+    "prune_user_changes": "DELETE FROM user_changes WHERE at < ?",
+    "remove_user_memberships": "DELETE FROM room_members WHERE user_id = ?",
+    "delete_user_messages": "UPDATE messages SET content = '', deleted_at = ?"
+    " WHERE user_id = ? AND deleted_at IS NULL",
+    "delete_user_dms": "DELETE FROM direct_messages WHERE sender_id = ?",
+    "delete_user": "DELETE FROM users WHERE id = ?",
 }
 
 

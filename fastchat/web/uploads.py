@@ -5,10 +5,16 @@ URL-encoded original name). The body goes to a temporary file as it arrives and 
 held whole in memory; the stored name is a random id, the original name is metadata only.
 The served type is decided from the content: whitelisted images by their magic bytes,
 everything else ``application/octet-stream`` sent as an attachment.
+
+Space is bounded three ways, each answered ``507``: a total quota, a quota per account,
+and a reserve of free disk kept for the database. A file system that refuses the bytes
+(full: 507; read-only or gone: 503) is logged and answered as such.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
 import time
@@ -19,7 +25,15 @@ from urllib.parse import unquote
 
 from fastchat.auth import bearer_token
 from fastchat.clock import utc_now_iso
-from fastchat.errors import ChatError, NotFound, RateLimited, ValidationError
+from fastchat.errors import (
+    ChatError,
+    InsufficientStorage,
+    NotFound,
+    RateLimited,
+    StorageUnavailable,
+    ValidationError,
+)
+from fastchat.names import unsafe_character
 from fastchat.protocol import attachment_json
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
@@ -30,7 +44,11 @@ if TYPE_CHECKING:
 
     from fastchat.auth import TokenService
     from fastchat.chat import Chat, User
+    from fastchat.config import UploadsConfig
     from fastchat.storage.base import Store, Writer
+
+log = logging.getLogger("fastchat.uploads")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 _IMAGE_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -60,22 +78,41 @@ def sniff(head: bytes) -> str:
 def sanitize_name(raw: str | None) -> str:
     """A display name without path parts, control characters or markup-relevant characters."""
     name = unquote(raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE_NAME.sub("_", name).strip(" .")
+    name = _UNSAFE_NAME.sub("_", name)
+    name = "".join("_" if unsafe_character(c) else c for c in name).strip(" .")
     return name[:_NAME_MAX] or "file"
 
 
-class _TempFileSink:
-    """Writes the body to a temporary file, remembering its size and first bytes."""
+def _storage_error(exc: OSError, path: Path) -> ChatError:
+    """An upload the file system refused: logged once here, answered 507 or 503."""
+    log.error("upload to %s failed: %s", path.parent, exc)
+    if exc.errno in _DISK_FULL:
+        return InsufficientStorage("The server has no room for this file")
+    return StorageUnavailable("Uploads cannot be stored right now")
 
-    def __init__(self, directory: Path, user_id: str | None, error: ChatError | None):
+
+class _TempFileSink:
+    """Writes the body to a temporary file, remembering its size and first bytes; past
+    ``allowance`` bytes (or when the file system refuses them) it stops and fails."""
+
+    def __init__(
+        self, directory: Path, user_id: str | None, error: ChatError | None, allowance: int = 0
+    ):
         self.user_id = user_id
         self.error = error
         self.size = 0
         self.head = b""
         self.path = directory / f".upload-{uuid.uuid4().hex}"
+        self._allowance = allowance
         self._fd: int | None = None
+        self._created = False
         if error is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                self.error = _storage_error(exc, self.path)
+            else:
+                self._created = True
 
     def write(self, chunk: bytes) -> None:
         if self._fd is None:
@@ -83,7 +120,17 @@ class _TempFileSink:
         if len(self.head) < _SNIFF_BYTES:
             self.head += chunk[: _SNIFF_BYTES - len(self.head)]
         self.size += len(chunk)
-        os.write(self._fd, chunk)
+        if self.size > self._allowance:
+            self._fail(InsufficientStorage("Upload quota exceeded"))
+            return
+        try:
+            os.write(self._fd, chunk)
+        except OSError as exc:
+            self._fail(_storage_error(exc, self.path))
+
+    def _fail(self, error: ChatError) -> None:
+        self.error = error
+        self.abort()
 
     def finish(self) -> None:
         if self._fd is not None:
@@ -92,7 +139,9 @@ class _TempFileSink:
 
     def abort(self) -> None:
         self.finish()
-        self.path.unlink(missing_ok=True)
+        if self._created:
+            self._created = False
+            self.path.unlink(missing_ok=True)
 
 
 class Uploads:
@@ -101,7 +150,7 @@ class Uploads:
     def __init__(
         self,
         directory: Path,
-        per_user_per_hour: int,
+        config: UploadsConfig,
         tokens: TokenService,
         api_user: Callable[[Request], Awaitable[User]],
         store: Store,
@@ -118,7 +167,27 @@ class Uploads:
         self._dir.mkdir(parents=True, exist_ok=True)
         for leftover in self._dir.glob(".upload-*"):
             leftover.unlink(missing_ok=True)  # bodies of uploads cut off by a crash
-        self._limiter = KeyedLimiter(per_user_per_hour, 3600.0)
+        self._config = config
+        self._limiter = KeyedLimiter(config.per_user_per_hour, 3600.0)
+        self._used = store.upload_usage()  # uploader id -> bytes stored
+        self._used_total = sum(self._used.values())
+
+    def _allowance(self, user_id: str) -> int:
+        """How many bytes ``user_id`` may upload now: quotas and the free-disk reserve.
+
+        Raises InsufficientStorage when it is nothing at all.
+        """
+        stats = os.statvfs(self._dir)
+        free = stats.f_bavail * stats.f_frsize - self._config.min_free_bytes
+        allowance = min(
+            self._config.total_max_bytes - self._used_total,
+            self._config.per_user_max_bytes - self._used.get(user_id, 0),
+            free,
+        )
+        if allowance <= 0:
+            reason = "the disk is nearly full" if free <= 0 else "upload quota exceeded"
+            raise InsufficientStorage(f"No room for uploads: {reason}")
+        return allowance
 
     def sink(self, request: Request) -> BodySink:
         """Called when the headers are complete: check the token before storing a byte.
@@ -131,9 +200,12 @@ class Uploads:
             retry = self._limiter.hit(user_id, time.monotonic())
             if retry is not None:
                 raise RateLimited("Upload limit reached, try again later", retry_after=retry)
+            allowance = self._allowance(user_id)
         except ChatError as err:
             return _TempFileSink(self._dir, None, err)
-        return _TempFileSink(self._dir, user_id, None)
+        except OSError as exc:  # the folder cannot even be looked at
+            return _TempFileSink(self._dir, None, _storage_error(exc, self._dir / "."))
+        return _TempFileSink(self._dir, user_id, None, allowance)
 
     async def upload(self, request: Request, sink: BodySink | None) -> Response:
         if not isinstance(sink, _TempFileSink):  # no sink: the body was empty
@@ -154,17 +226,30 @@ class Uploads:
         file_id = uuid.uuid4().hex
         content_type = sniff(sink.head)
         name = sanitize_name(request.header("x-filename"))
-        os.replace(sink.path, self._dir / file_id)
-        await self._writer.execute(
-            ops.insert_file(
-                id=file_id,
-                uploader_id=user.id,
-                name=name,
-                size=sink.size,
-                content_type=content_type,
-                created_at=utc_now_iso(),
+        try:
+            os.replace(sink.path, self._dir / file_id)
+        except OSError as exc:
+            sink.abort()
+            raise _storage_error(exc, sink.path) from None
+        # Counted now, so uploads finishing meanwhile see it; given back if not stored.
+        self._used[user.id] = self._used.get(user.id, 0) + sink.size
+        self._used_total += sink.size
+        try:
+            await self._writer.execute(
+                ops.insert_file(
+                    id=file_id,
+                    uploader_id=user.id,
+                    name=name,
+                    size=sink.size,
+                    content_type=content_type,
+                    created_at=utc_now_iso(),
+                )
             )
-        )
+        except Exception:
+            self._used[user.id] -= sink.size
+            self._used_total -= sink.size
+            (self._dir / file_id).unlink(missing_ok=True)
+            raise
         return json_response(
             201,
             {"file": attachment_json(file_id, name, sink.size, content_type)},

@@ -326,9 +326,12 @@ async def test_private_rooms_are_invisible_until_invited(server):
     for request in (
         {"type": "join_room", "roomId": room["id"]},
         {"type": "get_room_history", "roomId": room["id"]},
+        {"type": "send_message", "roomId": room["id"], "content": "let me in"},
     ):
         outsider.send(**request)
-        await outsider.expect_error("not_found")
+        hidden = await outsider.expect_error("not_found")
+        outsider.send(**{**request, "roomId": "no-such-room"})
+        assert await outsider.expect_error("not_found") == hidden  # as if it did not exist
     rooms = httpx.get(
         server.base_url + "/api/chat/rooms",
         headers={"Authorization": f"Bearer {outsider_account['token']}"},

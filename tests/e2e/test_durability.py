@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.accounts import register
+from tests.support.accounts import PASSWORD, create_account, register
 from tests.support.client import ChatClient
 from tests.support.server import ServerProcess
 
@@ -318,3 +319,102 @@ async def test_full_disk_keeps_chat_live_and_acks_only_what_is_stored(small_disk
     await alice.close()
     await bob.close()
     assert server.stop() == 0
+
+
+async def test_a_corrupt_page_is_reported_by_healthz_and_answered_cleanly(make_server):
+    server = make_server()
+    server.stop()  # the schema exists now
+    database = server.data_dir / "chat.db"
+    db = sqlite3.connect(database)
+    with db:
+        db.executemany(
+            "INSERT INTO messages (id, room_id, seq, user_id, content, created_at)"
+            " VALUES (?, 'general', ?, 'someone', ?, '2026-01-01T00:00:00.000Z')",
+            [(f"m{seq:05}", seq, "x" * 300) for seq in range(1, 2001)],
+        )
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        oldest = db.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf'"
+            " ORDER BY pageno LIMIT 2"
+        ).fetchall()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the database file itself
+    db.close()
+    with database.open("r+b") as raw:  # the pages of the oldest messages turn to garbage
+        for (page,) in oldest:
+            raw.seek((page - 1) * page_size)
+            raw.write(b"\xff" * page_size)
+    server.start()
+    account = register(server.base_url)
+    client = await ChatClient.connect(server.ws_url, account["token"])
+    client.send(type="join_room", roomId=ROOM)
+    await client.expect("room_joined", roomId=ROOM)  # the recent window reads fine
+    client.send(type="get_room_history", roomId=ROOM, before=20, limit=10)
+    failed = await client.expect_error("storage_unavailable")
+    assert failed["message"] == "Storage read failed"
+    health = httpx.get(server.base_url + "/healthz")
+    assert health.status_code == 503 and "read failed" in health.json()["storage"]
+    assert any("storage read messages_page failed" in line for line in server.log)
+    await client.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_sigkill_after_acks_loses_no_edit_delete_or_ban(make_server, seed):
+    """Edits, deletes and bans are committed before they are acknowledged or broadcast."""
+    rng = random.Random(seed)
+    # A long flush interval: before, these were broadcast at once and written 200 ms later.
+    server = make_server(limits=UNLIMITED, storage={"flush_interval_ms": 200})
+    admin_name = create_account(server, "admin")
+    admin_login = httpx.post(
+        f"{server.base_url}/api/auth/login", json={"username": admin_name, "password": PASSWORD}
+    ).json()
+    admin = await ChatClient.connect(server.ws_url, admin_login["token"])
+    author = register(server.base_url)
+    writer = await ChatClient.connect(server.ws_url, author["token"])
+    writer.send(type="join_room", roomId=ROOM)
+    await writer.expect("room_joined", roomId=ROOM)
+    ids = []
+    for index in range(12):
+        writer.send(type="send_message", roomId=ROOM, content=f"m{index}", clientId=f"c{index}")
+        ids.append((await writer.expect("message_ack", clientId=f"c{index}"))["messageId"])
+    victims = [register(server.base_url) for _ in range(3)]
+
+    edited, deleted = ids[:6], ids[6:]
+    for message_id in edited:
+        writer.send(type="edit_message", messageId=message_id, content=f"edited {message_id}")
+    for message_id in deleted:
+        writer.send(type="delete_message", messageId=message_id)
+    for victim in victims:
+        admin.send(type="ban_user", userId=victim["user"]["id"], reason="crash test")
+    wanted = rng.randint(1, len(ids))
+    acked: set[str] = set()
+    broadcast: set[str] = set()
+    while len(acked) < wanted:
+        event = await writer.next()
+        if event["type"] in ("edit_ack", "delete_ack"):
+            acked.add(event["data"]["messageId"])
+        elif event["type"] == "message_edited":
+            broadcast.add(event["data"]["message"]["id"])
+        elif event["type"] == "message_deleted":
+            broadcast.add(event["data"]["messageId"])
+    bans_done = [(await admin.expect("moderation_done", action="ban"))["userId"] for _ in range(3)]
+    server.process.kill()
+    restart(server)
+
+    reader = await ChatClient.connect(server.ws_url, author["token"])
+    reader.send(type="join_room", roomId=ROOM)
+    await reader.expect("room_joined", roomId=ROOM)
+    by_id = {m["id"]: m for m in (await room_history(reader)).values()}
+    for message_id in acked | broadcast:
+        if message_id in edited:
+            assert by_id[message_id]["content"] == f"edited {message_id}", "edit lost"
+            assert by_id[message_id]["edited"] is True
+        else:
+            assert by_id[message_id].get("deleted") is True, "delete lost"
+    for victim in victims:
+        assert victim["user"]["id"] in bans_done
+        refused = httpx.post(
+            f"{server.base_url}/api/auth/login",
+            json={"username": victim["user"]["username"], "password": PASSWORD},
+        )
+        assert refused.status_code == 403, "ban lost"
+    await reader.close()

@@ -236,6 +236,22 @@ async def test_mute_expires_and_set_role_grants_and_revokes(server, http):
         await member.ws.close()
 
 
+async def test_a_muted_user_cannot_edit_old_messages_either(server, http):
+    admin = await Member.log_in(server, http, create_account(server, "admin"))
+    bob = await Member.log_in(server, http, register(http)["user"]["username"])
+    bobs = await bob.post("general", "said before the mute")
+    await admin.done(type="mute_user", roomId="general", userId=bob.id, durationSeconds=60)
+    await bob.ws.expect("muted", roomId="general")
+    await bob.refused("muted", type="edit_message", messageId=bobs, content="said anyway")
+    admin.send(type="get_room_history", roomId="general")
+    history = await admin.ws.expect("room_history", roomId="general")
+    assert [m["content"] for m in history["messages"] if m["id"] == bobs] == [
+        "said before the mute"
+    ]
+    bob.send(type="delete_message", messageId=bobs)  # taking one's words back is allowed
+    await bob.ws.expect("delete_ack", messageId=bobs)
+
+
 async def test_ban_closes_connections_refuses_logins_until_unbanned(server, http):
     admin = await Member.log_in(server, http, create_account(server, "admin"))
     alice = await Member.log_in(server, http, register(http)["user"]["username"])

@@ -254,7 +254,10 @@ async def test_files_of_private_rooms_and_ranges(server, http):
         fileId=file["id"],
     )
     await alice.expect("message_ack")
-    assert download(http, file["id"], carol_token).status_code == 403
+    hidden = download(http, file["id"], carol_token)
+    missing = download(http, "0" * 32, carol_token)
+    assert hidden.status_code == missing.status_code == 404  # no telling it exists
+    assert hidden.json() == missing.json()
     assert download(http, file["id"], token).status_code == 200
 
     size = len(TEXT)
@@ -274,3 +277,44 @@ async def test_files_of_private_rooms_and_ranges(server, http):
         assert refused.status_code == 416, header
         assert refused.headers["content-range"] == f"bytes */{size}"
     await alice.close()
+
+
+async def test_upload_quotas_and_the_free_disk_reserve_answer_507(make_server):
+    server = make_server(
+        uploads={"total_max_bytes": 3000, "per_user_max_bytes": 2000, "min_free_bytes": 1}
+    )
+    with httpx.Client(base_url=server.base_url) as http:
+        alice, bob = register(http)["token"], register(http)["token"]
+        assert upload(http, alice, b"a" * 1500).status_code == 201
+        over = upload(http, alice, b"a" * 1000)  # alice: 2500 > 2000
+        assert over.status_code == 507 and over.json()["code"] == "insufficient_storage"
+        assert upload(http, bob, b"b" * 1400).status_code == 201  # everyone: 2900
+        full = upload(http, bob, b"b" * 200)  # everyone: 3100 > 3000
+        assert full.status_code == 507
+        assert upload(http, bob, b"b" * 100).status_code == 201  # exactly 3000 fits
+        refused = upload(http, bob, b"b")
+        assert refused.status_code == 507 and "quota" in refused.json()["error"]
+    assert temp_files(server.data_dir / "uploads") == []  # the refused bodies were not kept
+
+    reserve = make_server(uploads={"min_free_bytes": 2**62})  # more than any disk has free
+    with httpx.Client(base_url=reserve.base_url) as http:
+        refused = upload(http, register(http)["token"], b"x" * 10)
+        assert refused.status_code == 507 and "nearly full" in refused.json()["error"]
+
+
+async def test_an_uploads_folder_that_fails_is_answered_503_and_logged(server, http):
+    token = register(http)["token"]
+    uploads = server.data_dir / "uploads"
+    uploads.rename(server.data_dir / "moved")
+    uploads.write_text("not a folder any more")
+    failed = upload(http, token, b"data" * 100)
+    assert failed.status_code == 503 and failed.json()["code"] == "storage_unavailable"
+    assert any("upload to" in line and "failed" in line for line in server.log)
+
+
+async def test_a_body_left_by_a_crash_is_cleaned_at_start(server):
+    leftover = server.data_dir / "uploads" / ".upload-0123456789abcdef0123456789abcdef"
+    leftover.write_bytes(b"half an upload")
+    server.kill()
+    server.start()
+    assert not leftover.exists()

@@ -20,7 +20,7 @@ def test_defaults_and_relative_paths(tmp_path):
     config = load(write(tmp_path, '[storage]\npath = "db/chat.db"\n'), env={})
     assert config.server.host == "127.0.0.1" and config.server.port == 3000
     assert config.storage.path == tmp_path / "db" / "chat.db"  # relative to the file
-    assert config.auth.token_ttl_seconds == 7 * 24 * 3600 and config.auth.bcrypt_rounds == 12
+    assert config.auth.token_ttl_seconds == 15 * 60 and config.auth.bcrypt_rounds == 12
     assert config.websocket.compression == "shared"
 
 

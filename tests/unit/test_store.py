@@ -20,6 +20,7 @@ import pytest
 
 from fastchat.config import StorageConfig
 from fastchat.errors import Overloaded, StorageUnavailable
+from fastchat.names import skeleton
 from fastchat.storage import base, ops, sqlite
 from tests.support.server import ROOT
 from tests.support.waiting import wait_until
@@ -130,7 +131,7 @@ def test_newer_schema_is_refused(config: StorageConfig) -> None:
     conn = apsw.Connection(str(config.path))
     conn.pragma("user_version", len(sqlite.MIGRATIONS) + 1)
     conn.close()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(base.StorageError, match="newer"):
         sqlite.SqliteStore(config).open()
 
 
@@ -166,7 +167,7 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
     s.close()
 
     conn = apsw.Connection(str(config.path))
-    assert conn.pragma("user_version") == len(sqlite.MIGRATIONS) == 2
+    assert conn.pragma("user_version") == len(sqlite.MIGRATIONS)
     plans = [
         row[3]
         for sql in (
@@ -846,3 +847,63 @@ def test_acked_writes_survive_sigkill(config: StorageConfig) -> None:
     assert missing == []
     assert state.max_room_seq["general"] >= len(acked)
     s.close()
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+async def test_account_changes_are_logged_by_triggers_and_sessions_rotate(
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind
+) -> None:
+    start = db.last_user_change()
+    await writer.execute(
+        ops.insert_user(id="u1", username="alice", email=None, password_hash="h", created_at=T0)
+    )
+    await writer.execute(ops.touch_last_seen("u1", T0))  # not a change anyone must act on
+    assert await db.user_changes_after(start) == []
+    await writer.execute(ops.set_user_role("u1", "moderator"))
+    await writer.execute(ops.set_user_ban("u1", 1.0, None))
+    changes = await db.user_changes_after(start)
+    assert [user for _, user in changes] == ["u1", "u1"]
+
+    writer.submit(ops.add_refresh_token("hash-1", "s1"))
+    await writer.execute(
+        ops.insert_login_session(
+            id="s1", user_id="u1", token_hash="hash-1", created_at=T0, expires_at=2.0
+        )
+    )
+    writer.submit(ops.add_refresh_token("hash-2", "s1"))
+    await writer.execute(ops.rotate_refresh_token("s1", "hash-2", 3.0))
+    session = await db.login_session("s1")
+    assert session is not None and (session.token_hash, session.expires_at) == ("hash-2", 3.0)
+    assert await db.refresh_token_session("hash-1") == "s1"  # a spent one is still known
+    assert await db.refresh_token_session("nope") is None
+    await writer.execute(ops.revoke_user_sessions("u1", T0, keep="s1"))
+    assert (await db.login_session("s1")).revoked_at is None  # type: ignore[union-attr]
+    await writer.execute(ops.revoke_user_sessions("u1", T0))
+    assert (await db.login_session("s1")).revoked_at == T0  # type: ignore[union-attr]
+    await writer.execute(ops.rotate_refresh_token("s1", "hash-3", 4.0))  # revoked: no effect
+    assert (await db.login_session("s1")).token_hash == "hash-2"  # type: ignore[union-attr]
+
+    assert await db.admin_count() == 0
+    await writer.execute(ops.delete_user("u1"))
+    assert [user for _, user in await db.user_changes_after(changes[-1][0])] == ["u1", "u1"]
+    assert await db.user_by_id("u1") is None
+
+
+async def test_accounts_made_before_skeletons_get_them_and_are_found_by_them(
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind, config: StorageConfig
+) -> None:
+    conn = apsw.Connection(str(config.path))
+    conn.execute(  # as a server from before the skeletons would have
+        "INSERT INTO users (id, username, email, password_hash)"
+        " VALUES ('u9', 'alice', 'a@b.c', 'h')"
+    )
+    conn.close()
+    assert db.users_without_keys() == [("u9", "alice", "a@b.c")]
+    assert await db.user_like("allce", None) is None
+    await writer.execute(ops.set_user_keys("u9", "alice", "a@b.c"))
+    assert db.users_without_keys() == []
+    found = await db.user_like(skeleton("aIice"), skeleton("x@y.z"))
+    assert found is not None and found.id == "u9"
+    assert (await db.user_like(skeleton("bob"), skeleton("A@B.C"))).id == "u9"  # type: ignore[union-attr]

@@ -36,13 +36,30 @@ async function request(method, path, { token, json } = {}) {
   return body;
 }
 
-/** POST /api/auth/login → {user, token}. */
+/** POST /api/auth/login → {user, token, refreshToken}. */
 export const login = (username, password) =>
   request('POST', '/api/auth/login', { json: { username, password } });
 
-/** POST /api/auth/register → {user, token}. */
+/** POST /api/auth/register → {user, token, refreshToken}. */
 export const register = (username, email, password) =>
   request('POST', '/api/auth/register', { json: { username, email, password } });
+
+/** POST /api/auth/refresh → {token, refreshToken}; the refresh token given is spent. */
+export const refresh = (refreshToken) =>
+  request('POST', '/api/auth/refresh', { json: { refreshToken } });
+
+/** POST /api/auth/logout: end this session on the server. */
+export const logout = (token) => request('POST', '/api/auth/logout', { token });
+
+/** When an access token (a JWT) expires, in ms since the epoch (0 when unreadable). */
+export function tokenExpiry(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(payload)).exp * 1000;
+  } catch {
+    return 0;
+  }
+}
 
 /**
  * Upload a file as a raw body with progress. Resolves to the server's `file`

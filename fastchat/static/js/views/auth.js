@@ -4,7 +4,7 @@ import { $ } from '../dom.js';
 export class AuthView {
   /**
    * `login(username, password)` and `register(username, email, password)` resolve to a
-   * session {user, token} or throw an ApiError (shown on the form); `onSignedIn(session)`.
+   * session {user, token, refreshToken} or throw an ApiError (shown on the form); `onSignedIn(session)`.
    */
   constructor({ login, register, onSignedIn }) {
     this.onSignedIn = onSignedIn;
@@ -25,9 +25,9 @@ export class AuthView {
     error.textContent = '';
     button.disabled = true;
     try {
-      const { user, token } = await call();
+      const { user, token, refreshToken } = await call();
       form.reset();
-      this.onSignedIn({ token, user });
+      this.onSignedIn({ token, refreshToken, user });
     } catch (err) {
       error.textContent = err.message;
       if (err.field) form.querySelector(`[name=${err.field}]`)?.focus();
