@@ -70,7 +70,9 @@ def launch(
     return process, urls[0], reader
 
 
-def run_fastchat(*args: str, stdin: str = "", cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run_fastchat(
+    *args: str, stdin: str = "", cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     """``python -m fastchat ARGS`` run to its end in ``cwd`` (the repository root), output
     captured."""
     return subprocess.run(
