@@ -1,8 +1,8 @@
 """Issue 15's costs per message: resolving mentions, and fanning a reaction out to a room.
 
 A plain message pays only the ``"@" in content`` guard; a message with ``@`` pays the
-regex and one user look-up per distinct name (SQLite, an indexed read). A reaction is one
-small event published to the room, like any other.
+regex and one user look-up per distinct name (from memory once a name has been seen). A
+reaction is one small event published to the room, like any other.
 """
 
 from __future__ import annotations
@@ -64,8 +64,16 @@ def test_plain_message_guard(benchmark) -> None:
 @pytest.mark.benchmark(group="mentions")
 def test_resolve_two_mentions(benchmark, loop: asyncio.AbstractEventLoop, users: Users) -> None:
     room = _room(loop.run_until_complete(_hub()))
-    found = benchmark(lambda: loop.run_until_complete(resolve(MENTIONING, room, users)))
-    assert found == (["alice_wonder", "bob_builder"], False)
+
+    def resolve_now() -> tuple[list[str], bool]:
+        # Driven as Sessions._run drives a handler: SQLite reads never suspend.
+        try:
+            resolve(MENTIONING, room, users).send(None)
+        except StopIteration as done:
+            return done.value
+        raise AssertionError("resolve suspended")
+
+    assert benchmark(resolve_now) == (["alice_wonder", "bob_builder"], False)
 
 
 @pytest.mark.benchmark(group="reaction-fanout-1000")

@@ -1,7 +1,8 @@
 """Full-text search over exactly the messages a user may see.
 
-The query is reduced to words here and each is quoted, so the store's full-text syntax
-(FTS5's operators, PostgreSQL's) never sees user input: no query can fail in the database.
+The query is reduced to words here, and the store gets only words (SQLite quotes each in
+its FTS5 expression), so no full-text syntax from user input reaches the database: no
+query can fail there.
 """
 
 from __future__ import annotations
@@ -37,11 +38,6 @@ def query_words(query: str, request_type: str | None = None) -> list[str]:
     return words
 
 
-def match_expression(words: list[str]) -> str:
-    """An FTS5 expression matching messages that contain every word (each one quoted)."""
-    return " ".join(f'"{word}"' for word in words)
-
-
 class Search:
     """``search`` over WebSocket and ``GET /api/chat/search``."""
 
@@ -53,13 +49,13 @@ class Search:
 
     async def results(self, user: User, cmd: p.Search) -> dict[str, Any]:
         """The ``search_results`` data for ``cmd``, as ``user`` may see it."""
-        match = match_expression(query_words(cmd.query, cmd.TYPE))
+        words = query_words(cmd.query, cmd.TYPE)
         if cmd.room_id is not None:
             room_ids = [self._directory.visible(cmd.room_id, user, cmd.TYPE).id]
         else:
             room_ids = [r.id for r in self._directory.by_id.values() if r.visible_to(user)]
         hits = await self._store.search_messages(
-            match, room_ids, before_id=cmd.before, limit=cmd.limit
+            words, room_ids, before_id=cmd.before, limit=cmd.limit
         )
         # The store returns the newest matches in storage order: the last is the oldest.
         next_before = hits[-1].message.id if len(hits) == cmd.limit else None

@@ -51,6 +51,7 @@ class Users:
         self._store = store
         self._tokens = tokens
         self._cache: dict[str, User] = {}
+        self._by_name: dict[str, User] = {}  # lower-cased username -> user, once looked up
 
     def cached(self, user_id: str) -> User | None:
         """The user if it is in memory (every authenticated user is)."""
@@ -67,11 +68,16 @@ class Users:
         return user
 
     async def by_name(self, username: str) -> User | None:
-        """The user with this username (case-insensitive), read from storage."""
-        row = await self._store.user_by_name(username)
-        if row is None:
-            return None
-        return self._cache.setdefault(row.id, User.from_row(row))
+        """The user with this username (case-insensitive); usernames never change, so one
+        found is kept by name too."""
+        key = username.lower()
+        user = self._by_name.get(key)
+        if user is None:
+            row = await self._store.user_by_name(username)
+            if row is None:
+                return None
+            user = self._by_name[key] = self._cache.setdefault(row.id, User.from_row(row))
+        return user
 
     async def identify(self, token: str, request_type: str | None = None) -> User:
         """The account behind a token; raises InvalidToken or Banned."""

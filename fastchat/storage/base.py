@@ -192,7 +192,7 @@ class Store(Protocol):
         self, message_id: str, *, before: int | None = None, limit: int
     ) -> list[MessageRow]: ...
     async def search_messages(
-        self, match: str, room_ids: list[str], *, before_id: str | None, limit: int
+        self, words: list[str], room_ids: list[str], *, before_id: str | None, limit: int
     ) -> list[SearchHit]: ...
 
 

@@ -240,6 +240,12 @@ PAGE_SQL: dict[str, str] = {
 }
 
 
+def match_expression(words: list[str]) -> str:
+    """The FTS5 expression of messages holding every word: each one quoted (a ``"`` in a
+    word doubled), so no FTS5 syntax is ever read from it."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
 def _room_row(row: tuple[Any, ...]) -> RoomRow:
     return RoomRow(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6])
 
@@ -532,10 +538,10 @@ class SqliteStore:
         return [MessageRow(*row) for row in reversed(rows)]
 
     async def search_messages(
-        self, match: str, room_ids: list[str], *, before_id: str | None, limit: int
+        self, words: list[str], room_ids: list[str], *, before_id: str | None, limit: int
     ) -> list[SearchHit]:
-        """The ``limit`` newest live messages of ``room_ids`` matching the FTS5 expression
-        ``match`` (stored before message ``before_id``), newest first, with their rank.
+        """The ``limit`` newest live messages of ``room_ids`` that contain every one of
+        ``words`` (stored before message ``before_id``), newest first, with their rank.
 
         Newest first rather than best overall: FTS5 walks its index by rowid and stops at
         ``limit``, where ranking every match of a common word would read all of them.
@@ -554,7 +560,7 @@ class SqliteStore:
             " AND m.room_id IN (SELECT value FROM json_each(?3)) AND m.deleted_at IS NULL"
             " ORDER BY messages_fts.rowid DESC LIMIT ?4",
             (
-                match,
+                match_expression(words),
                 MAX_SEQ if before_rowid is None else before_rowid,
                 orjson.dumps(room_ids).decode(),
                 limit,

@@ -1,4 +1,5 @@
-"""fastchat.chat.search: user text becomes words, and words a MATCH that FTS5 always runs."""
+"""Search queries: user text becomes words (fastchat.chat.search), and words a MATCH that
+FTS5 always runs (fastchat.storage.sqlite)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastchat.chat.search import MAX_QUERY_WORDS, match_expression, query_words
+from fastchat.chat.search import MAX_QUERY_WORDS, query_words
 from fastchat.config import StorageConfig
 from fastchat.errors import InvalidQuery
 from fastchat.storage import sqlite
@@ -36,7 +37,7 @@ def test_words_are_lower_cased_and_split_on_anything_else() -> None:
         "bar",
         "ünï",
     ]
-    assert match_expression(["zebra", "and"]) == '"zebra" "and"'
+    assert sqlite.match_expression(["zebra", "and", 'a"b']) == '"zebra" "and" "a""b"'
 
 
 @pytest.mark.parametrize("query", ["", "   ", "!!!", '"*"', "_"])
@@ -57,7 +58,5 @@ def test_any_query_is_refused_cleanly_or_runs_in_fts5(store, query: str) -> None
         words = query_words(query)
     except InvalidQuery:
         return
-    hits = asyncio.run(
-        store.search_messages(match_expression(words), ["general"], before_id=None, limit=5)
-    )
+    hits = asyncio.run(store.search_messages(words, ["general"], before_id=None, limit=5))
     assert hits == []
