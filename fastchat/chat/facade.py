@@ -109,7 +109,7 @@ class Chat:
             direct,
             read_receipts_max_members,
         )
-        self.search = Search(self.directory, hub, store, self.history)
+        self.search = Search(self.directory, hub, store, self.history, direct)
         reactions = Reactions(broker, self.history, direct, writes)
         self._direct = direct
         self.handlers: dict[type, Handler] = {

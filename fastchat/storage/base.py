@@ -102,10 +102,10 @@ class ConversationRow:
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """A room message matching a search, its snippet with the matches marked, and its
-    rank (lower is a better match)."""
+    """A room or direct message matching a search, its snippet with the matches marked,
+    and its rank (lower is a better match)."""
 
-    message: MessageRow
+    message: MessageRow | DirectMessageRow
     snippet: str
     rank: float
 
@@ -193,6 +193,9 @@ class Store(Protocol):
     ) -> list[MessageRow]: ...
     async def search_messages(
         self, words: list[str], room_ids: list[str], *, before_id: str | None, limit: int
+    ) -> list[SearchHit]: ...
+    async def search_direct(
+        self, words: list[str], user_id: str, *, before_id: str | None, limit: int
     ) -> list[SearchHit]: ...
 
 

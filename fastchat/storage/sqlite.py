@@ -212,6 +212,23 @@ MIGRATIONS: list[str] = [
             VALUES ('delete', old.rowid, old.content);
         INSERT INTO messages_fts (rowid, content) VALUES (new.rowid, new.content);
     END;
+    CREATE VIRTUAL TABLE direct_messages_fts USING fts5(
+        content, content='direct_messages', content_rowid='rowid',
+        tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO direct_messages_fts (direct_messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER direct_messages_fts_insert AFTER INSERT ON direct_messages BEGIN
+        INSERT INTO direct_messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END;
+    CREATE TRIGGER direct_messages_fts_delete AFTER DELETE ON direct_messages BEGIN
+        INSERT INTO direct_messages_fts (direct_messages_fts, rowid, content)
+            VALUES ('delete', old.rowid, old.content);
+    END;
+    CREATE TRIGGER direct_messages_fts_update AFTER UPDATE OF content ON direct_messages BEGIN
+        INSERT INTO direct_messages_fts (direct_messages_fts, rowid, content)
+            VALUES ('delete', old.rowid, old.content);
+        INSERT INTO direct_messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END;
     """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
@@ -541,32 +558,67 @@ class SqliteStore:
         self, words: list[str], room_ids: list[str], *, before_id: str | None, limit: int
     ) -> list[SearchHit]:
         """The ``limit`` newest live messages of ``room_ids`` that contain every one of
-        ``words`` (stored before message ``before_id``), newest first, with their rank.
+        ``words`` (with an id below ``before_id``), newest first, with their rank.
 
         Newest first rather than best overall: FTS5 walks its index by rowid and stops at
         ``limit``, where ranking every match of a common word would read all of them.
         """
-        before_rowid = None
+        rows = self._search(
+            "messages",
+            _columns(MessageRow, "t."),
+            "t.room_id IN (SELECT value FROM json_each(?))",
+            orjson.dumps(room_ids).decode(),
+            words,
+            before_id,
+            limit,
+        )
+        return [SearchHit(MessageRow(*row[:-2]), row[-2], row[-1]) for row in rows]
+
+    async def search_direct(
+        self, words: list[str], user_id: str, *, before_id: str | None, limit: int
+    ) -> list[SearchHit]:
+        """:meth:`search_messages` over the live direct messages to or from ``user_id``."""
+        rows = self._search(
+            "direct_messages",
+            _columns(DirectMessageRow, "t."),
+            "? IN (t.sender_id, t.recipient_id)",
+            user_id,
+            words,
+            before_id,
+            limit,
+        )
+        return [SearchHit(DirectMessageRow(*row[:-2]), row[-2], row[-1]) for row in rows]
+
+    def _search(
+        self,
+        table: str,
+        columns: str,
+        visible: str,
+        visible_param: str,
+        words: list[str],
+        before_id: str | None,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        fts = f"{table}_fts"
+        bound = MAX_SEQ
         if before_id is not None:
-            found = self._one("SELECT rowid FROM messages WHERE id = ?", (before_id,))
-            if found is None:
-                return []
-            before_rowid = found[0]
-        rows = self._db.execute(
-            f"SELECT {_columns(MessageRow, 'm.')}, snippet(messages_fts, 0, '{SNIPPET_OPEN}',"
-            f" '{SNIPPET_CLOSE}', '…', 16), messages_fts.rank FROM messages_fts"
-            " JOIN messages m ON m.rowid = messages_fts.rowid"
-            " WHERE messages_fts MATCH ?1 AND messages_fts.rowid < ?2"
-            " AND m.room_id IN (SELECT value FROM json_each(?3)) AND m.deleted_at IS NULL"
-            " ORDER BY messages_fts.rowid DESC LIMIT ?4",
+            found = self._one(
+                f"SELECT rowid FROM {table} WHERE id >= ? ORDER BY id LIMIT 1", (before_id,)
+            )
+            bound = MAX_SEQ if found is None else found[0]
+        return self._db.execute(
+            f"SELECT {columns}, snippet({fts}, 0, '{SNIPPET_OPEN}', '{SNIPPET_CLOSE}', '…', 16),"
+            f" {fts}.rank FROM {fts} JOIN {table} t ON t.rowid = {fts}.rowid"
+            f" WHERE {fts} MATCH ? AND {fts}.rowid < ? AND t.id < ? AND {visible}"
+            f" AND t.deleted_at IS NULL ORDER BY {fts}.rowid DESC LIMIT ?",
             (
                 match_expression(words),
-                MAX_SEQ if before_rowid is None else before_rowid,
-                orjson.dumps(room_ids).decode(),
+                bound,
+                "\uffff" if before_id is None else before_id,
+                visible_param,
                 limit,
             ),
         ).fetchall()
-        return [SearchHit(MessageRow(*row[:-2]), row[-2], row[-1]) for row in rows]
 
 
 # --------------------------------------------------------------------------- write operations

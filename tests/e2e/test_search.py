@@ -38,13 +38,25 @@ async def test_search_finds_visible_messages_with_snippets_and_follows_edits(ser
     assert {r["message"]["content"] for r in found["results"]} == {
         "The Zebra crossing is closed today",
         "zebra secret plans",
+        "zebra in a dm",
     }
     snippets = {r["snippet"] for r in found["results"]}
     assert "The <mark>Zebra</mark> crossing is closed today" in snippets
 
     outsider.send(type="search", query="zebra")
     seen = await outsider.expect("search_results")
-    assert [r["message"]["id"] for r in seen["results"]] == [public["messageId"]]
+    assert {r["message"]["content"] for r in seen["results"]} == {
+        "The Zebra crossing is closed today",
+        "zebra in a dm",
+    }
+    (dm,) = [r["message"] for r in seen["results"] if "roomId" not in r["message"]]
+    assert dm["fromUserId"] == alice_account["user"]["id"]
+    bystander = register(server.base_url)
+    response = _search(server, bystander["token"], q="zebra")
+    assert [r["message"]["id"] for r in response.json()["results"]] == [public["messageId"]]
+    alice.send(type="search", query="zebra", roomId="general")
+    only_room = await alice.expect("search_results")
+    assert [r["message"]["id"] for r in only_room["results"]] == [public["messageId"]]
     outsider.send(type="search", query="zebra", roomId=secret)
     await outsider.expect_error("not_found")
     response = _search(server, outsider_account["token"], q="secret plans")
@@ -66,7 +78,11 @@ async def test_search_finds_visible_messages_with_snippets_and_follows_edits(ser
 
 async def test_search_pages_newest_first_with_next_before(server):
     alice, alice_account = await joined(server.ws_url, server.base_url)
-    acks = [await post(alice, "general", f"needle number {n}") for n in range(5)]
+    bob_id = register(server.base_url)["user"]["id"]
+    acks = [await post(alice, "general", f"needle number {n}") for n in range(2)]
+    alice.send(type="private_message", targetUserId=bob_id, content="a needle", clientId="d")
+    acks.append(await alice.expect("message_ack", clientId="d"))
+    acks += [await post(alice, "general", f"needle number {n}") for n in range(3, 5)]
     page = _search(server, alice_account["token"], q="needle", limit=2).json()
     assert {r["message"]["id"] for r in page["results"]} == {a["messageId"] for a in acks[3:]}
     assert page["nextBefore"] == acks[3]["messageId"]
