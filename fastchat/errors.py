@@ -34,6 +34,10 @@ class ValidationError(ChatError):
     code = "validation"
 
 
+class InvalidQuery(ChatError):
+    code = "invalid_query"
+
+
 class AuthRequired(ChatError):
     code = "auth_required"
     http_status = 401

@@ -252,7 +252,10 @@ class Sessions:
         if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
             conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
             return
-        self._chat.authenticate(conn, user)
+        await self._chat.authenticate(conn, user)
+        if conn.closed:
+            self._per_user.release(user.id)
+            return
         session.user = user
         self._authorize(conn, session, claims)
         if session.auth_timer is not None:

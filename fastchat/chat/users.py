@@ -59,6 +59,7 @@ class Users:
         self._store = store
         self._tokens = tokens
         self._cache: dict[str, User] = {}
+        self._by_name: dict[str, User] = {}  # lower-cased username -> user, once looked up
 
     def cached(self, user_id: str) -> User | None:
         """The user if it is in memory (every authenticated user is)."""
@@ -74,6 +75,19 @@ class Users:
             user = self._cache.setdefault(user_id, User.from_row(row))
         return user
 
+    async def by_name(self, username: str) -> User | None:
+        """The user with this username (case-insensitive); one found is kept by name too,
+        until the account is removed or renamed."""
+        key = username.lower()
+        user = self._by_name.get(key)
+        if user is None or user.username.lower() != key:
+            row = await self._store.user_by_name(username)
+            if row is None:
+                self._by_name.pop(key, None)
+                return None
+            user = self._by_name[key] = self._cache.setdefault(row.id, User.from_row(row))
+        return user
+
     def last_change(self) -> int:
         """Where the account change log stands (read once, at start)."""
         return self._store.last_user_change()
@@ -87,7 +101,9 @@ class Users:
         is gone (it is then dropped from the cache)."""
         row = await self._store.user_by_id(user_id)
         if row is None:
-            self._cache.pop(user_id, None)
+            gone = self._cache.pop(user_id, None)
+            if gone is not None:
+                self._by_name.pop(gone.username.lower(), None)
             return None
         user = self._cache.get(user_id)
         if user is None:

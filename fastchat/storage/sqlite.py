@@ -36,6 +36,7 @@ from fastchat.config import StorageConfig
 from fastchat.errors import Overloaded, StorageUnavailable
 from fastchat.storage.base import (
     AuditRow,
+    ConversationRow,
     DirectMessageRow,
     Duplicate,
     FileRow,
@@ -44,6 +45,7 @@ from fastchat.storage.base import (
     OnDone,
     Op,
     RoomRow,
+    SearchHit,
     StartupState,
     StorageError,
     UserRow,
@@ -63,6 +65,10 @@ WAL_RESTART_PAGES = 8000
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 _CLEAN_KEY = "clean_shutdown"
+MAX_SEQ = 2**63 - 1
+SNIPPET_OPEN = "<mark>"
+SNIPPET_CLOSE = "</mark>"
+"""What a search snippet wraps each match in (the rest of the snippet is plain text)."""
 
 MIGRATIONS: list[str] = [
     """
@@ -202,6 +208,65 @@ MIGRATIONS: list[str] = [
     CREATE INDEX users_name_key ON users (name_key);
     CREATE INDEX users_email_key ON users (email_key);
     """,
+    # Issue 15: read markers, reactions, reply counts, mentions, full-text search.
+    # A marker's conversation is a room id, or a DM pair ("a:b", see ops.dm_pair).
+    """
+    CREATE TABLE read_markers (
+        user_id TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (user_id, conversation)
+    ) WITHOUT ROWID;
+    CREATE TABLE reactions (
+        message_id TEXT NOT NULL,
+        emoji TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (message_id, emoji, user_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE messages ADD COLUMN reply_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN mentions TEXT;
+    ALTER TABLE messages ADD COLUMN mentions_room INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_reply_to ON messages (reply_to, seq) WHERE reply_to IS NOT NULL;
+    ALTER TABLE direct_messages ADD COLUMN reply_to TEXT;
+    ALTER TABLE direct_messages ADD COLUMN edited_at TEXT;
+    ALTER TABLE direct_messages ADD COLUMN deleted_at TEXT;
+    CREATE INDEX direct_messages_sender_pair ON direct_messages (sender_id, pair, seq);
+    CREATE INDEX direct_messages_recipient_pair ON direct_messages (recipient_id, pair, seq);
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+            VALUES ('delete', old.rowid, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+            VALUES ('delete', old.rowid, old.content);
+        INSERT INTO messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END;
+    CREATE VIRTUAL TABLE direct_messages_fts USING fts5(
+        content, content='direct_messages', content_rowid='rowid',
+        tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO direct_messages_fts (direct_messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER direct_messages_fts_insert AFTER INSERT ON direct_messages BEGIN
+        INSERT INTO direct_messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END;
+    CREATE TRIGGER direct_messages_fts_delete AFTER DELETE ON direct_messages BEGIN
+        INSERT INTO direct_messages_fts (direct_messages_fts, rowid, content)
+            VALUES ('delete', old.rowid, old.content);
+    END;
+    CREATE TRIGGER direct_messages_fts_update AFTER UPDATE OF content ON direct_messages BEGIN
+        INSERT INTO direct_messages_fts (direct_messages_fts, rowid, content)
+            VALUES ('delete', old.rowid, old.content);
+        INSERT INTO direct_messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END;
+    """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
 
@@ -227,6 +292,12 @@ PAGE_SQL: dict[str, str] = {
     "dm_latest": f"{_DM_SELECT} WHERE pair = ? ORDER BY seq DESC LIMIT ?",
     "dm_before": f"{_DM_SELECT} WHERE pair = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
 }
+
+
+def match_expression(words: list[str]) -> str:
+    """The FTS5 expression of messages holding every word: each one quoted (a ``"`` in a
+    word doubled), so no FTS5 syntax is ever read from it."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
 def _room_row(row: tuple[Any, ...]) -> RoomRow:
@@ -439,6 +510,12 @@ class SqliteStore:
         return [DirectMessageRow(*row) for row in reversed(rows)]
 
     @_read
+    async def dm_by_id(self, dm_id: str) -> DirectMessageRow | None:
+        """The direct message with this id."""
+        row = self._one(f"{_DM_SELECT} WHERE id = ?", (dm_id,))
+        return DirectMessageRow(*row) if row else None
+
+    @_read
     async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
         """The direct message ``sender_id`` sent with this client id."""
         row = self._one(
@@ -552,6 +629,164 @@ class SqliteStore:
             (change_id,),
         )
         return [(row[0], row[1]) for row in rows.fetchall()]
+    @_read
+    async def members_by_last_seen(self, room_id: str, *, limit: int) -> list[UserRow]:
+        """Up to ``limit`` members of a room, the most recently seen first."""
+        rows = self._db.execute(
+            f"SELECT {_columns(UserRow, 'u.')} FROM room_members m JOIN users u ON u.id = m.user_id"
+            " WHERE m.room_id = ? ORDER BY u.last_seen DESC LIMIT ?",
+            (room_id, limit),
+        )
+        return [UserRow(*row) for row in rows.fetchall()]
+
+    @_read
+    async def read_markers(self, user_id: str) -> dict[str, int]:
+        """The user's read markers: conversation (room id or DM pair) -> seq."""
+        rows = self._db.execute(
+            "SELECT conversation, seq FROM read_markers WHERE user_id = ?", (user_id,)
+        )
+        return dict(rows.fetchall())
+
+    @_read
+    async def room_unread(
+        self, room_id: str, user_id: str, after_seq: int, cap: int
+    ) -> tuple[int, int]:
+        """Live messages of others after ``after_seq`` (up to ``cap``), and how many of those
+        mention ``user_id`` or the whole room."""
+        row = self._one(
+            "SELECT COUNT(*), COALESCE(SUM(mentions_room OR EXISTS ("
+            "SELECT 1 FROM json_each(mentions) WHERE value = ?2)), 0) FROM ("
+            "SELECT mentions, mentions_room FROM messages WHERE room_id = ?1 AND seq > ?3"
+            " AND user_id != ?2 AND deleted_at IS NULL ORDER BY seq LIMIT ?4)",
+            (room_id, user_id, after_seq, cap),
+        )
+        assert row is not None
+        return row[0], row[1]
+
+    @_read
+    async def conversations(
+        self, user_id: str, *, limit: int, unread_cap: int
+    ) -> list[ConversationRow]:
+        """The user's ``limit`` most recent DM conversations, newest first."""
+        pairs = self._db.execute(
+            "SELECT pair, MAX(last) FROM ("
+            "SELECT pair, MAX(seq) AS last FROM direct_messages WHERE sender_id = ?1 GROUP BY pair"
+            " UNION ALL SELECT pair, MAX(seq) FROM direct_messages WHERE recipient_id = ?1"
+            " GROUP BY pair) GROUP BY pair ORDER BY 2 DESC LIMIT ?2",
+            (user_id, limit),
+        ).fetchall()
+        markers = await self.read_markers(user_id)
+        conversations = []
+        for pair, last_seq in pairs:
+            last = self._one(f"{_DM_SELECT} WHERE seq = ?", (last_seq,))
+            assert last is not None
+            marker = markers.get(pair, 0)
+            unread = self._one(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM direct_messages WHERE pair = ?"
+                " AND recipient_id = ? AND seq > ? AND deleted_at IS NULL LIMIT ?)",
+                (pair, user_id, marker, unread_cap),
+            )
+            assert unread is not None
+            a, b = pair.split(":")
+            conversations.append(
+                ConversationRow(
+                    b if a == user_id else a, DirectMessageRow(*last), marker, unread[0]
+                )
+            )
+        return conversations
+
+    @_read
+    async def reactions(self, message_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """``(emoji, user_id)`` of each message's reactions, oldest first."""
+        rows = self._db.execute(
+            "SELECT message_id, emoji, user_id FROM reactions"
+            " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY created_at",
+            (orjson.dumps(message_ids).decode(),),
+        )
+        found: dict[str, list[tuple[str, str]]] = {}
+        for message_id, emoji, user_id in rows:
+            found.setdefault(message_id, []).append((emoji, user_id))
+        return found
+
+    @_read
+    async def replies_page(
+        self, message_id: str, *, before: int | None = None, limit: int
+    ) -> list[MessageRow]:
+        """Up to ``limit`` replies to a message, the newest with ``seq < before`` (or the
+        newest at all), oldest first."""
+        rows = self._db.execute(
+            f"{_MESSAGE_SELECT} WHERE reply_to = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (message_id, MAX_SEQ if before is None else before, limit),
+        ).fetchall()
+        return [MessageRow(*row) for row in reversed(rows)]
+
+    @_read
+    async def search_messages(
+        self, words: list[str], room_ids: list[str], *, before_id: str | None, limit: int
+    ) -> list[SearchHit]:
+        """The ``limit`` newest live messages of ``room_ids`` that contain every one of
+        ``words`` (with an id below ``before_id``), newest first, with their rank.
+
+        Newest first rather than best overall: FTS5 walks its index by rowid and stops at
+        ``limit``, where ranking every match of a common word would read all of them.
+        """
+        rows = self._search(
+            "messages",
+            _columns(MessageRow, "t."),
+            "t.room_id IN (SELECT value FROM json_each(?))",
+            orjson.dumps(room_ids).decode(),
+            words,
+            before_id,
+            limit,
+        )
+        return [SearchHit(MessageRow(*row[:-2]), row[-2], row[-1]) for row in rows]
+
+    @_read
+    async def search_direct(
+        self, words: list[str], user_id: str, *, before_id: str | None, limit: int
+    ) -> list[SearchHit]:
+        """:meth:`search_messages` over the live direct messages to or from ``user_id``."""
+        rows = self._search(
+            "direct_messages",
+            _columns(DirectMessageRow, "t."),
+            "? IN (t.sender_id, t.recipient_id)",
+            user_id,
+            words,
+            before_id,
+            limit,
+        )
+        return [SearchHit(DirectMessageRow(*row[:-2]), row[-2], row[-1]) for row in rows]
+
+    def _search(
+        self,
+        table: str,
+        columns: str,
+        visible: str,
+        visible_param: str,
+        words: list[str],
+        before_id: str | None,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        fts = f"{table}_fts"
+        bound = MAX_SEQ
+        if before_id is not None:
+            found = self._one(
+                f"SELECT rowid FROM {table} WHERE id >= ? ORDER BY id LIMIT 1", (before_id,)
+            )
+            bound = MAX_SEQ if found is None else found[0]
+        return self._db.execute(
+            f"SELECT {columns}, snippet({fts}, 0, '{SNIPPET_OPEN}', '{SNIPPET_CLOSE}', '…', 16),"
+            f" {fts}.rank FROM {fts} JOIN {table} t ON t.rowid = {fts}.rowid"
+            f" WHERE {fts} MATCH ? AND {fts}.rowid < ? AND t.id < ? AND {visible}"
+            f" AND t.deleted_at IS NULL ORDER BY {fts}.rowid DESC LIMIT ?",
+            (
+                match_expression(words),
+                bound,
+                "\uffff" if before_id is None else before_id,
+                visible_param,
+                limit,
+            ),
+        ).fetchall()
 
 
 # --------------------------------------------------------------------------- write operations
@@ -600,6 +835,16 @@ STATEMENTS: dict[str, str] = {
     " WHERE user_id = ? AND deleted_at IS NULL",
     "delete_user_dms": "DELETE FROM direct_messages WHERE sender_id = ?",
     "delete_user": "DELETE FROM users WHERE id = ?",
+    "set_read_marker": "INSERT INTO read_markers (user_id, conversation, seq) VALUES (?, ?, ?)"
+    " ON CONFLICT (user_id, conversation) DO UPDATE SET seq = max(seq, excluded.seq)",
+    "add_reaction": "INSERT INTO reactions (message_id, emoji, user_id, created_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
+    "remove_reaction": "DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?",
+    "count_reply": "UPDATE messages SET reply_count = reply_count + 1 WHERE id = ?",
+    "set_mentions": "UPDATE messages SET mentions = ?, mentions_room = ? WHERE id = ?",
+    "set_dm_reply": "UPDATE direct_messages SET reply_to = ? WHERE id = ?",
+    "edit_dm": "UPDATE direct_messages SET content = ?, edited_at = ? WHERE id = ?",
+    "delete_dm": "UPDATE direct_messages SET content = '', deleted_at = ? WHERE id = ?",
 }
 
 

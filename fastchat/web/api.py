@@ -35,6 +35,7 @@ from fastchat.errors import (
 )
 from fastchat.ids import new_id
 from fastchat.names import skeleton
+from fastchat.protocol import parse_search
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
 from fastchat.storage.base import FOREVER, AuditRow, Duplicate, UserRow
@@ -77,6 +78,7 @@ class Api:
             ("DELETE", "/api/auth/me"): self._delete_me,
             ("GET", "/api/auth/me/export"): self._export_me,
             ("GET", "/api/chat/rooms"): self._rooms,
+            ("GET", "/api/chat/search"): self._search,
             ("GET", "/api/admin/audit"): self._audit,
             ("GET", "/api/admin/users"): self._admin_users,
             ("POST", "/api/admin/users/role"): self._admin_role,
@@ -329,6 +331,21 @@ class Api:
         return json_response(
             200, {"rooms": self._app.chat.visible_rooms(await self._user(request))}
         )
+
+    async def _search(self, request: Request) -> Response:
+        user = await self._user(request)
+        limit = request.query("limit")
+        if limit and limit.isascii() and limit.isdigit() and len(limit) < 10:
+            limit = int(limit)
+        cmd = parse_search(
+            {
+                "query": request.query("q"),
+                "roomId": request.query("roomId"),
+                "limit": limit,
+                "before": request.query("before"),
+            }
+        )
+        return json_response(200, await self._app.chat.search.results(user, cmd))
 
     async def _admin(self, request: Request) -> User:
         user = await self._user(request)
