@@ -26,6 +26,18 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# Records the title of every notification the page raises, in window.notified.
+RECORD_NOTIFICATIONS = """
+window.notified = [];
+const RealNotification = window.Notification;
+window.Notification = new Proxy(RealNotification, {
+  construct(target, args) {
+    window.notified.push(args[0]);
+    return Reflect.construct(target, args);
+  },
+  get(target, name) { return target[name]; },
+});
+"""
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
@@ -66,9 +78,11 @@ def screenshots() -> Path:
 
 @pytest.fixture
 def sign_up(browser: sync_api.Browser, module_server) -> Iterator[SignUp]:
-    """Factory: ``sign_up(prefix, viewport=None, route_ws=None, existing=None)`` registers a
-    new user (or signs in as the ``existing`` one) in a fresh browser context through the
-    form and waits for the live connection.
+    """Factory: ``sign_up(prefix, viewport=None, route_ws=None, existing=None, touch=False,
+    notifications=False)`` registers a new user (or signs in as the ``existing`` one) in a
+    fresh browser context through the form and waits for the live connection; ``touch``
+    emulates a phone's touch screen, ``notifications`` grants the permission and records the
+    titles of the notifications raised in ``window.notified``.
 
     ``route_ws``, when given, sees every WebSocket the page opens (a man in the middle).
     Contexts are closed at the end; uncaught page errors fail the test.
@@ -80,8 +94,15 @@ def sign_up(browser: sync_api.Browser, module_server) -> Iterator[SignUp]:
         viewport: dict[str, int] | None = None,
         route_ws: Callable[[sync_api.WebSocketRoute], None] | None = None,
         existing: str | None = None,
+        touch: bool = False,
+        notifications: bool = False,
     ) -> Person:
-        context = browser.new_context(viewport=viewport or {"width": 1200, "height": 800})
+        context = browser.new_context(
+            viewport=viewport or {"width": 1200, "height": 800}, has_touch=touch, is_mobile=touch
+        )
+        if notifications:
+            context.grant_permissions(["notifications"], origin=module_server.base_url)
+            context.add_init_script(RECORD_NOTIFICATIONS)
         page = context.new_page()
         if route_ws is not None:
             page.route_web_socket(lambda url: url.endswith("/ws"), route_ws)
