@@ -26,6 +26,7 @@ class Person:
 
 
 SignUp = Callable[..., Person]
+Pair = tuple[Person, Person, str]  # Alice, Bob, and the room they are both in
 
 
 def unique_name(prefix: str) -> str:

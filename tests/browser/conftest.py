@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from chatpage import Person, SignUp, unique_name
+from chatpage import Pair, Person, SignUp, create_room, open_room, unique_name
 from playwright import sync_api
 
 from tests.support.accounts import PASSWORD
@@ -132,3 +132,14 @@ def sign_up(browser: sync_api.Browser, module_server) -> Iterator[SignUp]:
     for person in people:
         person.page.context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def pair(sign_up: SignUp) -> Pair:
+    """Alice and Bob, signed in, both in a fresh public room."""
+    alice = sign_up("alice")
+    bob = sign_up("bob")
+    room = unique_name("room")
+    create_room(alice, room)
+    open_room(bob, room)
+    return alice, bob, room

@@ -6,8 +6,8 @@ import base64
 import re
 from pathlib import Path
 
-import pytest
 from chatpage import (
+    Pair,
     Person,
     SignUp,
     create_room,
@@ -26,20 +26,8 @@ PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 )
 XSS = "<img src=x onerror=alert(1)>"
-Pair = tuple[Person, Person, str]
 OWN = re.compile(r"\bown\b")
 PENDING = re.compile(r"\bpending\b")
-
-
-@pytest.fixture
-def pair(sign_up: SignUp) -> Pair:
-    """Alice and Bob, signed in, both in a fresh public room (whose name comes third)."""
-    alice = sign_up("alice")
-    bob = sign_up("bob")
-    room = unique_name("room")
-    create_room(alice, room)
-    open_room(bob, room)
-    return alice, bob, room
 
 
 def test_login_errors_reload_and_logout(sign_up: SignUp) -> None:
