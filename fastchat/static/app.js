@@ -428,11 +428,15 @@ const handlers = {
   },
 
   message_deleted(data) {
-    const deleted = store.messageDeleted(data);
-    if (!deleted) return;
-    if (deleted.replyCleared) composer.renderReply();
-    if (store.isOnScreen(deleted.key)) messages.render();
-    panel.renderThread();
+    showDeleted(store.messageDeleted(data));
+  },
+
+  private_message_edited(data) {
+    if (store.isOnScreen(store.privateMessageEdited(data))) messages.render();
+  },
+
+  private_message_deleted(data) {
+    showDeleted(store.privateMessageDeleted(data));
   },
 
   room_created(data) {
@@ -506,6 +510,13 @@ function notifyMention(message) {
   const room = store.rooms.get(message.roomId)?.name ?? 'a room';
   const evenIfVisible = !store.isOnScreen(roomKey(message.roomId));
   notify(`${message.username} mentioned you in #${room}`, message.content, { evenIfVisible });
+}
+
+function showDeleted(deleted) {
+  if (!deleted) return;
+  if (deleted.replyCleared) composer.renderReply();
+  if (store.isOnScreen(deleted.key)) messages.render();
+  panel.renderThread();
 }
 
 /** A Unix time in seconds (as `muted` and `banned` carry it), in the user's locale. */

@@ -127,12 +127,14 @@ export class ChatStore {
   }
 
   canEdit(m) {
-    return this.view.startsWith('room:') && !m.deleted && m.userId === this.me.id
-      && m.messageType !== 'image' && m.messageType !== 'file';
+    return !m.deleted && m.userId === this.me.id && m.messageType !== 'image' && m.messageType !== 'file';
   }
 
+  /** Own messages; in rooms also others' as the role allows (a DM has no moderators). */
   canDelete(m) {
-    return this.view.startsWith('room:') && !m.deleted && canDelete(this.me, m.userId, this.roleOf(m.userId));
+    if (m.deleted) return false;
+    if (!this.view.startsWith('room:')) return m.userId === this.me.id;
+    return canDelete(this.me, m.userId, this.roleOf(m.userId));
   }
 
   /** Rooms to join again after a reconnect: those joined before, and the one on screen. */
@@ -263,6 +265,7 @@ export class ChatStore {
     } else {
       type = 'private_message';
       fields = { targetUserId: c.id, content, clientId };
+      if (this.replyTo) fields.replyTo = this.replyTo.id;
     }
     this.unacked.set(clientId, { type, fields, convKey: c.key });
     this.localOrder += 1;
@@ -573,6 +576,21 @@ export class ChatStore {
     return holders.length ? roomKey(message.roomId) : null;
   }
 
+  /** private_message_edited: the key of its conversation. */
+  privateMessageEdited({ message }) {
+    const partnerId = message.fromUserId === this.me.id ? message.toUserId : message.fromUserId;
+    const c = this.conv(dmKey(partnerId));
+    if (c.messages.has(message.id)) c.upsert(this.directMessage({ ...message, edited: true }, partnerId));
+    return c.key;
+  }
+
+  /** private_message_deleted: {key, replyCleared}, as message_deleted. */
+  privateMessageDeleted({ messageId, fromUserId, toUserId }) {
+    const partnerId = fromUserId === this.me.id ? toUserId : fromUserId;
+    const deleted = this.messageDeleted({ messageId });
+    return deleted && { ...deleted, key: dmKey(partnerId) };
+  }
+
   /**
    * message_deleted: {key, replyCleared} (true when the composer was replying to it),
    * or null for a message not held here.
@@ -586,7 +604,7 @@ export class ChatStore {
     if (this.editingId === messageId) this.editingId = null;
     const replyCleared = this.replyTo?.id === messageId;
     if (replyCleared) this.replyTo = null;
-    return { key: roomKey(roomId), replyCleared };
+    return { key: roomId ? roomKey(roomId) : null, replyCleared };
   }
 
   /** kicked: out of a private room, the membership ended with it. */

@@ -23,7 +23,7 @@ export class MessagesView {
     this.ctx = {
       get me() { return store.me; },
       get token() { return store.session.token; },
-      get canReply() { return store.viewRoomId !== null; },
+      get canReply() { return Boolean(store.view); },
       get canReact() { return Boolean(store.view); },
       get dividerSeq() { return store.current?.dividerSeq ?? null; },
       get seenSeq() { return store.current?.peerReadSeq ?? null; },
