@@ -45,6 +45,7 @@ class App:
             self.tokens,
             self.metrics,
             startup,
+            config.limits.read_receipts_max_members,
         )
         self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
         self.uploads = Uploads(

@@ -94,6 +94,7 @@ class LimitsConfig:
     auth_per_minute: int = 30
     max_connections_per_ip: int = 1000
     max_connections_per_user: int = 20
+    read_receipts_max_members: int = 50
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,10 @@ class ValidationError(ChatError):
     code = "validation"
 
 
+class InvalidQuery(ChatError):
+    code = "invalid_query"
+
+
 class AuthRequired(ChatError):
     code = "auth_required"
     http_status = 401

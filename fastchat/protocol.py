@@ -31,6 +31,34 @@ DEFAULT_HISTORY_LIMIT = 50
 MAX_DURATION_SECONDS = 31_536_000
 MAX_SEQ = 2**63 - 1  # SQLite INTEGER
 MESSAGE_TYPES = frozenset({"text", "image", "file"})
+MAX_QUERY_CHARS = 200
+MAX_SEARCH_LIMIT = 50
+DEFAULT_SEARCH_LIMIT = 20
+SHORTCODES: dict[str, str] = {
+    ":+1:": "\U0001f44d",
+    ":thumbsup:": "\U0001f44d",
+    ":-1:": "\U0001f44e",
+    ":thumbsdown:": "\U0001f44e",
+    ":heart:": "\u2764\ufe0f",
+    ":joy:": "\U0001f602",
+    ":smile:": "\U0001f604",
+    ":laughing:": "\U0001f606",
+    ":wink:": "\U0001f609",
+    ":thinking:": "\U0001f914",
+    ":cry:": "\U0001f622",
+    ":open_mouth:": "\U0001f62e",
+    ":tada:": "\U0001f389",
+    ":fire:": "\U0001f525",
+    ":eyes:": "\U0001f440",
+    ":rocket:": "\U0001f680",
+    ":clap:": "\U0001f44f",
+    ":pray:": "\U0001f64f",
+    ":100:": "\U0001f4af",
+    ":white_check_mark:": "\u2705",
+    ":x:": "\u274c",
+    ":wave:": "\U0001f44b",
+}
+"""The ``:shortcode:`` reactions accepted, and the emoji each one stands for."""
 
 
 @dataclass(slots=True)
@@ -114,12 +142,13 @@ class Typing:
 
 @dataclass(slots=True)
 class PrivateMessage:
-    """Send a direct message to another user."""
+    """Send a direct message to another user, maybe in reply to one of the conversation."""
 
     TYPE: ClassVar[str] = "private_message"
     target_user_id: str
     content: str
     client_id: str | None = None
+    reply_to: str | None = None
 
 
 @dataclass(slots=True)
@@ -199,6 +228,52 @@ class SetRole:
 
 
 @dataclass(slots=True)
+class MarkRead:
+    """Move the read marker of a room (``room_id``) or a DM conversation (``user_id``)."""
+
+    TYPE: ClassVar[str] = "mark_read"
+    room_id: str | None
+    user_id: str | None
+    seq: int
+
+
+@dataclass(slots=True)
+class Reaction:
+    """``add_reaction`` (``added=True``) or ``remove_reaction``; ``emoji`` is normalized
+    (a ``:shortcode:`` becomes its emoji)."""
+
+    message_id: str
+    emoji: str
+    added: bool
+
+    @property
+    def TYPE(self) -> str:
+        """The wire type this command came from."""
+        return "add_reaction" if self.added else "remove_reaction"
+
+
+@dataclass(slots=True)
+class GetThread:
+    """Page through the replies to a message by seq (``before`` is exclusive)."""
+
+    TYPE: ClassVar[str] = "get_thread"
+    message_id: str
+    limit: int = DEFAULT_HISTORY_LIMIT
+    before: int | None = None
+
+
+@dataclass(slots=True)
+class Search:
+    """Full-text search over the messages the user may see; ``before`` is a message id."""
+
+    TYPE: ClassVar[str] = "search"
+    query: str
+    room_id: str | None = None
+    limit: int = DEFAULT_SEARCH_LIMIT
+    before: str | None = None
+
+
+@dataclass(slots=True)
 class Ping:
     """App-level ping, answered with ``pong``."""
 
@@ -223,6 +298,10 @@ Command: TypeAlias = (
     | BanUser
     | UnbanUser
     | SetRole
+    | MarkRead
+    | Reaction
+    | GetThread
+    | Search
     | Ping
 )
 
@@ -374,7 +453,12 @@ def _typing_stop(d: _Fields) -> Typing:
 
 def _private_message(d: _Fields) -> PrivateMessage:
     t = "private_message"
-    return PrivateMessage(_id(d, t, "targetUserId"), _content(d, t), _opt_id(d, t, "clientId"))
+    return PrivateMessage(
+        _id(d, t, "targetUserId"),
+        _content(d, t),
+        _opt_id(d, t, "clientId"),
+        _opt_id(d, t, "replyTo"),
+    )
 
 
 def _get_private_history(d: _Fields) -> GetPrivateHistory:
@@ -443,6 +527,98 @@ def _set_role(d: _Fields) -> SetRole:
     return SetRole(user_id, role)
 
 
+def _mark_read(d: _Fields) -> MarkRead:
+    t = "mark_read"
+    room_id = _opt_id(d, t, "roomId")
+    user_id = _opt_id(d, t, "userId")
+    if (room_id is None) == (user_id is None):
+        _fail(t, "roomId", "exactly one of roomId and userId is required")
+    return MarkRead(room_id, user_id, _int(d, t, "seq", 0, MAX_SEQ))
+
+
+# One emoji grapheme: a pictograph (or a keycap base, or two regional indicators), with
+# variation selectors, skin tones, keycap and tag marks, and zero-width joiners between.
+_EMOJI_MODIFIERS = frozenset(
+    [0xFE0F, 0xFE0E, 0x20E3, *range(0x1F3FB, 0x1F400), *range(0xE0020, 0xE0080)]
+)
+_MAX_EMOJI_CODEPOINTS = 16
+
+
+def _is_pictograph(c: int) -> bool:
+    return (
+        0x1F000 <= c <= 0x1FAFF
+        or 0x2600 <= c <= 0x27BF
+        or 0x2300 <= c <= 0x23FF
+        or 0x2B00 <= c <= 0x2BFF
+        or c in (0x00A9, 0x00AE, 0x203C, 0x2049, 0x2122, 0x2139, 0x3030, 0x303D, 0x3297, 0x3299)
+    )
+
+
+def is_emoji(text: str) -> bool:
+    """Whether ``text`` is exactly one emoji grapheme (the common shapes of one)."""
+    codes = [ord(ch) for ch in text]
+    if not codes or len(codes) > _MAX_EMOJI_CODEPOINTS:
+        return False
+    if all(0x1F1E6 <= c <= 0x1F1FF for c in codes):
+        return len(codes) == 2  # a flag
+    if text[0] in "0123456789#*":
+        return codes[1:] in ([0xFE0F, 0x20E3], [0x20E3])
+    expect_base = True
+    for c in codes:
+        if expect_base:
+            if not _is_pictograph(c) or 0x1F1E6 <= c <= 0x1F1FF or 0x1F3FB <= c <= 0x1F3FF:
+                return False
+            expect_base = False
+        elif c == 0x200D:
+            expect_base = True
+        elif c not in _EMOJI_MODIFIERS:
+            return False
+    return not expect_base
+
+
+def _reaction(d: _Fields, t: str, added: bool) -> Reaction:
+    message_id = _id(d, t, "messageId")
+    v = d.get("emoji")
+    if type(v) is not str:
+        _fail(t, "emoji", "emoji is required" if v is None else "emoji must be a string")
+    emoji = SHORTCODES.get(v)
+    if emoji is None:
+        if not is_emoji(v):
+            _fail(t, "emoji", "emoji must be one emoji or a known :shortcode:")
+        emoji = v
+    return Reaction(message_id, emoji, added)
+
+
+def _add_reaction(d: _Fields) -> Reaction:
+    return _reaction(d, "add_reaction", True)
+
+
+def _remove_reaction(d: _Fields) -> Reaction:
+    return _reaction(d, "remove_reaction", False)
+
+
+def _get_thread(d: _Fields) -> GetThread:
+    t = "get_thread"
+    return GetThread(_id(d, t, "messageId"), _limit(d, t), _seq(d, t, "before"))
+
+
+def parse_search(d: _Fields) -> Search:
+    """A ``search`` request's fields (also those of ``GET /api/chat/search``) as a command."""
+    t = "search"
+    query = d.get("query")
+    if type(query) is not str:
+        _fail(t, "query", "query is required" if query is None else "query must be a string")
+    if len(query) > MAX_QUERY_CHARS:
+        _fail(t, "query", f"query is too long (max {MAX_QUERY_CHARS} characters)")
+    limit = _opt_int(d, t, "limit", 1, MAX_SEARCH_LIMIT)
+    return Search(
+        query,
+        _opt_id(d, t, "roomId"),
+        DEFAULT_SEARCH_LIMIT if limit is None else limit,
+        _opt_id(d, t, "before"),
+    )
+
+
 _PING = Ping()
 
 
@@ -469,6 +645,11 @@ _PARSERS: dict[str, Callable[[_Fields], Command]] = {
     "ban_user": _ban_user,
     "unban_user": _unban_user,
     "set_role": _set_role,
+    "mark_read": _mark_read,
+    "add_reaction": _add_reaction,
+    "remove_reaction": _remove_reaction,
+    "get_thread": _get_thread,
+    "search": parse_search,
     "ping": _ping,
 }
 
@@ -525,8 +706,16 @@ def message_json(
     client_id: str | None,
     timestamp: str,
     edited: bool,
+    reply_count: int = 0,
+    reactions: list[dict[str, Any]] | tuple[()] = (),
+    mentions: list[str] | tuple[()] = (),
+    mentions_room: bool = False,
 ) -> dict[str, Any]:
-    """A room message as events carry it (``attachment`` and ``deleted`` are added apart)."""
+    """A room message as events carry it (``attachment`` and ``deleted`` are added apart).
+
+    The empty defaults are shared tuples (encoded as ``[]``): a plain message allocates
+    nothing for them.
+    """
     return {
         "id": message_id,
         "seq": seq,
@@ -540,6 +729,10 @@ def message_json(
         "clientId": client_id,
         "timestamp": timestamp,
         "edited": edited,
+        "replyCount": reply_count,
+        "reactions": reactions,
+        "mentions": mentions,
+        "mentionsRoom": mentions_room,
     }
 
 

@@ -220,7 +220,10 @@ class Sessions:
         if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
             conn.close(CLOSE_POLICY_VIOLATION, "too many connections for this user")
             return
-        self._chat.authenticate(conn, user)
+        await self._chat.authenticate(conn, user)
+        if conn.closed:
+            self._per_user.release(user.id)
+            return
         session.user = user
         if session.auth_timer is not None:
             session.auth_timer.cancel()

@@ -1,4 +1,6 @@
-"""Direct messages between two users: one global seq, acks after commit, history pages."""
+"""Direct messages between two users: one global seq, acks after commit, history pages;
+replies, edits, deletes (and, through :class:`~fastchat.chat.reactions.Reactions`,
+reactions) with the rules of room messages, between the two users only."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
 from fastchat.chat.acks import PendingAck
+from fastchat.chat.history import reactions_json
 from fastchat.clock import utc_now_iso
-from fastchat.errors import NotFound, ValidationError
+from fastchat.errors import Forbidden, NotFound, ValidationError
 from fastchat.ids import new_id
 from fastchat.protocol import event
 from fastchat.storage import ops
@@ -18,14 +21,22 @@ if TYPE_CHECKING:
     from fastchat.chat.writes import Writes
     from fastchat.fanout.broker import Broker
     from fastchat.fanout.hub import Hub
-    from fastchat.storage.base import Store
+    from fastchat.storage.base import DirectMessageRow, Op, Store
     from fastchat.ws.peer import Peer as Connection
 
 
 def _dm_json(
-    dm_id: str, seq: int, sender_id: str, recipient_id: str, content: str, timestamp: str
+    dm_id: str,
+    seq: int,
+    sender_id: str,
+    recipient_id: str,
+    content: str,
+    timestamp: str,
+    reply_to: str | None,
+    edited: bool = False,
+    reactions: list[dict[str, Any]] | tuple[()] = (),
 ) -> dict[str, Any]:
-    """A direct message as ``private_history`` carries it."""
+    """A direct message as ``private_history`` carries it (``deleted`` is added apart)."""
     return {
         "id": dm_id,
         "seq": seq,
@@ -33,6 +44,9 @@ def _dm_json(
         "toUserId": recipient_id,
         "content": content,
         "timestamp": timestamp,
+        "replyTo": reply_to,
+        "edited": edited,
+        "reactions": reactions,
     }
 
 
@@ -56,6 +70,8 @@ class Direct:
         self._acks = acks
         # dm id -> the message, until it is committed (history merges these in)
         self._pending: dict[str, dict[str, Any]] = {}
+        # dm id -> the message edited, deleted or reacted to, until that change is stored
+        self._changed: dict[str, dict[str, Any]] = {}
 
     async def private_message(self, conn: Connection, user: User, cmd: p.PrivateMessage) -> None:
         target = await self._users.get(cmd.target_user_id)
@@ -76,7 +92,15 @@ class Direct:
             cmd.TYPE,
         ):
             return
-        self._writes.check_capacity(cmd.TYPE)
+        if cmd.reply_to is not None:
+            parent = await self.find(cmd.reply_to)
+            if parent is None or {parent["fromUserId"], parent["toUserId"]} != {user.id, target.id}:
+                raise ValidationError(
+                    "replyTo must name a message of the same conversation",
+                    request_type=cmd.TYPE,
+                    field="replyTo",
+                )
+        self._writes.check_capacity(cmd.TYPE, 1 if cmd.reply_to is None else 2)
         seq = self._broker.next_direct_seq()
         dm_id = new_id()
         timestamp = utc_now_iso()
@@ -91,6 +115,7 @@ class Direct:
                     "content": cmd.content,
                     "timestamp": timestamp,
                     "clientId": client_id,
+                    "replyTo": cmd.reply_to,
                 },
             ),
         )
@@ -105,10 +130,13 @@ class Direct:
                     "content": cmd.content,
                     "timestamp": timestamp,
                     "clientId": client_id,
+                    "replyTo": cmd.reply_to,
                 },
             ),
         )
-        self._pending[dm_id] = _dm_json(dm_id, seq, user.id, target.id, cmd.content, timestamp)
+        self._pending[dm_id] = _dm_json(
+            dm_id, seq, user.id, target.id, cmd.content, timestamp, cmd.reply_to
+        )
         committed = self._acks.in_flight(
             PendingAck(
                 self._acks,
@@ -132,18 +160,135 @@ class Direct:
             ),
             committed,
         )
+        if cmd.reply_to is not None:
+            self._writes.submit(ops.set_dm_reply(dm_id, cmd.reply_to))
+
+    # --- finding, editing, deleting -------------------------------------------------------
+
+    async def find(self, dm_id: str) -> dict[str, Any] | None:
+        """A direct message as clients see it: changes not stored yet first, else storage."""
+        found = self._changed.get(dm_id) or self._pending.get(dm_id)
+        if found is not None:
+            return found
+        row = await self._store.dm_by_id(dm_id)
+        return None if row is None else (await self.from_rows([row]))[0]
+
+    async def visible(self, dm_id: str, user: User, request_type: str) -> dict[str, Any]:
+        """A live direct message to or from ``user``; NotFound otherwise (the same for one
+        that does not exist and one between others)."""
+        found = await self.find(dm_id)
+        if (
+            found is None
+            or found.get("deleted")
+            or user.id not in (found["fromUserId"], found["toUserId"])
+        ):
+            raise NotFound("Message not found", request_type=request_type)
+        return found
+
+    def replace(self, message: dict[str, Any], op: Op, payload: bytes) -> None:
+        """Apply a change: remember it until ``op`` is stored, tell both users."""
+        dm_id = message["id"]
+        self._changed[dm_id] = message
+        if dm_id in self._pending:
+            self._pending[dm_id] = message
+
+        def stored(_error: BaseException | None) -> None:
+            if self._changed.get(dm_id) is message:
+                del self._changed[dm_id]
+
+        self._writes.submit(op, stored)
+        self._broker.send_user(message["fromUserId"], payload)
+        self._broker.send_user(message["toUserId"], payload)
+
+    async def edit_message(self, conn: Connection, user: User, cmd: p.EditMessage) -> None:
+        message = await self.visible(cmd.message_id, user, cmd.TYPE)
+        if message["fromUserId"] != user.id:
+            raise Forbidden("You can only edit your own messages", request_type=cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE)
+        edited = {**message, "content": cmd.content, "edited": True}
+        self.replace(
+            edited,
+            ops.edit_dm(message["id"], cmd.content, utc_now_iso()),
+            event("private_message_edited", {"message": edited}),
+        )
+
+    async def delete_message(self, conn: Connection, user: User, cmd: p.DeleteMessage) -> None:
+        message = await self.visible(cmd.message_id, user, cmd.TYPE)
+        if message["fromUserId"] != user.id:
+            raise Forbidden("You can only delete your own messages", request_type=cmd.TYPE)
+        self._writes.check_capacity(cmd.TYPE)
+        self.replace(
+            {**message, "content": "", "deleted": True},
+            ops.delete_dm(message["id"], utc_now_iso()),
+            event(
+                "private_message_deleted",
+                {
+                    "messageId": message["id"],
+                    "fromUserId": message["fromUserId"],
+                    "toUserId": message["toUserId"],
+                },
+            ),
+        )
+
+    async def peer(self, user_id: str, user: User, request_type: str) -> User:
+        """The other user of a conversation of ``user``: NotFound, or themselves refused."""
+        other = await self._users.get(user_id)
+        if other is None:
+            raise NotFound("User not found", request_type=request_type)
+        if other.id == user.id:
+            raise ValidationError(
+                "A conversation is with someone else", request_type=request_type, field="userId"
+            )
+        return other
+
+    async def from_rows(self, rows: list[DirectMessageRow]) -> list[dict[str, Any]]:
+        """Stored direct messages as ``private_history`` carries them, changes not stored
+        yet applied."""
+        if not rows:
+            return []
+        reactions = await self._store.reactions([row.id for row in rows])
+        messages = []
+        for row in rows:
+            changed = self._changed.get(row.id)
+            if changed is not None:
+                messages.append(changed)
+                continue
+            found = reactions.get(row.id)
+            message = _dm_json(
+                row.id,
+                row.seq,
+                row.sender_id,
+                row.recipient_id,
+                "" if row.deleted_at else row.content,
+                row.created_at,
+                row.reply_to,
+                row.edited_at is not None,
+                reactions_json(found) if found else (),
+            )
+            if row.deleted_at:
+                message["deleted"] = True
+            messages.append(message)
+        return messages
+
+    def pending_of(self, user_id: str) -> list[dict[str, Any]]:
+        """The direct messages to or from ``user_id`` not stored yet, oldest first."""
+        return [m for m in self._pending.values() if user_id in (m["fromUserId"], m["toUserId"])]
+
+    async def last_seq(self, user_a: str, user_b: str) -> int:
+        """The seq of the newest direct message between two users (0: none)."""
+        pair = {user_a, user_b}
+        for message in reversed(self._pending.values()):
+            if {message["fromUserId"], message["toUserId"]} == pair:
+                return message["seq"]
+        rows = await self._store.dm_page(user_a, user_b, limit=1)
+        return rows[-1].seq if rows else 0
 
     async def private_history(self, conn: Connection, user: User, cmd: p.GetPrivateHistory) -> None:
         other = await self._users.get(cmd.user_id)
         if other is None:
             raise NotFound("User not found", request_type=cmd.TYPE)
         rows = await self._store.dm_page(user.id, other.id, before=cmd.before, limit=cmd.limit + 1)
-        merged = {
-            row.seq: _dm_json(
-                row.id, row.seq, row.sender_id, row.recipient_id, row.content, row.created_at
-            )
-            for row in rows
-        }
+        merged = {m["seq"]: m for m in await self.from_rows(rows)}
         pair = {user.id, other.id}
         for record in self._pending.values():
             if {record["fromUserId"], record["toUserId"]} == pair and (

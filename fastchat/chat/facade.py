@@ -23,7 +23,11 @@ from fastchat.chat.direct import Direct
 from fastchat.chat.history import History
 from fastchat.chat.messages import Messages
 from fastchat.chat.moderation import Moderation
+from fastchat.chat.reactions import Reactions
+from fastchat.chat.reads import Reads
 from fastchat.chat.rooms import Room, RoomDirectory, Rooms
+from fastchat.chat.search import Search
+from fastchat.chat.threads import Threads
 from fastchat.chat.typing import Typing
 from fastchat.chat.users import User, Users
 from fastchat.chat.writes import Writes
@@ -56,6 +60,7 @@ class Chat:
         tokens: TokenService,
         metrics: Metrics,
         startup: StartupState,
+        read_receipts_max_members: int,
     ):
         self._hub = hub
         self.users = Users(store, tokens)
@@ -73,10 +78,12 @@ class Chat:
             self.history,
             typing,
             config.history_cache,
+            store,
         )
         self.moderation = Moderation(
             self.directory, self.rooms, hub, broker, self.users, writes, store.active_mutes()
         )
+        threads = Threads(hub, broker, store, self.history, writes)
         self.messages = Messages(
             self.directory,
             broker,
@@ -87,15 +94,30 @@ class Chat:
             acks,
             typing,
             self.moderation,
+            threads,
             metrics,
         )
         direct = Direct(hub, broker, store, self.users, writes, acks)
+        self.reads = Reads(
+            self.directory,
+            hub,
+            broker,
+            store,
+            self.users,
+            writes,
+            self.history,
+            direct,
+            read_receipts_max_members,
+        )
+        self.search = Search(self.directory, hub, store, self.history)
+        reactions = Reactions(broker, self.history, direct, writes)
+        self._direct = direct
         self.handlers: dict[type, Handler] = {
             p.JoinRoom: self.rooms.join_room,
             p.LeaveRoom: self.rooms.leave_room,
             p.SendMessage: self.messages.send_message,
-            p.EditMessage: self.messages.edit_message,
-            p.DeleteMessage: self.messages.delete_message,
+            p.EditMessage: self._edit_message,
+            p.DeleteMessage: self._delete_message,
             p.GetRoomHistory: self.history.room_history,
             p.Typing: typing.typing,
             p.PrivateMessage: direct.private_message,
@@ -106,6 +128,10 @@ class Chat:
             p.MuteUser: self.moderation.mute_user,
             p.UnbanUser: self.moderation.unban_user,
             p.SetRole: self.moderation.set_role,
+            p.MarkRead: self.reads.mark_read,
+            p.Reaction: reactions.react,
+            p.GetThread: threads.get_thread,
+            p.Search: self.search.search,
         }
         """The handler of each authenticated command but ``ban_user`` (the session closes
         the banned connections) and ``ping``."""
@@ -142,14 +168,39 @@ class Chat:
         """Raise unless ``user`` may download ``file`` (see :class:`Messages`)."""
         await self.messages.check_file_access(user, file)
 
+    async def _edit_message(self, conn: Connection, user: User, cmd: p.EditMessage) -> None:
+        """A direct message's, or else a room message's."""
+        if await self._direct.find(cmd.message_id) is not None:
+            await self._direct.edit_message(conn, user, cmd)
+        else:
+            await self.messages.edit_message(conn, user, cmd)
+
+    async def _delete_message(self, conn: Connection, user: User, cmd: p.DeleteMessage) -> None:
+        """A direct message's, or else a room message's."""
+        if await self._direct.find(cmd.message_id) is not None:
+            await self._direct.delete_message(conn, user, cmd)
+        else:
+            await self.messages.delete_message(conn, user, cmd)
+
     # --- connection lifecycle -------------------------------------------------------------
 
-    def authenticate(self, conn: Connection, user: User) -> None:
-        """Bind ``conn`` to ``user``: ``authenticated`` reply, presence, last seen."""
+    async def authenticate(self, conn: Connection, user: User) -> None:
+        """Bind ``conn`` to ``user``: ``authenticated`` reply (rooms and conversations with
+        their unread state), presence, last seen."""
+        await self.reads.load(user)
+        rooms = await self.reads.rooms(user)
+        conversations = await self.reads.conversations(user)
+        if conn.closed:  # it closed while the state was read
+            if not self._hub.user_conns(user.id):
+                self.reads.forget(user)
+            return
         first = self._hub.bind_user(conn, user.id)
         self._hub.send(
             conn,
-            event("authenticated", {"user": user.private(), "rooms": self.visible_rooms(user)}),
+            event(
+                "authenticated",
+                {"user": user.private(), "rooms": rooms, "conversations": conversations},
+            ),
         )
         if first:
             self.rooms.announce_presence(user, "online")
@@ -159,6 +210,7 @@ class Chat:
         """A connection of ``user`` closed: leave its rooms; the user's last one: offline."""
         self.rooms.leave_all(conn, user)
         if self._hub.unbind_user(conn, user.id):
+            self.reads.forget(user)
             self.rooms.announce_presence(user, "offline")
             self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
 

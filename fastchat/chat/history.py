@@ -15,7 +15,10 @@ from itertools import islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from fastchat import protocol as p
+from fastchat.errors import NotFound
 from fastchat.protocol import event
 
 if TYPE_CHECKING:
@@ -29,6 +32,18 @@ _seq = itemgetter("seq")
 
 Page = tuple[list[dict[str, Any]], bool]
 """Messages oldest first, and whether there are more past them."""
+
+
+def reactions_json(reactions: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``(emoji, user_id)`` pairs, oldest first, as messages carry them: one entry per
+    emoji, in the order each was first used."""
+    by_emoji: dict[str, list[str]] = {}
+    for emoji, user_id in reactions:
+        by_emoji.setdefault(emoji, []).append(user_id)
+    return [
+        {"emoji": emoji, "count": len(user_ids), "userIds": user_ids}
+        for emoji, user_ids in by_emoji.items()
+    ]
 
 
 class History:
@@ -55,7 +70,7 @@ class History:
         if room.history is not None:
             return
         rows = await self._store.messages_page(room.id, limit=self._history_cache)
-        messages = [await self.from_row(row) for row in rows]
+        messages = await self.from_rows(rows)
         if room.history is None:  # another join may have loaded it while this one waited
             room.history = deque(messages, maxlen=self._history_cache)
 
@@ -89,10 +104,28 @@ class History:
         for cached in reversed(room.history):  # type: ignore[arg-type]
             if cached["id"] == message_id:
                 return room, cached
-        return room, await self.from_row(row)
+        return room, (await self.from_rows([row]))[0]
 
-    async def from_row(self, row: MessageRow) -> dict[str, Any]:
-        """A stored message as events carry it."""
+    async def visible_message(
+        self, message_id: str, user: User, request_type: str
+    ) -> tuple[Room, dict[str, Any]]:
+        """The live message ``message_id`` of a room ``user`` may see; NotFound otherwise
+        (the same for a message that does not exist and one the user may not see)."""
+        found = await self.find(message_id)
+        if found is None or found[1].get("deleted") or not found[0].visible_to(user):
+            raise NotFound("Message not found", request_type=request_type)
+        return found
+
+    async def from_rows(self, rows: list[MessageRow]) -> list[dict[str, Any]]:
+        """Stored messages as events carry them (their reactions read in one go)."""
+        if not rows:
+            return []
+        reactions = await self._store.reactions([row.id for row in rows])
+        return [await self._from_row(row, reactions.get(row.id)) for row in rows]
+
+    async def _from_row(
+        self, row: MessageRow, reactions: list[tuple[str, str]] | None
+    ) -> dict[str, Any]:
         author = await self._users.get(row.user_id)
         message = p.message_json(
             row.id,
@@ -107,6 +140,10 @@ class History:
             row.client_id,
             row.created_at,
             row.edited_at is not None,
+            row.reply_count,
+            reactions_json(reactions) if reactions else (),
+            orjson.loads(row.mentions) if row.mentions else (),
+            bool(row.mentions_room),
         )
         if row.deleted_at:
             message["deleted"] = True
@@ -174,7 +211,7 @@ class History:
             start = bisect_right(history, after, key=_seq)
             newer = list(islice(history, start, start + limit + 1))
             rows = await self._store.messages_page(room.id, after=after, limit=limit + 1)
-            merged = {m["seq"]: m for m in [await self.from_row(row) for row in rows]}
+            merged = {m["seq"]: m for m in await self.from_rows(rows)}
             merged.update((m["seq"], m) for m in newer)
             newer = [merged[seq] for seq in sorted(merged)]
             return newer[:limit], len(newer) > limit
@@ -185,5 +222,5 @@ class History:
             before=older[0]["seq"] if older else before,
             limit=limit + 1 - len(older),
         )
-        older = [await self.from_row(row) for row in rows] + older
+        older = await self.from_rows(rows) + older
         return older[-limit:], len(older) > limit

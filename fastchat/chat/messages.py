@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
 from fastchat.chat.acks import PendingAck
+from fastchat.chat.mentions import resolve as resolve_mentions
 from fastchat.chat.moderation import can_moderate
 from fastchat.clock import utc_now_iso
 from fastchat.errors import Conflict, Forbidden, NotFound, ValidationError
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from fastchat.chat.history import History
     from fastchat.chat.moderation import Moderation
     from fastchat.chat.rooms import Room, RoomDirectory
+    from fastchat.chat.threads import Threads
     from fastchat.chat.typing import Typing
     from fastchat.chat.users import User, Users
     from fastchat.chat.writes import Writes
@@ -49,6 +51,7 @@ class Messages:
         acks: Acks,
         typing: Typing,
         moderation: Moderation,
+        threads: Threads,
         metrics: Metrics,
     ):
         self._directory = directory
@@ -60,6 +63,7 @@ class Messages:
         self._acks = acks
         self._typing = typing
         self._moderation = moderation
+        self._threads = threads
         self._metrics = metrics
         # file id -> (room id, message id) of the message sharing it, until that is stored
         self._attaching: dict[str, tuple[str, str]] = {}
@@ -75,11 +79,12 @@ class Messages:
         if (
             cmd.reply_to is not None
             or cmd.file_id is not None
+            or "@" in cmd.content
             or (key is not None and self._acks.known(key))
         ):
             return self._send_checked(conn, user, room, cmd, key)
         self._check_may_send(room, user, cmd)
-        self._accept(conn, user, room, cmd, key, None)
+        self._accept(conn, user, room, cmd, key, None, None)
         return None
 
     async def _send_checked(
@@ -97,6 +102,7 @@ class Messages:
         ):
             return
         self._check_may_send(room, user, cmd)
+        original = None
         if cmd.reply_to is not None:
             original = await self._history.find(cmd.reply_to)
             if original is None or original[0] is not room:
@@ -106,8 +112,22 @@ class Messages:
                     field="replyTo",
                 )
         attachment = None if cmd.file_id is None else await self._attachment(user, cmd)
-        self._writes.check_capacity(cmd.TYPE, 1 if cmd.file_id is None else 2)  # after waiting
-        self._accept(conn, user, room, cmd, key, attachment)
+        mentions = (
+            await resolve_mentions(cmd.content, room, self._users) if "@" in cmd.content else None
+        )
+        if original is not None and (cmd.file_id is not None or mentions is not None):
+            # Again: the parent may have been edited or reacted to while this one waited.
+            original = await self._history.find(original[1]["id"])
+        if mentions is not None and not mentions[0] and not mentions[1]:
+            mentions = None
+        # After waiting: the message, its attachment, its mentions, its parent's reply count.
+        self._writes.check_capacity(
+            cmd.TYPE,
+            1 + (cmd.file_id is not None) + (mentions is not None) + (original is not None),
+        )
+        self._accept(conn, user, room, cmd, key, attachment, mentions)
+        if original is not None:
+            self._threads.count_reply(room, original[1])
 
     def _check_may_send(self, room: Room, user: User, cmd: p.SendMessage) -> None:
         self._moderation.check_not_muted(room, user, cmd.TYPE)
@@ -121,6 +141,7 @@ class Messages:
         cmd: p.SendMessage,
         key: str | None,
         attachment: dict[str, Any] | None,
+        mentions: tuple[list[str], bool] | None,
     ) -> None:
         """Stamp, broadcast, remember and queue a message that passed every check."""
         client_id = cmd.client_id
@@ -143,6 +164,8 @@ class Messages:
         )
         if attachment is not None:
             message["attachment"] = attachment
+        if mentions is not None:
+            message["mentions"], message["mentionsRoom"] = mentions
         if user.id in room.typing:
             self._typing.stop(room, user)
         self._broker.publish(room.channel, event("new_message", {"message": message}))
@@ -182,6 +205,12 @@ class Messages:
             ),
             committed,
         )
+        if mentions is not None:
+            self._writes.submit(ops.set_mentions(message_id, *mentions))
+            mentioned = event("mention", {"message": message})
+            for user_id in mentions[0]:
+                if user_id != user.id:
+                    self._broker.send_user(user_id, mentioned)
         if attachment is not None:
             file_id = attachment["id"]
             self._attaching[file_id] = (room.id, message_id)
@@ -206,19 +235,8 @@ class Messages:
 
     # --- editing and deleting -------------------------------------------------------------
 
-    async def _visible_message(
-        self, message_id: str, user: User, request_type: str
-    ) -> tuple[Room, dict[str, Any]]:
-        """The live message ``message_id`` of a room ``user`` may see; NotFound otherwise."""
-        found = await self._history.find(message_id)
-        if found is None or found[1].get("deleted"):
-            raise NotFound("Message not found", request_type=request_type)
-        room, message = found
-        self._directory.visible(room.id, user, request_type)
-        return room, message
-
     async def edit_message(self, conn: Connection, user: User, cmd: p.EditMessage) -> None:
-        room, message = await self._visible_message(cmd.message_id, user, cmd.TYPE)
+        room, message = await self._history.visible_message(cmd.message_id, user, cmd.TYPE)
         if message["userId"] != user.id:
             raise Forbidden("You can only edit your own messages", request_type=cmd.TYPE)
         self._writes.check_capacity(cmd.TYPE)
@@ -228,7 +246,7 @@ class Messages:
         self._broker.publish(room.channel, event("message_edited", {"message": edited}))
 
     async def delete_message(self, conn: Connection, user: User, cmd: p.DeleteMessage) -> None:
-        room, message = await self._visible_message(cmd.message_id, user, cmd.TYPE)
+        room, message = await self._history.visible_message(cmd.message_id, user, cmd.TYPE)
         author_id = message["userId"]
         if author_id != user.id and not can_moderate(room, user, await self._users.get(author_id)):
             raise Forbidden("You can only delete your own messages", request_type=cmd.TYPE)

@@ -22,9 +22,12 @@ if TYPE_CHECKING:
     from fastchat.fanout.broker import Broker
     from fastchat.fanout.hub import Hub
     from fastchat.fanout.hub import Room as Channel
+    from fastchat.storage.base import Store
     from fastchat.ws.peer import Peer as Connection
 
 CATCH_UP_LIMIT = 200
+OFFLINE_MEMBERS_LISTED = 100
+"""Members not in the room now that ``room_joined`` lists (the most recently seen)."""
 
 
 class Room:
@@ -122,10 +125,12 @@ class Rooms:
         history: History,
         typing: Typing,
         history_cache: int,
+        store: Store,
     ):
         self._directory = directory
         self._hub = hub
         self._broker = broker
+        self._store = store
         self._users = users
         self._writes = writes
         self._history = history
@@ -140,13 +145,27 @@ class Rooms:
             self._writes.check_capacity(cmd.TYPE)
             room.member_ids.add(user.id)
             self._writes.submit(ops.add_member(room.id, user.id, "member", utc_now_iso()))
+        offline = await self._store.members_by_last_seen(room.id, limit=OFFLINE_MEMBERS_LISTED)
         already_present = user.id in room.channel.online_user_ids()
         self._hub.enter(room.channel, conn)
+        online = room.channel.online_user_ids()
         members = [
             {**member.public(), "role": member.role, "status": "online"}
-            for member in map(self._users.cached, room.channel.online_user_ids())
+            for member in map(self._users.cached, online)
             if member is not None
         ]
+        members.extend(
+            {
+                "id": row.id,
+                "username": row.username,
+                "avatar_url": row.avatar_url,
+                "role": row.role,
+                "status": "online" if self._hub.user_conns(row.id) else "offline",
+                "last_seen": row.last_seen,
+            }
+            for row in offline
+            if row.id not in online
+        )
         self._hub.send(
             conn,
             event("room_joined", {"roomId": room.id, "roomName": room.name, "members": members}),

@@ -66,6 +66,13 @@ class Users:
             user = self._cache.setdefault(user_id, User.from_row(row))
         return user
 
+    async def by_name(self, username: str) -> User | None:
+        """The user with this username (case-insensitive), read from storage."""
+        row = await self._store.user_by_name(username)
+        if row is None:
+            return None
+        return self._cache.setdefault(row.id, User.from_row(row))
+
     async def identify(self, token: str, request_type: str | None = None) -> User:
         """The account behind a token; raises InvalidToken or Banned."""
         claims = self._tokens.verify(token)

@@ -69,6 +69,9 @@ class MessageRow:
     created_at: str
     edited_at: str | None
     deleted_at: str | None
+    reply_count: int = 0
+    mentions: str | None = None  # the mentioned user ids as a JSON array
+    mentions_room: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,30 @@ class DirectMessageRow:
     content: str
     client_id: str | None
     created_at: str
+    reply_to: str | None = None
+    edited_at: str | None = None
+    deleted_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    """One of a user's DM conversations: the peer, its newest message, the user's read
+    marker, and how many messages from the peer came after it (counted up to a cap)."""
+
+    peer_id: str
+    last: DirectMessageRow
+    last_read_seq: int
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A room message matching a search, its snippet with the matches marked, and its
+    rank (lower is a better match)."""
+
+    message: MessageRow
+    snippet: str
+    rank: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +172,28 @@ class Store(Protocol):
     async def dm_page(
         self, user_a: str, user_b: str, *, before: int | None = None, limit: int
     ) -> list[DirectMessageRow]: ...
+    async def dm_by_id(self, dm_id: str) -> DirectMessageRow | None: ...
     async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None: ...
     def active_mutes(self, now: float | None = None) -> list[tuple[str, str, float]]: ...
     async def audit_entries(
         self, *, limit: int, before_id: int | None = None
     ) -> list[AuditRow]: ...
     async def file(self, file_id: str) -> FileRow | None: ...
+    async def members_by_last_seen(self, room_id: str, *, limit: int) -> list[UserRow]: ...
+    async def read_markers(self, user_id: str) -> dict[str, int]: ...
+    async def room_unread(
+        self, room_id: str, user_id: str, after_seq: int, cap: int
+    ) -> tuple[int, int]: ...
+    async def conversations(
+        self, user_id: str, *, limit: int, unread_cap: int
+    ) -> list[ConversationRow]: ...
+    async def reactions(self, message_ids: list[str]) -> dict[str, list[tuple[str, str]]]: ...
+    async def replies_page(
+        self, message_id: str, *, before: int | None = None, limit: int
+    ) -> list[MessageRow]: ...
+    async def search_messages(
+        self, match: str, room_ids: list[str], *, before_id: str | None, limit: int
+    ) -> list[SearchHit]: ...
 
 
 class Writer(Protocol):

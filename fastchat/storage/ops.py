@@ -181,3 +181,44 @@ def insert_file(
 def attach_file(file_id: str, room_id: str, message_id: str) -> Op:
     """Link an uploaded file to the message that shares it."""
     return ("attach_file", (room_id, message_id, file_id))
+
+
+def set_read_marker(user_id: str, conversation: str, seq: int) -> Op:
+    """Move a user's read marker in a room (its id) or a DM (:func:`dm_pair`) forward to
+    ``seq``; a marker is never moved back."""
+    return ("set_read_marker", (user_id, conversation, seq))
+
+
+def add_reaction(message_id: str, emoji: str, user_id: str, created_at: str) -> Op:
+    """Add a user's reaction to a message; does nothing if it is there already."""
+    return ("add_reaction", (message_id, emoji, user_id, created_at))
+
+
+def remove_reaction(message_id: str, emoji: str, user_id: str) -> Op:
+    """Take a user's reaction off a message."""
+    return ("remove_reaction", (message_id, emoji, user_id))
+
+
+def count_reply(parent_id: str) -> Op:
+    """Count one more reply to a message (after the reply's own insert)."""
+    return ("count_reply", (parent_id,))
+
+
+def set_mentions(message_id: str, user_ids: list[str], mentions_room: bool) -> Op:
+    """Record whom a message mentions (after its insert; only for messages that do)."""
+    return ("set_mentions", (orjson.dumps(user_ids).decode(), int(mentions_room), message_id))
+
+
+def set_dm_reply(id: str, reply_to: str) -> Op:
+    """Record which direct message one replies to (after its insert)."""
+    return ("set_dm_reply", (reply_to, id))
+
+
+def edit_dm(id: str, content: str, edited_at: str) -> Op:
+    """Replace a direct message's content."""
+    return ("edit_dm", (content, edited_at, id))
+
+
+def delete_dm(id: str, deleted_at: str) -> Op:
+    """Soft-delete a direct message: its content is blanked and ``deleted_at`` set."""
+    return ("delete_dm", (deleted_at, id))

@@ -35,6 +35,7 @@ from fastchat.config import StorageConfig
 from fastchat.errors import Overloaded, StorageUnavailable
 from fastchat.storage.base import (
     AuditRow,
+    ConversationRow,
     DirectMessageRow,
     Duplicate,
     FileRow,
@@ -42,6 +43,7 @@ from fastchat.storage.base import (
     OnDone,
     Op,
     RoomRow,
+    SearchHit,
     StartupState,
     StorageError,
     UserRow,
@@ -61,6 +63,10 @@ WAL_RESTART_PAGES = 8000
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 _CLEAN_KEY = "clean_shutdown"
+MAX_SEQ = 2**63 - 1
+SNIPPET_OPEN = "<mark>"
+SNIPPET_CLOSE = "</mark>"
+"""What a search snippet wraps each match in (the rest of the snippet is plain text)."""
 
 MIGRATIONS: list[str] = [
     """
@@ -164,6 +170,48 @@ MIGRATIONS: list[str] = [
     DROP INDEX direct_messages_sender_client;
     CREATE UNIQUE INDEX direct_messages_client_sender ON direct_messages (client_id, sender_id)
         WHERE client_id IS NOT NULL;
+    """,
+    # Issue 15: read markers, reactions, reply counts, mentions, full-text search.
+    # A marker's conversation is a room id, or a DM pair ("a:b", see ops.dm_pair).
+    """
+    CREATE TABLE read_markers (
+        user_id TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (user_id, conversation)
+    ) WITHOUT ROWID;
+    CREATE TABLE reactions (
+        message_id TEXT NOT NULL,
+        emoji TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (message_id, emoji, user_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE messages ADD COLUMN reply_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN mentions TEXT;
+    ALTER TABLE messages ADD COLUMN mentions_room INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_reply_to ON messages (reply_to, seq) WHERE reply_to IS NOT NULL;
+    ALTER TABLE direct_messages ADD COLUMN reply_to TEXT;
+    ALTER TABLE direct_messages ADD COLUMN edited_at TEXT;
+    ALTER TABLE direct_messages ADD COLUMN deleted_at TEXT;
+    CREATE INDEX direct_messages_sender_pair ON direct_messages (sender_id, pair, seq);
+    CREATE INDEX direct_messages_recipient_pair ON direct_messages (recipient_id, pair, seq);
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+            VALUES ('delete', old.rowid, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+            VALUES ('delete', old.rowid, old.content);
+        INSERT INTO messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END;
     """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
@@ -362,6 +410,11 @@ class SqliteStore:
             rows = self._db.execute(PAGE_SQL["dm_before"], (pair, before, limit)).fetchall()
         return [DirectMessageRow(*row) for row in reversed(rows)]
 
+    async def dm_by_id(self, dm_id: str) -> DirectMessageRow | None:
+        """The direct message with this id."""
+        row = self._one(f"{_DM_SELECT} WHERE id = ?", (dm_id,))
+        return DirectMessageRow(*row) if row else None
+
     async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
         """The direct message ``sender_id`` sent with this client id."""
         row = self._one(
@@ -393,6 +446,122 @@ class SqliteStore:
         row = self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = ?", (file_id,))
         return FileRow(*row) if row else None
 
+    async def members_by_last_seen(self, room_id: str, *, limit: int) -> list[UserRow]:
+        """Up to ``limit`` members of a room, the most recently seen first."""
+        rows = self._db.execute(
+            f"SELECT {_columns(UserRow, 'u.')} FROM room_members m JOIN users u ON u.id = m.user_id"
+            " WHERE m.room_id = ? ORDER BY u.last_seen DESC LIMIT ?",
+            (room_id, limit),
+        )
+        return [UserRow(*row) for row in rows.fetchall()]
+
+    async def read_markers(self, user_id: str) -> dict[str, int]:
+        """The user's read markers: conversation (room id or DM pair) -> seq."""
+        rows = self._db.execute(
+            "SELECT conversation, seq FROM read_markers WHERE user_id = ?", (user_id,)
+        )
+        return dict(rows.fetchall())
+
+    async def room_unread(
+        self, room_id: str, user_id: str, after_seq: int, cap: int
+    ) -> tuple[int, int]:
+        """Live messages of others after ``after_seq`` (up to ``cap``), and how many of those
+        mention ``user_id`` or the whole room."""
+        row = self._one(
+            "SELECT COUNT(*), COALESCE(SUM(mentions_room OR EXISTS ("
+            "SELECT 1 FROM json_each(mentions) WHERE value = ?2)), 0) FROM ("
+            "SELECT mentions, mentions_room FROM messages WHERE room_id = ?1 AND seq > ?3"
+            " AND user_id != ?2 AND deleted_at IS NULL ORDER BY seq LIMIT ?4)",
+            (room_id, user_id, after_seq, cap),
+        )
+        assert row is not None
+        return row[0], row[1]
+
+    async def conversations(
+        self, user_id: str, *, limit: int, unread_cap: int
+    ) -> list[ConversationRow]:
+        """The user's ``limit`` most recent DM conversations, newest first."""
+        pairs = self._db.execute(
+            "SELECT pair, MAX(last) FROM ("
+            "SELECT pair, MAX(seq) AS last FROM direct_messages WHERE sender_id = ?1 GROUP BY pair"
+            " UNION ALL SELECT pair, MAX(seq) FROM direct_messages WHERE recipient_id = ?1"
+            " GROUP BY pair) GROUP BY pair ORDER BY 2 DESC LIMIT ?2",
+            (user_id, limit),
+        ).fetchall()
+        markers = await self.read_markers(user_id)
+        conversations = []
+        for pair, last_seq in pairs:
+            last = self._one(f"{_DM_SELECT} WHERE seq = ?", (last_seq,))
+            assert last is not None
+            marker = markers.get(pair, 0)
+            unread = self._one(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM direct_messages WHERE pair = ?"
+                " AND recipient_id = ? AND seq > ? AND deleted_at IS NULL LIMIT ?)",
+                (pair, user_id, marker, unread_cap),
+            )
+            assert unread is not None
+            a, b = pair.split(":")
+            conversations.append(
+                ConversationRow(
+                    b if a == user_id else a, DirectMessageRow(*last), marker, unread[0]
+                )
+            )
+        return conversations
+
+    async def reactions(self, message_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """``(emoji, user_id)`` of each message's reactions, oldest first."""
+        rows = self._db.execute(
+            "SELECT message_id, emoji, user_id FROM reactions"
+            " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY created_at",
+            (orjson.dumps(message_ids).decode(),),
+        )
+        found: dict[str, list[tuple[str, str]]] = {}
+        for message_id, emoji, user_id in rows:
+            found.setdefault(message_id, []).append((emoji, user_id))
+        return found
+
+    async def replies_page(
+        self, message_id: str, *, before: int | None = None, limit: int
+    ) -> list[MessageRow]:
+        """Up to ``limit`` replies to a message, the newest with ``seq < before`` (or the
+        newest at all), oldest first."""
+        rows = self._db.execute(
+            f"{_MESSAGE_SELECT} WHERE reply_to = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (message_id, MAX_SEQ if before is None else before, limit),
+        ).fetchall()
+        return [MessageRow(*row) for row in reversed(rows)]
+
+    async def search_messages(
+        self, match: str, room_ids: list[str], *, before_id: str | None, limit: int
+    ) -> list[SearchHit]:
+        """The ``limit`` newest live messages of ``room_ids`` matching the FTS5 expression
+        ``match`` (stored before message ``before_id``), newest first, with their rank.
+
+        Newest first rather than best overall: FTS5 walks its index by rowid and stops at
+        ``limit``, where ranking every match of a common word would read all of them.
+        """
+        before_rowid = None
+        if before_id is not None:
+            found = self._one("SELECT rowid FROM messages WHERE id = ?", (before_id,))
+            if found is None:
+                return []
+            before_rowid = found[0]
+        rows = self._db.execute(
+            f"SELECT {_columns(MessageRow, 'm.')}, snippet(messages_fts, 0, '{SNIPPET_OPEN}',"
+            f" '{SNIPPET_CLOSE}', '…', 16), messages_fts.rank FROM messages_fts"
+            " JOIN messages m ON m.rowid = messages_fts.rowid"
+            " WHERE messages_fts MATCH ?1 AND messages_fts.rowid < ?2"
+            " AND m.room_id IN (SELECT value FROM json_each(?3)) AND m.deleted_at IS NULL"
+            " ORDER BY messages_fts.rowid DESC LIMIT ?4",
+            (
+                match,
+                MAX_SEQ if before_rowid is None else before_rowid,
+                orjson.dumps(room_ids).decode(),
+                limit,
+            ),
+        ).fetchall()
+        return [SearchHit(MessageRow(*row[:-2]), row[-2], row[-1]) for row in rows]
+
 
 # --------------------------------------------------------------------------- write operations
 
@@ -422,6 +591,16 @@ STATEMENTS: dict[str, str] = {
     "insert_file": "INSERT INTO files (id, uploader_id, name, size, content_type, created_at,"
     " room_id, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "attach_file": "UPDATE files SET room_id = ?, message_id = ? WHERE id = ?",
+    "set_read_marker": "INSERT INTO read_markers (user_id, conversation, seq) VALUES (?, ?, ?)"
+    " ON CONFLICT (user_id, conversation) DO UPDATE SET seq = max(seq, excluded.seq)",
+    "add_reaction": "INSERT INTO reactions (message_id, emoji, user_id, created_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
+    "remove_reaction": "DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?",
+    "count_reply": "UPDATE messages SET reply_count = reply_count + 1 WHERE id = ?",
+    "set_mentions": "UPDATE messages SET mentions = ?, mentions_room = ? WHERE id = ?",
+    "set_dm_reply": "UPDATE direct_messages SET reply_to = ? WHERE id = ?",
+    "edit_dm": "UPDATE direct_messages SET content = ?, edited_at = ? WHERE id = ?",
+    "delete_dm": "UPDATE direct_messages SET content = '', deleted_at = ? WHERE id = ?",
 }
 
 

@@ -19,6 +19,7 @@ from fastchat.auth import normalize_email, validate_login, validate_registration
 from fastchat.clock import utc_now_iso
 from fastchat.errors import Banned, ChatError, Conflict, InvalidCredentials, RateLimited
 from fastchat.ids import new_id
+from fastchat.protocol import parse_search
 from fastchat.ratelimit import KeyedLimiter
 from fastchat.storage import ops
 from fastchat.storage.base import AuditRow, Duplicate
@@ -63,6 +64,7 @@ class Api:
             ("POST", "/api/auth/login"): self._login,
             ("GET", "/api/auth/me"): self._me,
             ("GET", "/api/chat/rooms"): self._rooms,
+            ("GET", "/api/chat/search"): self._search,
             ("GET", "/api/admin/audit"): self._audit,
         }
         self._paths = {path for _, path in self._routes}
@@ -262,6 +264,19 @@ class Api:
         return json_response(
             200, {"rooms": self._app.chat.visible_rooms(await self._user(request))}
         )
+
+    async def _search(self, request: Request) -> Response:
+        user = await self._user(request)
+        limit = request.query("limit")
+        cmd = parse_search(
+            {
+                "query": request.query("q"),
+                "roomId": request.query("roomId"),
+                "limit": int(limit) if limit is not None and limit.isdecimal() else limit,
+                "before": request.query("before"),
+            }
+        )
+        return json_response(200, await self._app.chat.search.results(user, cmd))
 
     async def _audit(self, request: Request) -> Response:
         user = await self._user(request)

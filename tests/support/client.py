@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import orjson
@@ -125,3 +126,19 @@ async def joined(
     client.send(type="join_room", roomId=room)
     await client.expect("room_joined", roomId=room)
     return client, account
+
+
+async def private_room(owner: ChatClient, name: str = "Secret") -> str:
+    """Create a private room as ``owner`` and join it; its id."""
+    owner.send(type="create_room", name=name, isPrivate=True)
+    room_id = (await owner.expect("room_created"))["room"]["id"]
+    owner.send(type="join_room", roomId=room_id)
+    await owner.expect("room_joined", roomId=room_id)
+    return room_id
+
+
+async def post(client: ChatClient, room_id: str, content: str, **fields: Any) -> dict[str, Any]:
+    """Send a room message and wait for its ``message_ack`` (it is then stored); the ack."""
+    client_id = f"c-{uuid.uuid4().hex}"
+    client.send(type="send_message", roomId=room_id, content=content, clientId=client_id, **fields)
+    return await client.expect("message_ack", clientId=client_id)

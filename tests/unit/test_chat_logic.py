@@ -95,7 +95,7 @@ class World:
         user = await self.chat.user(user_id)
         assert user is not None
         self.hub.opened(peer)  # type: ignore[arg-type]
-        self.chat.authenticate(peer, user)  # type: ignore[arg-type]
+        await self.chat.authenticate(peer, user)  # type: ignore[arg-type]
         return peer
 
     async def do(self, peer: Peer, command: dict[str, Any]) -> None:
@@ -139,7 +139,15 @@ def make_chat(
     metrics = Metrics()
     hub = Hub(WebSocketConfig(compression="off", coalesce_ms=0), metrics)
     chat = Chat(
-        config, hub, LocalBroker(hub), store, writer, TokenService(SECRET, 3600), metrics, startup
+        config,
+        hub,
+        LocalBroker(hub),
+        store,
+        writer,
+        TokenService(SECRET, 3600),
+        metrics,
+        startup,
+        LimitsConfig().read_receipts_max_members,
     )
     return chat, hub, metrics
 

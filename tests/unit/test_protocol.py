@@ -141,6 +141,23 @@ VALID: list[tuple[dict[str, Any], p.Command]] = [
     ({"type": "set_role", "userId": UID, "role": "moderator"}, p.SetRole(UID, "moderator")),
     ({"type": "set_role", "userId": UID, "role": "user"}, p.SetRole(UID, "user")),
     ({"type": "set_role", "userId": UID, "role": "admin"}, p.SetRole(UID, "admin")),
+    ({"type": "mark_read", "roomId": RID, "seq": 0}, p.MarkRead(RID, None, 0)),
+    ({"type": "mark_read", "userId": UID, "seq": 9}, p.MarkRead(None, UID, 9)),
+    (
+        {"type": "add_reaction", "messageId": MID, "emoji": ":thumbsup:"},
+        p.Reaction(MID, "\U0001f44d", True),
+    ),
+    (
+        {"type": "remove_reaction", "messageId": MID, "emoji": "\U0001f1eb\U0001f1f7"},
+        p.Reaction(MID, "\U0001f1eb\U0001f1f7", False),
+    ),
+    ({"type": "get_thread", "messageId": MID}, p.GetThread(MID, 50, None)),
+    ({"type": "get_thread", "messageId": MID, "limit": 5, "before": 9}, p.GetThread(MID, 5, 9)),
+    ({"type": "search", "query": "zebra"}, p.Search("zebra", None, 20, None)),
+    (
+        {"type": "search", "query": "a b", "roomId": RID, "limit": 50, "before": MID},
+        p.Search("a b", RID, 50, MID),
+    ),
     ({"type": "ping"}, p.Ping()),
     ({"type": "ping", "timestamp": 123}, p.Ping()),
 ]
@@ -163,7 +180,7 @@ def test_parse_accepts_str_bytes_and_buffers() -> None:
 
 def test_every_wire_type_is_covered_by_valid_table() -> None:
     assert {msg["type"] for msg, _ in VALID} == p.COMMAND_TYPES
-    assert len(p.COMMAND_TYPES) == 19
+    assert len(p.COMMAND_TYPES) == 24
 
 
 def test_commands_are_slotted() -> None:
@@ -192,6 +209,10 @@ BASE: dict[str, dict[str, Any]] = {
     "ban_user": {"userId": UID},
     "unban_user": {"userId": UID},
     "set_role": {"userId": UID, "role": "user"},
+    "add_reaction": {"messageId": MID, "emoji": "\U0001f44d"},
+    "remove_reaction": {"messageId": MID, "emoji": "\U0001f44d"},
+    "get_thread": {"messageId": MID},
+    "search": {"query": "zebra"},
 }
 
 ID_FIELDS = [
@@ -428,6 +449,9 @@ FIELD_NAMES = sorted(
         "description",
         "isPrivate",
         "reason",
+        "seq",
+        "emoji",
+        "query",
     }
 )
 commandish = st.builds(
@@ -589,3 +613,85 @@ def test_attachment_caption_is_optional(content):
     assert cmd.content == "" and cmd.file_id == "f1"
     with pytest.raises(ValidationError):
         p.parse(orjson.dumps({"type": "send_message", "roomId": "general", "content": content}))
+
+
+# --- issue 15: read markers, reactions, search ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("msg", "field", "message"),
+    [
+        ({"seq": 1}, "roomId", "exactly one of roomId and userId is required"),
+        (
+            {"roomId": RID, "userId": UID, "seq": 1},
+            "roomId",
+            "exactly one of roomId and userId is required",
+        ),
+        ({"roomId": RID}, "seq", "seq is required"),
+        ({"roomId": RID, "seq": -1}, "seq", f"seq must be between 0 and {p.MAX_SEQ}"),
+        ({"roomId": RID, "seq": True}, "seq", "seq must be an integer"),
+    ],
+)
+def test_mark_read_needs_one_conversation_and_a_seq(
+    msg: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        p.parse(enc({"type": "mark_read", **msg}))
+    assert (info.value.field, info.value.message) == (field, message)
+
+
+@pytest.mark.parametrize(
+    "emoji",
+    [
+        "\U0001f44d",
+        "\u2764\ufe0f",
+        "\U0001f44d\U0001f3fd",
+        "1\ufe0f\u20e3",
+        "\U0001f1ef\U0001f1f5",
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "\U0001f3f3\ufe0f\u200d\U0001f308",
+        "\u2705",
+    ],
+)
+def test_single_emoji_are_accepted(emoji: str) -> None:
+    assert p.is_emoji(emoji)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "a",
+        ":)",
+        "\U0001f44d\U0001f44d",
+        "\U0001f3fd",
+        "\U0001f44d\u200d",
+        "\u200d\U0001f44d",
+        "\U0001f1ef",
+        "\U0001f1ef\U0001f1f5\U0001f1eb",
+        "1",
+        "\U0001f44d" + "\ufe0f" * 20,
+        ":tada",
+    ],
+)
+def test_non_emoji_are_refused(text: str) -> None:
+    assert not p.is_emoji(text)
+    with pytest.raises(ValidationError) as info:
+        p.parse(enc({"type": "add_reaction", "messageId": MID, "emoji": text}))
+    assert info.value.field == "emoji"
+
+
+@given(st.text(max_size=20))
+def test_is_emoji_never_fails_and_accepts_few_codepoints(text: str) -> None:
+    if p.is_emoji(text):
+        assert 1 <= len(text) <= 16 and not any(ch.isalpha() for ch in text)
+
+
+def test_every_shortcode_stands_for_one_emoji() -> None:
+    assert all(p.is_emoji(emoji) for emoji in p.SHORTCODES.values())
+
+
+def test_search_query_length_is_capped() -> None:
+    with pytest.raises(ValidationError) as info:
+        p.parse(enc({"type": "search", "query": "q" * (p.MAX_QUERY_CHARS + 1)}))
+    assert info.value.field == "query"

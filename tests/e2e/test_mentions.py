@@ -1,0 +1,49 @@
+"""Mentions: resolved by the server, a ``mention`` event, counted into ``mentions``."""
+
+from __future__ import annotations
+
+from tests.support.accounts import register
+from tests.support.client import ChatClient, joined, post, private_room
+
+
+async def test_mentions_resolve_notify_and_count(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob_account = register(server.base_url)
+    bob_id, bob_name = bob_account["user"]["id"], bob_account["user"]["username"]
+    bob = await ChatClient.connect(server.ws_url, bob_account["token"])
+    bob.send(type="join_room", roomId="general")
+    await bob.expect("room_joined")
+    bob.send(type="leave_room", roomId="general")  # a member, not in the room now
+    await bob.expect("room_left")
+
+    ack = await post(alice, "general", f"hey @{bob_name.upper()}, and @nobody_here too")
+    mention = (await bob.expect("mention"))["message"]
+    assert mention["id"] == ack["messageId"]
+    assert mention["mentions"] == [bob_id] and mention["mentionsRoom"] is False
+    await post(alice, "general", "attention @room")
+    await post(alice, "general", "mail me at x@bob.example")
+
+    fresh = await ChatClient.connect(server.ws_url)
+    rooms = {r["id"]: r for r in (await fresh.authenticate(bob_account["token"]))["rooms"]}
+    assert rooms["general"]["unread"] == 3 and rooms["general"]["mentions"] == 2
+    alice.send(type="get_room_history", roomId="general")
+    messages = (await alice.expect("room_history"))["messages"]
+    assert [(m["mentions"], m["mentionsRoom"]) for m in messages] == [
+        ([bob_id], False),
+        ([], True),
+        ([], False),
+    ]
+
+
+async def test_mentions_of_users_who_cannot_see_the_room_are_dropped(server):
+    alice, _ = await joined(server.ws_url, server.base_url)
+    outsider_account = register(server.base_url)
+    outsider = await ChatClient.connect(server.ws_url, outsider_account["token"])
+    secret = await private_room(alice)
+    await post(alice, secret, f"@{outsider_account['user']['username']} cannot see this")
+    alice.send(type="get_room_history", roomId=secret)
+    (message,) = (await alice.expect("room_history"))["messages"]
+    assert message["mentions"] == []
+    outsider.send(type="ping")
+    await outsider.expect("pong")
+    assert not [e for e in outsider.drain() if e["type"] == "mention"]
