@@ -87,6 +87,7 @@ const panel = new SidePanel(store, Object.create(messages.ctx, {
     store.search = { query, nextBefore: null };
     if (send('search', { query })) panel.showSearching(query);
     else toast('Not connected');
+    closeSidebar();
   },
   onMore: () => {
     const { query, nextBefore } = store.search ?? {};

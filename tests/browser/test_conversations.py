@@ -211,3 +211,25 @@ def test_direct_messages_reply_edit_delete_and_react(pair: Pair) -> None:
     edited.locator(".action.delete").click()
     alice.page.locator("#dialog").get_by_role("button", name="Delete").click()
     expect(bob.page.locator("#messages .message.deleted .content")).to_have_text("message deleted")
+
+
+def test_search_on_a_phone_covers_the_screen_and_closes(sign_up: SignUp, screenshots: Path) -> None:
+    phone = sign_up("phone", viewport={"width": 375, "height": 667}, touch=True)
+    page = phone.page
+    page.click("#menu-button")
+    create_room(phone, unique_name("small"))
+    word = "walrus" + unique_name("w").split("_")[1]
+    send(phone, f"a {word} on a phone")
+    expect(message(phone, f"a {word} on a phone")).not_to_have_class(PENDING)
+    page.click("#menu-button")
+    page.fill("#search-input", word)
+    page.press("#search-input", "Enter")
+    panel = page.locator("#side-panel")
+    expect(panel.locator(".search-result")).to_have_count(1)
+    box = panel.bounding_box()
+    assert box is not None and box["width"] == 375
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.screenshot(path=str(screenshots / "mobile-search.png"))
+    panel.locator(".search-result").tap()
+    expect(panel).to_be_hidden()
+    expect(message(phone, f"a {word} on a phone")).to_be_in_viewport()

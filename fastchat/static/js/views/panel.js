@@ -4,6 +4,9 @@ import { $, el } from '../dom.js';
 import { timeLabel } from '../format.js';
 import { MessageList } from '../messages.js';
 
+// Where the panel covers the whole screen (style.css, small screens): a jump closes it.
+const COVERS_SCREEN = matchMedia('(max-width: 760px)');
+
 /**
  * A search snippet: plain text with each match between "<mark>" and "</mark>", as nodes
  * (the matches as <mark> elements, everything as text: the rest is the user's raw content).
@@ -83,7 +86,12 @@ export class SidePanel {
     for (const { message, snippet } of results) {
       box.append(el('button', {
         type: 'button', class: 'search-result', dataset: { messageId: message.id },
-        on: { click: () => this.onJump(message) },
+        on: {
+          click: () => {
+            if (COVERS_SCREEN.matches) this.close();
+            this.onJump(message);
+          },
+        },
       },
       el('span', { class: 'result-meta' },
         el('strong', { text: message.username ?? '' }),
