@@ -20,6 +20,9 @@ import { UserMenu } from './js/views/usermenu.js';
 
 const HISTORY_PAGE = 50;
 const CATCH_UP_PAGE = 200;
+// At most one mark_read per this long while messages stream in (a busy room must not
+// spend the connection's rate limit on read markers).
+const MARK_READ_EVERY_MS = 1500;
 
 const store = new ChatStore((roomId) => {
   if (store.isOnScreen(roomKey(roomId))) messages.renderTyping();
@@ -142,6 +145,7 @@ function openConversation(key) {
     return;
   }
   typingSender.stop();
+  markRead({ now: true });
   const c = store.open(key);
   messages.reset();
   composer.renderReply();
@@ -259,11 +263,28 @@ function showHistory({ key, before }) {
   else if (messages.cannotScroll) requestOlder();
 }
 
-/** The conversation on screen is being read: move the read marker to its newest message. */
-function markRead() {
+let markReadTimer = null;
+let markReadSentAt = 0;
+
+/**
+ * The conversation on screen is being read: move the read marker to its newest message, at
+ * once or, when one was sent less than MARK_READ_EVERY_MS ago, then (`now`: at once anyway,
+ * before another conversation goes on screen).
+ */
+function markRead({ now = false } = {}) {
   if (document.hidden) return;
+  const wait = markReadSentAt + MARK_READ_EVERY_MS - Date.now();
+  if (!now && (markReadTimer || wait > 0)) {
+    markReadTimer ??= setTimeout(() => {
+      markReadTimer = null;
+      markRead();
+    }, wait);
+    return;
+  }
+  clearTimeout(markReadTimer);
+  markReadTimer = null;
   const fields = store.readUpTo();
-  if (fields) send('mark_read', fields);
+  if (fields && send('mark_read', fields)) markReadSentAt = Date.now();
 }
 
 function leftRoom(data) {

@@ -233,3 +233,26 @@ def test_search_on_a_phone_covers_the_screen_and_closes(sign_up: SignUp, screens
     panel.locator(".search-result").tap()
     expect(panel).to_be_hidden()
     expect(message(phone, f"a {word} on a phone")).to_be_in_viewport()
+
+
+def test_read_markers_are_throttled_while_messages_stream_in(
+    pair: Pair, sign_up: SignUp, module_server
+) -> None:
+    alice, bob, room = pair
+    marks: list[str] = []
+    bob.page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent", lambda frame: marks.append(frame) if "mark_read" in frame else None
+        ),
+    )
+    bob.page.reload()  # the new socket is watched
+    expect(bob.page.locator("#current-room-name")).to_have_text(f"# {room}")
+    room_id = alice.page.locator("#room-list .room.active").get_attribute("data-room-id")
+    post_as_bot(module_server, room_id, 30)
+    expect(message(bob, "m30")).to_have_count(1)
+    # The last marker follows the burst: the next sign-in has nothing unread there.
+    fresh = sign_up("bob", existing=bob.username)
+    expect(room_button(fresh, room)).to_be_visible()
+    expect(room_button(fresh, room).locator(".badge")).to_have_count(0, timeout=10_000)
+    assert 1 <= len(marks) < 10, marks
