@@ -425,7 +425,7 @@ const handlers = {
   private_message(data) {
     const { key, isNew, unread } = store.privateMessage(data, document.hidden);
     if (unread) sidebar.renderUnread();
-    if (isNew) notify(data.from.username, data.content);
+    if (isNew) notify(data.from.username, data.content, { onClick: () => openDm(data.from) });
     if (store.isOnScreen(key)) {
       messages.render();
       markRead();
@@ -531,7 +531,9 @@ const handlers = {
 function notifyMention(message) {
   const room = store.rooms.get(message.roomId)?.name ?? 'a room';
   const evenIfVisible = !store.isOnScreen(roomKey(message.roomId));
-  notify(`${message.username} mentioned you in #${room}`, message.content, { evenIfVisible });
+  notify(`${message.username} mentioned you in #${room}`, message.content, {
+    evenIfVisible, onClick: () => jumpTo(message),
+  });
 }
 
 function showDeleted(deleted) {

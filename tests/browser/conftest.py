@@ -26,14 +26,18 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# Records the title of every notification the page raises, in window.notified.
+# Records every notification the page raises: their titles in window.notified, the
+# notifications themselves in window.notifications (a test can click one).
 RECORD_NOTIFICATIONS = """
 window.notified = [];
+window.notifications = [];
 const RealNotification = window.Notification;
 window.Notification = new Proxy(RealNotification, {
   construct(target, args) {
+    const note = Reflect.construct(target, args);
     window.notified.push(args[0]);
-    return Reflect.construct(target, args);
+    window.notifications.push(note);
+    return note;
   },
   get(target, name) { return target[name]; },
 });
@@ -82,7 +86,7 @@ def sign_up(browser: sync_api.Browser, module_server) -> Iterator[SignUp]:
     notifications=False)`` registers a new user (or signs in as the ``existing`` one) in a
     fresh browser context through the form and waits for the live connection; ``touch``
     emulates a phone's touch screen, ``notifications`` grants the permission and records the
-    titles of the notifications raised in ``window.notified``.
+    notifications raised (``window.notified``: titles, ``window.notifications``).
 
     ``route_ws``, when given, sees every WebSocket the page opens (a man in the middle).
     Contexts are closed at the end; uncaught page errors fail the test.

@@ -104,6 +104,10 @@ def test_unread_mentions_divider_and_read_markers(
     tab1.page.wait_for_function(
         f"() => window.notified.includes('{alice.username} mentioned you in #{room}')"
     )
+    # Clicking it opens the room at that message.
+    tab1.page.evaluate("window.notifications.at(-1).dispatchEvent(new Event('click'))")
+    expect(tab1.page.locator("#current-room-name")).to_have_text(f"# {room}")
+    expect(message(tab1, f"@{bob.username} ping")).to_be_in_viewport()
 
 
 def test_reactions_with_the_emoji_picker(pair: Pair, screenshots: Path) -> None:

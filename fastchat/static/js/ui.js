@@ -40,13 +40,15 @@ $('enable-notifications').addEventListener('click', async () => {
 
 /**
  * A browser notification when permission was granted: only while the page is hidden, unless
- * `evenIfVisible` (a mention in a conversation that is not on screen).
+ * `evenIfVisible` (a mention in a conversation that is not on screen). A click on it focuses
+ * the page and runs `onClick` (open the conversation).
  */
-export function notify(title, body, { evenIfVisible = false } = {}) {
+export function notify(title, body, { evenIfVisible = false, onClick = null } = {}) {
   if ((!document.hidden && !evenIfVisible) || !('Notification' in window) || Notification.permission !== 'granted') return;
   const note = new Notification(title, { body, tag: title });
   note.addEventListener('click', () => {
     window.focus();
     note.close();
+    onClick?.();
   });
 }
