@@ -172,14 +172,10 @@ function openThread(parent) {
   closeSidebar();
 }
 
-/** A search result: open its conversation and bring the message into view. */
+/** A room message (a search result, a mention): open its room and bring it into view. */
 function jumpTo(message) {
   store.jump = message.id;
-  const key = store.keyOf(message);
-  if (!store.isOnScreen(key)) {
-    if (key.startsWith('dm:')) openDm(store.users.get(key.slice(3)) ?? { id: key.slice(3), username: message.username });
-    else openConversation(key);
-  }
+  openConversation(roomKey(message.roomId));
   revealJump();
 }
 

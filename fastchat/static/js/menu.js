@@ -3,7 +3,7 @@
 import { $, el } from './dom.js';
 
 // The reactions offered by the picker: single emoji graphemes, which the server accepts.
-export const REACTION_EMOJI = ['👍', '👎', '😄', '🎉', '😕', '❤️', '🚀', '👀', '😂', '🙏', '🔥', '✅'];
+const REACTION_EMOJI = ['👍', '👎', '😄', '🎉', '😕', '❤️', '🚀', '👀', '😂', '🙏', '🔥', '✅'];
 
 function place(menu, event) {
   menu.hidden = false;

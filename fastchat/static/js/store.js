@@ -101,17 +101,9 @@ export class ChatStore {
     return [...this.convs.values(), this.thread].filter((c) => c?.messages.has(id));
   }
 
-  /** Where a search result was said: "in #room" or "in a direct message". */
+  /** Where a room message (a search result) was said: "in #room". */
   placeOf(message) {
-    if (!message.roomId) return 'in a direct message';
     return `in #${this.rooms.get(message.roomId)?.name ?? 'a room'}`;
-  }
-
-  /** The conversation key of a message from search results. */
-  keyOf(message) {
-    if (message.roomId) return roomKey(message.roomId);
-    const other = message.fromUserId === this.me.id ? message.toUserId : message.fromUserId ?? message.userId;
-    return dmKey(other);
   }
 
   roleOf(userId) {
