@@ -3,6 +3,8 @@
 import * as api from './js/api.js';
 import { Connection } from './js/connection.js';
 import { dmKey, roomKey } from './js/conversation.js';
+import { personDialog } from './js/dialog.js';
+import { humanBytes } from './js/format.js';
 import { closeMenu, menuOpen } from './js/menu.js';
 import { loadSession, saveSession } from './js/saved.js';
 import { ChatStore } from './js/store.js';
@@ -12,6 +14,7 @@ import { AuthView } from './js/views/auth.js';
 import { Composer } from './js/views/composer.js';
 import { MemberList } from './js/views/members.js';
 import { MessagesView } from './js/views/messages.js';
+import { SidePanel } from './js/views/panel.js';
 import { Sidebar } from './js/views/sidebar.js';
 import { UserMenu } from './js/views/usermenu.js';
 
@@ -19,6 +22,9 @@ const HISTORY_PAGE = 50;
 const CATCH_UP_PAGE = 200;
 const RENEW_AHEAD_MS = 60_000; // refresh the access token this long before it expires
 const RENEW_RETRY_MS = 10_000; // after a failed refresh that was not a refusal
+// At most one mark_read per this long while messages stream in (a busy room must not
+// spend the connection's rate limit on read markers).
+const MARK_READ_EVERY_MS = 1500;
 
 const store = new ChatStore((roomId) => {
   if (store.isOnScreen(roomKey(roomId))) messages.renderTyping();
@@ -74,6 +80,30 @@ const messages = new MessagesView(store, {
     const roomId = store.viewRoomId;
     if (roomId) send('leave_room', { roomId });
   },
+  onInvite: inviteToRoom,
+  onReact: (m, emoji, add) => send(add ? 'add_reaction' : 'remove_reaction', { messageId: m.id, emoji }),
+  onOpenThread: (m) => openThread(m),
+});
+const panel = new SidePanel(store, Object.create(messages.ctx, {
+  canReply: { value: false },
+  dividerSeq: { value: null },
+}), {
+  onSearch: (query) => {
+    store.search = { query, nextBefore: null };
+    if (send('search', { query })) panel.showSearching(query);
+    else toast('Not connected');
+    closeSidebar();
+  },
+  onMore: () => {
+    const { query, nextBefore } = store.search ?? {};
+    if (nextBefore) send('search', { query, before: nextBefore });
+  },
+  onJump: jumpTo,
+  onThreadReply: (content) => {
+    const { thread } = store;
+    if (!thread) return;
+    send('send_message', { roomId: thread.roomId, content, replyTo: thread.id });
+  },
 });
 const composer = new Composer(store, {
   onSubmit: (content) => {
@@ -106,6 +136,7 @@ async function startSession(session) {
 function endSession(message = '', { logout = false } = {}) {
   clearTimeout(renewTimer);
   if (logout && store.session) api.logout(store.session.token).catch(() => {});
+  panel.close();
   connection.stop();
   store.end();
   messages.reset();
@@ -152,6 +183,7 @@ function openConversation(key) {
     return;
   }
   typingSender.stop();
+  markRead({ now: true });
   const c = store.open(key);
   messages.reset();
   composer.renderReply();
@@ -171,11 +203,41 @@ function openConversation(key) {
   composer.focus();
 }
 
+function openThread(parent) {
+  store.openThread(parent);
+  panel.showThread();
+  send('get_thread', { messageId: parent.id, limit: HISTORY_PAGE });
+  closeSidebar();
+}
+
+/** A room message (a search result, a mention): open its room and bring it into view. */
+function jumpTo(message) {
+  store.jump = message.id;
+  openConversation(roomKey(message.roomId));
+  revealJump();
+}
+
+/** Scroll to the message searched for once it is held, paging back through history to it. */
+function revealJump() {
+  if (!store.jump) return;
+  if (messages.reveal(store.jump)) store.jump = null;
+  else if (store.current?.loaded && !store.current.hasMore) store.jump = null;
+  else requestOlder();
+}
+
 function openDm(user) {
   if (user.id === store.me.id) return;
   store.addDmPartner(user);
   sidebar.renderDms();
   openConversation(dmKey(user.id));
+}
+
+async function inviteToRoom() {
+  const roomId = store.viewRoomId;
+  if (!roomId) return;
+  const name = store.rooms.get(roomId)?.name ?? 'this room';
+  const person = await personDialog(`Invite to ${name}`, 'Invite', store.invitable(roomId));
+  if (person) send('invite_to_room', { roomId, userId: person.id });
 }
 
 function joinRoom(roomId) {
@@ -220,7 +282,7 @@ async function sendFile(file) {
     const messageType = (uploaded.contentType || file.type).startsWith('image/') ? 'image' : 'file';
     sendToView(uploaded.name || file.name, { messageType, fileId: uploaded.id, attachment: { ...uploaded, url: null } });
   } catch (err) {
-    toast(`Upload failed: ${err.message}`);
+    toast(`Upload failed: ${humanBytes(err.message)}`);
   } finally {
     composer.hideUpload();
   }
@@ -229,8 +291,34 @@ async function sendFile(file) {
 /** After a page of history: render, and fetch another page while the list cannot scroll. */
 function showHistory({ key, before }) {
   if (!store.isOnScreen(key)) return;
-  messages.render({ forceBottom: !before.max });
-  if (messages.cannotScroll) requestOlder();
+  messages.render({ forceBottom: !before.max && !store.jump });
+  markRead();
+  if (store.jump) revealJump();
+  else if (messages.cannotScroll) requestOlder();
+}
+
+let markReadTimer = null;
+let markReadSentAt = 0;
+
+/**
+ * The conversation on screen is being read: move the read marker to its newest message, at
+ * once or, when one was sent less than MARK_READ_EVERY_MS ago, then (`now`: at once anyway,
+ * before another conversation goes on screen).
+ */
+function markRead({ now = false } = {}) {
+  if (document.hidden) return;
+  const wait = markReadSentAt + MARK_READ_EVERY_MS - Date.now();
+  if (!now && (markReadTimer || wait > 0)) {
+    markReadTimer ??= setTimeout(() => {
+      markReadTimer = null;
+      markRead();
+    }, wait);
+    return;
+  }
+  clearTimeout(markReadTimer);
+  markReadTimer = null;
+  const fields = store.readUpTo();
+  if (fields && send('mark_read', fields)) markReadSentAt = Date.now();
 }
 
 function leftRoom(data) {
@@ -299,10 +387,56 @@ const handlers = {
   },
 
   new_message(data) {
-    const { key, own, unread } = store.newMessage(data, document.hidden);
+    const { key, own, unread, mention, threaded } = store.newMessage(data, document.hidden);
+    if (threaded) panel.renderThread({ forceBottom: own });
     if (unread) sidebar.renderUnread();
-    if (store.isOnScreen(key)) messages.render({ forceBottom: own });
-    else sidebar.renderRooms();
+    if (mention) notifyMention(data.message);
+    if (store.isOnScreen(key)) {
+      messages.render({ forceBottom: own });
+      markRead();
+    } else sidebar.renderRooms();
+  },
+
+  mention(data) {
+    if (store.mentioned(data)) {
+      sidebar.renderUnread();
+      notifyMention(data.message);
+    }
+  },
+
+  read_marker(data) {
+    store.readMarker(data);
+    sidebar.renderUnread();
+  },
+
+  read_receipt(data) {
+    if (store.isOnScreen(store.readReceipt(data))) messages.render();
+  },
+
+  reaction_added(data) {
+    if (store.isOnScreen(store.reaction(data, true))) messages.render();
+    panel.renderThread();
+  },
+
+  reaction_removed(data) {
+    if (store.isOnScreen(store.reaction(data, false))) messages.render();
+    panel.renderThread();
+  },
+
+  thread_updated(data) {
+    if (store.isOnScreen(store.threadUpdated(data))) messages.render();
+    panel.renderThread();
+  },
+
+  thread(data) {
+    if (store.threadPage(data)) panel.renderThread({ forceBottom: true });
+  },
+
+  search_results(data) {
+    if (data.query !== store.search?.query) return;
+    const more = store.search.nextBefore !== null;
+    store.search.nextBefore = data.nextBefore ?? null;
+    panel.renderResults(data, more);
   },
 
   message_ack(data) {
@@ -325,8 +459,11 @@ const handlers = {
   private_message(data) {
     const { key, isNew, unread } = store.privateMessage(data, document.hidden);
     if (unread) sidebar.renderUnread();
-    if (isNew) notify(data.from.username, data.content);
-    if (store.isOnScreen(key)) messages.render();
+    if (isNew) notify(data.from.username, data.content, { onClick: () => openDm(data.from) });
+    if (store.isOnScreen(key)) {
+      messages.render();
+      markRead();
+    }
     sidebar.renderDms();
   },
 
@@ -343,13 +480,19 @@ const handlers = {
   message_edited(data) {
     const key = store.messageEdited(data);
     if (store.isOnScreen(key)) messages.render();
+    panel.renderThread();
   },
 
   message_deleted(data) {
-    const deleted = store.messageDeleted(data);
-    if (!deleted) return;
-    if (deleted.replyCleared) composer.renderReply();
-    if (store.isOnScreen(deleted.key)) messages.render();
+    showDeleted(store.messageDeleted(data));
+  },
+
+  private_message_edited(data) {
+    if (store.isOnScreen(store.privateMessageEdited(data))) messages.render();
+  },
+
+  private_message_deleted(data) {
+    showDeleted(store.privateMessageDeleted(data));
   },
 
   room_created(data) {
@@ -364,19 +507,28 @@ const handlers = {
     toast(`You were invited to ${data.room.name}`);
   },
 
+  member_added(data) {
+    toast(store.memberAdded(data));
+  },
+
+  moderation_done(data) {
+    toast(store.moderationDone(data));
+  },
+
   kicked(data) {
     const name = store.rooms.get(data.roomId)?.name ?? 'a room';
     toast(`You were removed from ${name}${data.reason ? `: ${data.reason}` : ''}`);
+    store.kicked(data);
     leftRoom(data);
   },
 
   muted({ roomId, until }) {
     const name = store.rooms.get(roomId)?.name ?? 'this room';
-    toast(`You are muted in ${name} until ${new Date(until).toLocaleString()}`);
+    toast(`You are muted in ${name} until ${unixTime(until)}`);
   },
 
   banned({ reason, until }) {
-    const when = until ? ` until ${new Date(until).toLocaleString()}` : '';
+    const when = until ? ` until ${unixTime(until)}` : '';
     endSession(`You are banned${when}${reason ? `: ${reason}` : ''}.`);
   },
 
@@ -412,10 +564,32 @@ const handlers = {
   },
 };
 
+function notifyMention(message) {
+  const room = store.rooms.get(message.roomId)?.name ?? 'a room';
+  const evenIfVisible = !store.isOnScreen(roomKey(message.roomId));
+  notify(`${message.username} mentioned you in #${room}`, message.content, {
+    evenIfVisible, onClick: () => jumpTo(message),
+  });
+}
+
+function showDeleted(deleted) {
+  if (!deleted) return;
+  if (deleted.replyCleared) composer.renderReply();
+  if (store.isOnScreen(deleted.key)) messages.render();
+  panel.renderThread();
+}
+
+/** A Unix time in seconds (as `muted` and `banned` carry it), in the user's locale. */
+function unixTime(seconds) {
+  return new Date(seconds * 1000).toLocaleString();
+}
+
 // ---------------------------------------------------------------- page and start
 
 document.addEventListener('visibilitychange', () => {
-  if (!document.hidden && store.markSeen()) sidebar.renderUnread();
+  if (document.hidden) return;
+  if (store.markSeen()) sidebar.renderUnread();
+  markRead();
 });
 
 document.addEventListener('keydown', (event) => {

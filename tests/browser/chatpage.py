@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import websocket
 from playwright.sync_api import Locator, Page, expect
+
+from tests.support.accounts import register
 
 
 @dataclass
@@ -21,6 +26,7 @@ class Person:
 
 
 SignUp = Callable[..., Person]
+Pair = tuple[Person, Person, str]  # Alice, Bob, and the room they are both in
 
 
 def unique_name(prefix: str) -> str:
@@ -56,3 +62,33 @@ def message(person: Person, text: str) -> Locator:
     return person.page.locator("#messages .message").filter(
         has=person.page.locator(".content", has_text=exact)
     )
+
+
+def post_as_bot(server, room_id: str, count: int) -> None:
+    """Register a bot over HTTP and post `count` messages ("m01"…) to a room over WebSocket."""
+    token = register(server.base_url, unique_name("bot"))["token"]
+    socket = websocket.create_connection(server.ws_url, timeout=10)
+    try:
+        socket.send(json.dumps({"type": "authenticate", "token": token}))
+        socket.send(json.dumps({"type": "join_room", "roomId": room_id}))
+        acked = 0
+        for n in range(1, count + 1):
+            content = f"m{n:02d}"
+            socket.send(
+                json.dumps(
+                    {
+                        "type": "send_message",
+                        "roomId": room_id,
+                        "content": content,
+                        "clientId": content,
+                    }
+                )
+            )
+            while acked < n:
+                frame = json.loads(socket.recv())
+                assert frame["type"] != "error", frame
+                acked += frame["type"] == "message_ack"
+            if n >= 30:
+                time.sleep(0.06)  # pacing, not waiting: past the burst, stay under 20 msg/s
+    finally:
+        socket.close()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from chatpage import Person, SignUp, unique_name
+from chatpage import Pair, Person, SignUp, create_room, open_room, unique_name
 from playwright import sync_api
 
 from tests.support.accounts import PASSWORD
@@ -26,6 +26,22 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# Records every notification the page raises: their titles in window.notified, the
+# notifications themselves in window.notifications (a test can click one).
+RECORD_NOTIFICATIONS = """
+window.notified = [];
+window.notifications = [];
+const RealNotification = window.Notification;
+window.Notification = new Proxy(RealNotification, {
+  construct(target, args) {
+    const note = Reflect.construct(target, args);
+    window.notified.push(args[0]);
+    window.notifications.push(note);
+    return note;
+  },
+  get(target, name) { return target[name]; },
+});
+"""
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
@@ -66,9 +82,11 @@ def screenshots() -> Path:
 
 @pytest.fixture
 def sign_up(browser: sync_api.Browser, module_server) -> Iterator[SignUp]:
-    """Factory: ``sign_up(prefix, viewport=None, route_ws=None, existing=None)`` registers a
-    new user (or signs in as the ``existing`` one) in a fresh browser context through the
-    form and waits for the live connection.
+    """Factory: ``sign_up(prefix, viewport=None, route_ws=None, existing=None, touch=False,
+    notifications=False)`` registers a new user (or signs in as the ``existing`` one) in a
+    fresh browser context through the form and waits for the live connection; ``touch``
+    emulates a phone's touch screen, ``notifications`` grants the permission and records the
+    notifications raised (``window.notified``: titles, ``window.notifications``).
 
     ``route_ws``, when given, sees every WebSocket the page opens (a man in the middle).
     Contexts are closed at the end; uncaught page errors fail the test.
@@ -80,8 +98,15 @@ def sign_up(browser: sync_api.Browser, module_server) -> Iterator[SignUp]:
         viewport: dict[str, int] | None = None,
         route_ws: Callable[[sync_api.WebSocketRoute], None] | None = None,
         existing: str | None = None,
+        touch: bool = False,
+        notifications: bool = False,
     ) -> Person:
-        context = browser.new_context(viewport=viewport or {"width": 1200, "height": 800})
+        context = browser.new_context(
+            viewport=viewport or {"width": 1200, "height": 800}, has_touch=touch, is_mobile=touch
+        )
+        if notifications:
+            context.grant_permissions(["notifications"], origin=module_server.base_url)
+            context.add_init_script(RECORD_NOTIFICATIONS)
         page = context.new_page()
         if route_ws is not None:
             page.route_web_socket(lambda url: url.endswith("/ws"), route_ws)
@@ -111,3 +136,14 @@ def sign_up(browser: sync_api.Browser, module_server) -> Iterator[SignUp]:
     for person in people:
         person.page.context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def pair(sign_up: SignUp) -> Pair:
+    """Alice and Bob, signed in, both in a fresh public room."""
+    alice = sign_up("alice")
+    bob = sign_up("bob")
+    room = unique_name("room")
+    create_room(alice, room)
+    open_room(bob, room)
+    return alice, bob, room

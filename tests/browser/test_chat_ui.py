@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
-import time
 from pathlib import Path
 
-import pytest
-import websocket
-from chatpage import Person, SignUp, create_room, message, open_room, send, unique_name
+from chatpage import (
+    Pair,
+    Person,
+    SignUp,
+    create_room,
+    message,
+    open_room,
+    post_as_bot,
+    send,
+    unique_name,
+)
 from playwright.sync_api import WebSocketRoute, expect
 
-from tests.support.accounts import PASSWORD, create_account, register
+from tests.support.accounts import PASSWORD, create_account
 
 # A one-pixel red PNG.
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 )
 XSS = "<img src=x onerror=alert(1)>"
-Pair = tuple[Person, Person, str]
 OWN = re.compile(r"\bown\b")
 PENDING = re.compile(r"\bpending\b")
-
-
-@pytest.fixture
-def pair(sign_up: SignUp) -> Pair:
-    """Alice and Bob, signed in, both in a fresh public room (whose name comes third)."""
-    alice = sign_up("alice")
-    bob = sign_up("bob")
-    room = unique_name("room")
-    create_room(alice, room)
-    open_room(bob, room)
-    return alice, bob, room
 
 
 def test_login_errors_reload_and_logout(sign_up: SignUp) -> None:
@@ -102,10 +96,10 @@ def test_presence_typing_messages_edit_delete(pair: Pair, screenshots: Path) -> 
     edited = message(alice, "hello alice, edited")
     expect(edited.locator(".edited")).to_have_text("(edited)")
 
-    bob.page.once("dialog", lambda dialog: dialog.accept())
     mine = message(bob, "hello alice, edited")
     mine.hover()
     mine.locator(".action.delete").click()
+    bob.page.locator("#dialog").get_by_role("button", name="Delete").click()
     deleted = alice.page.locator("#messages .message.deleted .content")
     expect(deleted).to_have_text("message deleted")
     expect(message(alice, "hello alice, edited")).to_have_count(0)
@@ -302,48 +296,18 @@ def test_moderation_actions_follow_roles(sign_up: SignUp, module_server) -> None
     boss_seen_by_bob = bob.page.locator(f'#member-list .member[data-user-id="{boss.user_id}"]')
     expect(boss_seen_by_bob.locator(".role.admin")).to_be_visible()
     assert menu_items(bob, boss) == ["Send direct message"]
-    bob.page.once("dialog", lambda dialog: dialog.accept())
     target.hover()
     target.locator(".action.delete").click()
+    bob.page.locator("#dialog").get_by_role("button", name="Delete").click()
     expect(alice.page.locator("#messages .message.deleted")).to_have_count(1)
 
-    boss.page.once("dialog", lambda dialog: dialog.accept("too loud"))
     boss.page.locator(f'#member-list .member[data-user-id="{alice.user_id}"] .more').click()
     boss.page.get_by_role("menuitem", name="Kick from room").click()
+    boss.page.fill("#dialog-reason", "too loud")
+    boss.page.locator("#dialog").get_by_role("button", name="Kick").click()
     expect(alice.page.locator("#toast")).to_contain_text("too loud")
     expect(alice.page.locator("#current-room-name")).to_have_text("Select a room")
-    kicked = boss.page.locator(f'#member-list .member[data-user-id="{alice.user_id}"]')
-    expect(kicked).to_have_count(0)
-
-
-def post_as_bot(server, room_id: str, count: int) -> None:
-    """Register a bot over HTTP and post `count` messages ("m01"…) to a room over WebSocket."""
-    token = register(server.base_url, unique_name("bot"))["token"]
-    socket = websocket.create_connection(server.ws_url, timeout=10)
-    try:
-        socket.send(json.dumps({"type": "authenticate", "token": token}))
-        socket.send(json.dumps({"type": "join_room", "roomId": room_id}))
-        acked = 0
-        for n in range(1, count + 1):
-            content = f"m{n:02d}"
-            socket.send(
-                json.dumps(
-                    {
-                        "type": "send_message",
-                        "roomId": room_id,
-                        "content": content,
-                        "clientId": content,
-                    }
-                )
-            )
-            while acked < n:
-                frame = json.loads(socket.recv())
-                assert frame["type"] != "error", frame
-                acked += frame["type"] == "message_ack"
-            if n >= 30:
-                time.sleep(0.06)  # pacing, not waiting: past the burst, stay under 20 msg/s
-    finally:
-        socket.close()
+    expect(boss.page.locator("#toast")).to_have_text(f"Removed {alice.username} from {room}")
 
 
 def test_history_pages_in_on_scroll(sign_up: SignUp, module_server) -> None:

@@ -17,6 +17,11 @@ export class Conversation {
     this.loaded = false; // the first page of history has arrived
     this.loadingOlder = false;
     this.unread = 0;
+    this.mentions = 0; // unread messages that mention the user (or the room)
+    this.mentionIds = new Set(); // the messages counted in `mentions`
+    this.lastReadSeq = 0; // the user's read marker: every seq up to it is read
+    this.dividerSeq = null; // "new messages" go after this seq (set when opened with unread)
+    this.peerReadSeq = null; // in a DM: the other user has read up to this seq
   }
 
   /** Messages in display order: stored ones by seq, then pending ones as sent. */

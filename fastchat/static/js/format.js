@@ -33,6 +33,17 @@ export function timeLabel(iso) {
   return new Date(iso).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
 }
 
+/** "last seen just now", "… 5 min ago", "… 3 h ago", or "… on <date>"; "" without a time. */
+export function lastSeenText(iso, now = Date.now()) {
+  const at = Date.parse(iso);
+  if (!Number.isFinite(at)) return '';
+  const minutes = Math.floor((now - at) / 60_000);
+  if (minutes < 1) return 'last seen just now';
+  if (minutes < 60) return `last seen ${minutes} min ago`;
+  if (minutes < 24 * 60) return `last seen ${Math.floor(minutes / 60)} h ago`;
+  return `last seen on ${new Date(at).toLocaleDateString()}`;
+}
+
 /** True when `msg` continues `prev`'s group: same author, same day, within 5 minutes. */
 export function sameGroup(prev, msg) {
   if (!prev || prev.userId !== msg.userId || prev.deleted) return false;
@@ -52,6 +63,11 @@ export function fileSize(bytes) {
     unit += 1;
   }
   return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+/** A server message with each "N bytes" in it written as a human size ("10.0 MB"). */
+export function humanBytes(text) {
+  return text.replace(/\b(\d+) bytes\b/g, (_, n) => fileSize(Number(n)));
 }
 
 /**
@@ -85,7 +101,7 @@ export function moderationActions(myRole, targetRole, isSelf) {
   if (mine === 0 || (theirs === RANK.admin && mine < RANK.admin)) return [];
   const actions = ['kick', 'mute'];
   if (mine === RANK.admin) {
-    actions.push('ban');
+    actions.push('ban', 'unban');
     actions.push(theirs === RANK.moderator ? 'demote' : 'promote');
   }
   return actions;

@@ -3,20 +3,47 @@
 import { blobUrl } from './api.js';
 import { el } from './dom.js';
 import { dayKey, dayLabel, fileSize, sameGroup, timeLabel } from './format.js';
+import { render as renderMarkdown } from './markdown.js';
 
 const STICK_PX = 48;
+const TOUCH = matchMedia('(hover: none)');
 
 /**
  * Renders one conversation into `container`. `ctx` supplies the view's knowledge:
  * me, token, isPending(msg), isEditing(msg), findMessage(id), canEdit(msg),
- * canDelete(msg), canReply, and the actions onReply, onEdit, onDelete, onAuthor,
- * onSaveEdit(msg, text), onCancelEdit().
+ * canDelete(msg), canReply, canReact, isMentionOfMe(name), dividerSeq ("new messages" after
+ * it, or null), seenSeq (the DM peer has read up to it, or null), and the actions onReply, onEdit, onDelete, onAuthor, onSaveEdit(msg, text),
+ * onCancelEdit(), onReact(msg, emoji, add), onPickReaction(msg, event), onOpenThread(msg).
  */
 export class MessageList {
   constructor(container) {
     this.container = container;
     this.nodes = new Map();
     this.separators = new Map();
+    this.empty = el('p', { class: 'empty-state', text: 'No messages yet. Say hello!' });
+    this.divider = el('div', { class: 'new-divider', role: 'separator' }, el('span', { text: 'New messages' }));
+    // Whether the view follows the newest message: kept across content that grows later
+    // (an image arriving), which makes the list taller without a scroll of the user's own.
+    this.pinned = true;
+    container.addEventListener('scroll', () => { this.pinned = this.nearBottom; });
+    container.addEventListener('load', () => { if (this.pinned) this.scrollToBottom(); }, true);
+    container.addEventListener('click', (event) => this.select(event));
+    // A long-press on a touch screen opens the context menu: show the actions instead.
+    container.addEventListener('contextmenu', (event) => {
+      if (!TOUCH.matches || !event.target.closest('.message') || event.target.closest('a, button')) return;
+      event.preventDefault();
+      this.select(event);
+    });
+  }
+
+  /** A tap on a message (not on its links or buttons) shows its actions; another hides them. */
+  select(event) {
+    if (event.target.closest('a, button, textarea, input')) return;
+    const message = event.target.closest('.message');
+    for (const other of this.container.querySelectorAll('.message.selected')) {
+      if (other !== message) other.classList.remove('selected');
+    }
+    message?.classList.toggle('selected');
   }
 
   /** Forget every cached node (switching conversation). */
@@ -24,6 +51,7 @@ export class MessageList {
     this.nodes.clear();
     this.separators.clear();
     this.container.replaceChildren();
+    this.pinned = true;
   }
 
   get nearBottom() {
@@ -35,8 +63,8 @@ export class MessageList {
     this.container.scrollTop = this.container.scrollHeight;
   }
 
-  /** Show `messages` (already in display order). */
-  render(messages, ctx, { forceBottom = false } = {}) {
+  /** Show `messages` (already in display order); `loaded`: an empty list means an empty room. */
+  render(messages, ctx, { forceBottom = false, loaded = false } = {}) {
     const c = this.container;
     const stick = forceBottom || this.nearBottom;
     const firstBefore = c.querySelector('.message');
@@ -47,6 +75,8 @@ export class MessageList {
     const liveDays = new Set();
     let prev = null;
     let focusEdit = null;
+    let dividerDue = ctx.dividerSeq != null;
+    let seen = null; // the newest own message the DM peer has read
     for (const msg of messages) {
       const day = dayKey(msg.timestamp);
       if (!prev || dayKey(prev.timestamp) !== day) {
@@ -59,6 +89,10 @@ export class MessageList {
         liveDays.add(day);
         desired.push(sep);
       }
+      if (dividerDue && msg.seq > ctx.dividerSeq && msg.userId !== ctx.me.id) {
+        desired.push(this.divider);
+        dividerDue = false;
+      }
       const key = msg.id || `c:${msg.clientId}`;
       const version = versionOf(msg, ctx);
       let node = this.nodes.get(key);
@@ -68,10 +102,14 @@ export class MessageList {
         if (ctx.isEditing(msg)) focusEdit = node.element.querySelector('.edit-input');
       }
       node.element.classList.toggle('continued', sameGroup(prev, msg) && !msg.replyTo);
+      node.element.classList.remove('seen');
+      if (ctx.seenSeq != null && msg.userId === ctx.me.id && msg.seq <= ctx.seenSeq) seen = node.element;
       liveKeys.add(key);
       desired.push(node.element);
       prev = msg;
     }
+    seen?.classList.add('seen');
+    if (desired.length === 0 && loaded) desired.push(this.empty);
     for (const key of this.nodes.keys()) if (!liveKeys.has(key)) this.nodes.delete(key);
     for (const day of this.separators.keys()) if (!liveDays.has(day)) this.separators.delete(day);
 
@@ -89,6 +127,7 @@ export class MessageList {
     const prepended = firstBefore && c.querySelector('.message') !== firstBefore;
     if (stick) this.scrollToBottom();
     else if (prepended) c.scrollTop = c.scrollHeight - fromBottom;
+    this.pinned = this.nearBottom;
     focusEdit?.focus();
   }
 }
@@ -108,7 +147,8 @@ function versionOf(msg, ctx) {
   return [
     msg.id, msg.seq, msg.content, msg.edited, msg.deleted, msg.attachment?.url,
     ctx.isPending(msg), ctx.isEditing(msg), ctx.canEdit(msg), ctx.canDelete(msg),
-    quote?.author, quote?.text,
+    quote?.author, quote?.text, ctx.me.username, msg.replyCount,
+    JSON.stringify(msg.reactions ?? []), ctx.canReact,
   ].join('\u0001');
 }
 
@@ -116,6 +156,7 @@ function buildMessage(msg, ctx) {
   const own = msg.userId === ctx.me.id;
   const classes = ['message'];
   if (own) classes.push('own');
+  if (msg.mentionsRoom || msg.mentions?.includes(ctx.me.id)) classes.push('mentions-me');
   if (ctx.isPending(msg)) classes.push('pending');
   if (msg.deleted) classes.push('deleted');
   const node = el('article', {
@@ -155,11 +196,30 @@ function buildMessage(msg, ctx) {
     node.append(attachmentView(msg, ctx));
   } else {
     node.append(el('div', { class: 'body' },
-      el('span', { class: 'content', text: msg.content }),
+      el('div', { class: 'content' }, ...renderMarkdown(msg.content, ctx.isMentionOfMe)),
       msg.edited ? el('span', { class: 'edited', text: '(edited)' }) : null));
+  }
+  if (msg.reactions?.length) node.append(reactionChips(msg, ctx));
+  if (msg.replyCount > 0) {
+    node.append(el('button', {
+      type: 'button', class: 'link thread-link', text: `${msg.replyCount} ${msg.replyCount === 1 ? 'reply' : 'replies'}`,
+      on: { click: () => ctx.onOpenThread(msg) },
+    }));
   }
   node.append(actions(msg, ctx));
   return node;
+}
+
+function reactionChips(msg, ctx) {
+  return el('div', { class: 'reactions' }, ...msg.reactions.map((r) => {
+    const mine = r.userIds.includes(ctx.me.id);
+    return el('button', {
+      type: 'button', class: mine ? 'reaction mine' : 'reaction', 'aria-pressed': String(mine),
+      'aria-label': `${r.emoji} ${r.count}`, dataset: { emoji: r.emoji },
+      disabled: !ctx.canReact,
+      on: { click: () => ctx.onReact(msg, r.emoji, !mine) },
+    }, el('span', { class: 'emoji', text: r.emoji }), el('span', { class: 'count', text: r.count }));
+  }));
 }
 
 function editBox(msg, ctx) {
@@ -224,6 +284,12 @@ function actions(msg, ctx) {
     type: 'button', class: `action ${name}`, text: label, 'aria-label': `${label} message from ${msg.username}`,
     on: { click: () => handler(msg) },
   });
+  if (ctx.canReact) {
+    bar.append(el('button', {
+      type: 'button', class: 'action react', text: '☺+', 'aria-label': `Add a reaction to the message from ${msg.username}`,
+      'aria-haspopup': 'menu', on: { click: (event) => ctx.onPickReaction(msg, event) },
+    }));
+  }
   if (ctx.canReply) bar.append(button('Reply', 'reply', ctx.onReply));
   if (ctx.canEdit(msg)) bar.append(button('Edit', 'edit', ctx.onEdit));
   if (ctx.canDelete(msg)) bar.append(button('Delete', 'delete', ctx.onDelete));

@@ -6,6 +6,16 @@ import { canDelete } from './format.js';
 import * as saved from './saved.js';
 import { TypingBoard } from './typing.js';
 
+// The room created with every database (storage/sqlite.py), "General".
+const DEFAULT_ROOM_ID = 'general';
+
+const MODERATION_DONE = {
+  kick: 'Removed {user} from {room}',
+  mute: 'Muted {user} in {room}',
+  ban: 'Banned {user}',
+  unban: 'Unbanned {user}',
+};
+
 // Codes for which resending the same message cannot succeed.
 const REFUSED = new Set(['validation', 'forbidden', 'not_member', 'not_found', 'muted', 'rate_limited', 'overloaded']);
 
@@ -39,13 +49,16 @@ export class ChatStore {
     this.users = new Map(); // userId -> {id, username, avatar_url, role}
     this.unacked = new Map(); // clientId -> {type, fields, convKey}: resent after a reconnect
     this.inflight = []; // clientIds sent on this connection and not yet echoed, in send order
-    this.dmPartners = new Map(); // userId -> {id, username}
+    this.dmPartners = new Map(); // userId -> {id, username, lastAt}: the DM conversations
     this.replyTo = null; // the message the composer replies to
     this.editingId = null; // the message being edited inline
     this.localOrder = 0;
     this.authenticatedOnce = false;
     this.createdByMe = new Set(); // names of rooms this tab asked to create: opened on room_created
     this.typing = new TypingBoard(onTyping);
+    this.thread = null; // the thread in the side panel: a Conversation keyed "thread:<parentId>"
+    this.search = null; // the search in the side panel: {query, nextBefore}
+    this.jump = null; // the id of a message to bring into view once its conversation holds it
   }
 
   // ------------------------------------------------------------ reads
@@ -83,6 +96,16 @@ export class ChatStore {
     return this.current?.messages.get(id) ?? null;
   }
 
+  /** Every conversation holding message `id` (a room or DM, and the open thread). */
+  holders(id) {
+    return [...this.convs.values(), this.thread].filter((c) => c?.messages.has(id));
+  }
+
+  /** Where a room message (a search result) was said: "in #room". */
+  placeOf(message) {
+    return `in #${this.rooms.get(message.roomId)?.name ?? 'a room'}`;
+  }
+
   roleOf(userId) {
     return this.users.get(userId)?.role ?? 'user';
   }
@@ -96,12 +119,14 @@ export class ChatStore {
   }
 
   canEdit(m) {
-    return this.view.startsWith('room:') && !m.deleted && m.userId === this.me.id
-      && m.messageType !== 'image' && m.messageType !== 'file';
+    return !m.deleted && m.userId === this.me.id && m.messageType !== 'image' && m.messageType !== 'file';
   }
 
+  /** Own messages; in rooms also others' as the role allows (a DM has no moderators). */
   canDelete(m) {
-    return this.view.startsWith('room:') && !m.deleted && canDelete(this.me, m.userId, this.roleOf(m.userId));
+    if (m.deleted) return false;
+    if (!this.view.startsWith('room:')) return m.userId === this.me.id;
+    return canDelete(this.me, m.userId, this.roleOf(m.userId));
   }
 
   /** Rooms to join again after a reconnect: those joined before, and the one on screen. */
@@ -111,19 +136,32 @@ export class ChatStore {
     return rooms;
   }
 
-  /** The room to open after signing in: the last one opened, else #general, else any. */
+  /** The room to open after signing in: the last one opened, else the default room, else any. */
   firstRoom() {
-    return this.rooms.get(saved.lastRoom(this.me.id)) ?? [...this.rooms.values()]
-      .find((r) => r.name === 'general') ?? this.rooms.values().next().value;
+    const rooms = [...this.rooms.values()];
+    return this.rooms.get(saved.lastRoom(this.me.id)) ?? this.rooms.get(DEFAULT_ROOM_ID)
+      ?? rooms.find((r) => r.name.toLowerCase() === DEFAULT_ROOM_ID) ?? rooms[0];
+  }
+
+  /** The people the user has seen who are not members of `roomId` yet, by name. */
+  invitable(roomId) {
+    const members = this.members.get(roomId);
+    return [...this.users.values()]
+      .filter((u) => u.username && u.id !== this.me.id && !members?.has(u.id))
+      .sort((a, b) => a.username.localeCompare(b.username));
+  }
+
+  /** A user's name for a notice: known, or "someone". */
+  nameOf(userId) {
+    return this.users.get(userId)?.username ?? 'someone';
   }
 
   // ------------------------------------------------------------ the user's own actions
 
-  /** Sign in: remember the session and load the DM partners saved for this user. */
+  /** Sign in: remember the session (the conversations come with `authenticated`). */
   start(session) {
     this.session = session;
     saved.saveSession(session);
-    this.dmPartners = saved.loadDmPartners(session.user.id);
   }
 
   /** Sign out: forget the session and what was learned on it. */
@@ -137,6 +175,8 @@ export class ChatStore {
     this.unacked.clear();
     this.dmPartners.clear();
     this.view = null;
+    this.search = null;
+    this.jump = null;
     this.authenticatedOnce = false;
   }
 
@@ -146,7 +186,9 @@ export class ChatStore {
     this.replyTo = null;
     this.editingId = null;
     const c = this.conv(key);
+    c.dividerSeq = c.unread > 0 ? c.lastReadSeq : null;
     c.unread = 0;
+    c.mentions = 0;
     if (c.kind === 'room') saved.rememberRoom(this.me.id, c.id);
     return c;
   }
@@ -156,7 +198,21 @@ export class ChatStore {
     const c = this.current;
     if (!c?.unread) return false;
     c.unread = 0;
+    c.mentions = 0;
     return true;
+  }
+
+  /**
+   * The conversation on screen has been read to its newest stored message: the fields of
+   * the mark_read to send ({roomId | userId, seq}), or null when the marker is there already.
+   */
+  readUpTo() {
+    const c = this.current;
+    if (!c) return null;
+    const { max } = c.seqBounds();
+    if (max <= c.lastReadSeq) return null;
+    c.lastReadSeq = max;
+    return { roomId: c.kind === 'room' ? c.id : undefined, userId: c.kind === 'dm' ? c.id : undefined, seq: max };
   }
 
   /** The fields of a join_room: `since` the last stored seq once history has been loaded. */
@@ -201,6 +257,7 @@ export class ChatStore {
     } else {
       type = 'private_message';
       fields = { targetUserId: c.id, content, clientId };
+      if (this.replyTo) fields.replyTo = this.replyTo.id;
     }
     this.unacked.set(clientId, { type, fields, convKey: c.key });
     this.localOrder += 1;
@@ -227,23 +284,42 @@ export class ChatStore {
     return content;
   }
 
-  /** Add (or rename) a DM partner, saved for the next visit. */
-  addDmPartner(user) {
-    if (this.dmPartners.get(user.id)?.username === user.username) return;
-    this.dmPartners.set(user.id, { id: user.id, username: user.username });
-    saved.saveDmPartners(this.me.id, this.dmPartners);
+  /** Add (or rename) a DM partner; `at` is the time of the newest message with them. */
+  addDmPartner(user, at = null) {
+    const known = this.dmPartners.get(user.id);
+    const lastAt = at && (!known?.lastAt || at > known.lastAt) ? at : known?.lastAt ?? null;
+    this.dmPartners.set(user.id, { id: user.id, username: user.username ?? known?.username, lastAt });
+  }
+
+  /** The DM partners, newest conversation first (then by name). */
+  dmList() {
+    return [...this.dmPartners.values()].sort((a, b) => (b.lastAt ?? '').localeCompare(a.lastAt ?? '')
+      || a.username.localeCompare(b.username));
+  }
+
+  /** A user's presence: 'online', 'offline', or '' when unknown. */
+  statusOf(userId) {
+    return this.users.get(userId)?.status ?? '';
   }
 
   // ------------------------------------------------------------ server events
 
   /** authenticated: true when this is a reconnect (rooms to rejoin, sends to resend). */
-  authenticated({ user, rooms }) {
+  authenticated({ user, rooms, conversations = [] }) {
     this.inflight = [];
     this.session.user = { ...this.session.user, ...user };
     saved.saveSession(this.session);
     this.rememberUser(user);
     this.rooms.clear();
-    for (const room of rooms) this.rooms.set(room.id, room);
+    for (const room of rooms) {
+      this.rooms.set(room.id, room);
+      this.learnReadState(roomKey(room.id), room);
+    }
+    for (const dm of conversations) {
+      this.rememberUser({ ...dm.user, status: dm.user.online ? 'online' : 'offline' });
+      this.addDmPartner(dm.user, dm.lastMessage?.timestamp ?? null);
+      this.learnReadState(dmKey(dm.user.id), dm);
+    }
     const reconnect = this.authenticatedOnce;
     this.authenticatedOnce = true;
     return reconnect;
@@ -276,7 +352,6 @@ export class ChatStore {
     for (const [clientId, pending] of this.unacked) {
       if (pending.convKey === key) this.unacked.delete(clientId);
     }
-    if (this.rooms.get(roomId)?.is_private) this.rooms.delete(roomId);
     if (this.view !== key) return false;
     this.view = null;
     return true;
@@ -293,15 +368,19 @@ export class ChatStore {
     return true;
   }
 
+  /** user_left: they stay listed as a member (membership outlives leaving), typing no more. */
   userLeft({ user, roomId }) {
-    this.members.get(roomId)?.delete(user.id);
     this.typing.clear(roomId, user.id);
   }
 
-  userStatus({ userId, status }) {
+  userStatus({ userId, status, timestamp }) {
+    this.rememberUser({ id: userId, status, last_seen: status === 'offline' ? timestamp : undefined });
     for (const map of this.members.values()) {
       const member = map.get(userId);
-      if (member) member.status = status;
+      if (member) {
+        member.status = status;
+        if (status === 'offline') member.last_seen = timestamp;
+      }
     }
   }
 
@@ -313,9 +392,98 @@ export class ChatStore {
     const c = this.conv(key);
     const isNew = !c.messages.has(msg.id);
     c.upsert(msg);
+    const threaded = this.inThread(msg);
     this.typing.clear(msg.roomId, msg.userId);
     const own = msg.userId === this.me.id;
-    return { key, own, unread: isNew && !own && this.countUnread(key, pageHidden) };
+    // A `mention` of it may have come first, and counted it.
+    const unread = isNew && !own && !c.mentionIds.has(msg.id) && this.countUnread(key, pageHidden);
+    return { key, own, unread, threaded, mention: unread && this.countMention(c, msg) };
+  }
+
+  /**
+   * mention (a message naming this user, in a room not on screen here): its room's key,
+   * or null when it was counted already.
+   */
+  mentioned({ message }) {
+    const key = roomKey(message.roomId);
+    const c = this.conv(key);
+    if (c.messages.has(message.id) || c.mentionIds.has(message.id) || this.isOnScreen(key)) return null;
+    c.unread += 1;
+    this.countMention(c, message);
+    return key;
+  }
+
+  /** read_marker (this user read elsewhere): the conversation's key, its badge cleared as far as read. */
+  readMarker({ roomId, userId, seq }) {
+    const c = this.conv(roomId ? roomKey(roomId) : dmKey(userId));
+    if (seq <= c.lastReadSeq) return c.key;
+    c.lastReadSeq = seq;
+    c.unread = c.sorted().filter((m) => m.seq > seq && m.userId !== this.me.id).length;
+    if (c.unread === 0) c.mentions = 0;
+    return c.key;
+  }
+
+  /** read_receipt: the key of a DM conversation whose peer read further, or null (rooms). */
+  readReceipt({ roomId, userId, seq }) {
+    if (roomId) return null;
+    const c = this.conv(dmKey(userId));
+    c.peerReadSeq = Math.max(c.peerReadSeq ?? 0, seq);
+    return c.key;
+  }
+
+  /** reaction_added / reaction_removed: the key of the conversation holding it, or null. */
+  reaction({ messageId, emoji, userId }, added) {
+    let key = null;
+    for (const c of this.holders(messageId)) {
+      const msg = c.messages.get(messageId);
+      const reactions = (msg.reactions ?? []).map((r) => ({ ...r, userIds: [...r.userIds] }));
+      let entry = reactions.find((r) => r.emoji === emoji);
+      if (!entry) {
+        entry = { emoji, count: 0, userIds: [] };
+        reactions.push(entry);
+      }
+      const had = entry.userIds.includes(userId);
+      if (added && !had) entry.userIds.push(userId);
+      if (!added && had) entry.userIds.splice(entry.userIds.indexOf(userId), 1);
+      entry.count = entry.userIds.length;
+      c.messages.set(messageId, { ...msg, reactions: reactions.filter((r) => r.count > 0) });
+      key ??= c.key;
+    }
+    return key;
+  }
+
+  /** thread_updated: the key of the room holding the parent, or null. */
+  threadUpdated({ messageId, roomId, replyCount }) {
+    for (const c of this.holders(messageId)) c.messages.set(messageId, { ...c.messages.get(messageId), replyCount });
+    return roomKey(roomId);
+  }
+
+  /** Open `parent`'s thread in the side panel (its replies come with `thread`). */
+  openThread(parent) {
+    this.thread = new Conversation(`thread:${parent.id}`);
+    this.thread.roomId = parent.roomId;
+    this.thread.upsert({ ...parent, localOrder: 0 });
+  }
+
+  closeThread() {
+    this.thread = null;
+  }
+
+  /** thread: true when it is the page of the open thread. */
+  threadPage({ messageId, replies, hasMore }) {
+    const t = this.thread;
+    if (t?.id !== messageId) return false;
+    for (const m of replies) t.upsert(this.roomMessage(m));
+    t.hasMore = hasMore;
+    t.loaded = true;
+    return true;
+  }
+
+  /** A message of the open thread's room: true when it is a reply in that thread. */
+  inThread(msg) {
+    if (!this.thread || msg.replyTo !== this.thread.id) return false;
+    this.thread.upsert(msg);
+    return true;
   }
 
   /** message_ack: the key of the conversation whose pending copy became stored, or null. */
@@ -358,8 +526,8 @@ export class ChatStore {
   /** private_message: its conversation `key`, whether it `isNew`, and whether it counted `unread`. */
   privateMessage(data, pageHidden) {
     const { from } = data;
-    this.rememberUser(from);
-    this.addDmPartner(from);
+    this.rememberUser({ ...from, status: 'online' });
+    this.addDmPartner(from, data.timestamp);
     const key = dmKey(from.id);
     const c = this.conv(key);
     const isNew = !c.messages.has(data.id);
@@ -377,10 +545,8 @@ export class ChatStore {
       c.messages.delete(`c:${data.clientId}`);
     }
     c.upsert(this.directMessage({ ...data, fromUserId: this.me.id }, data.targetUserId));
-    if (!this.dmPartners.has(data.targetUserId)) {
-      const user = this.users.get(data.targetUserId);
-      if (user) this.addDmPartner(user);
-    }
+    const user = this.dmPartners.get(data.targetUserId) ?? this.users.get(data.targetUserId);
+    if (user) this.addDmPartner(user, data.timestamp);
     return key;
   }
 
@@ -397,10 +563,24 @@ export class ChatStore {
 
   /** message_edited: the key of its conversation, or null for a message not held here. */
   messageEdited({ message }) {
-    const c = this.conv(roomKey(message.roomId));
-    if (!c.messages.has(message.id)) return null;
-    c.upsert(this.roomMessage({ ...message, edited: true }));
+    const holders = this.holders(message.id);
+    for (const c of holders) c.upsert(this.roomMessage({ ...message, edited: true }));
+    return holders.length ? roomKey(message.roomId) : null;
+  }
+
+  /** private_message_edited: the key of its conversation. */
+  privateMessageEdited({ message }) {
+    const partnerId = message.fromUserId === this.me.id ? message.toUserId : message.fromUserId;
+    const c = this.conv(dmKey(partnerId));
+    if (c.messages.has(message.id)) c.upsert(this.directMessage({ ...message, edited: true }, partnerId));
     return c.key;
+  }
+
+  /** private_message_deleted: {key, replyCleared}, as message_deleted. */
+  privateMessageDeleted({ messageId, fromUserId, toUserId }) {
+    const partnerId = fromUserId === this.me.id ? toUserId : fromUserId;
+    const deleted = this.messageDeleted({ messageId });
+    return deleted && { ...deleted, key: dmKey(partnerId) };
   }
 
   /**
@@ -408,14 +588,32 @@ export class ChatStore {
    * or null for a message not held here.
    */
   messageDeleted({ messageId, roomId }) {
-    const c = this.conv(roomKey(roomId));
-    const msg = c.messages.get(messageId);
-    if (!msg) return null;
-    c.messages.set(messageId, { ...msg, content: '', deleted: true, attachment: null });
+    const holders = this.holders(messageId);
+    if (!holders.length) return null;
+    for (const c of holders) {
+      c.messages.set(messageId, { ...c.messages.get(messageId), content: '', deleted: true, attachment: null, reactions: [] });
+    }
     if (this.editingId === messageId) this.editingId = null;
     const replyCleared = this.replyTo?.id === messageId;
     if (replyCleared) this.replyTo = null;
-    return { key: c.key, replyCleared };
+    return { key: roomId ? roomKey(roomId) : null, replyCleared };
+  }
+
+  /** kicked: out of a private room, the membership ended with it. */
+  kicked({ roomId }) {
+    if (this.rooms.get(roomId)?.is_private) this.rooms.delete(roomId);
+  }
+
+  /** member_added: the confirmation to show the inviter. */
+  memberAdded({ roomId, userId }) {
+    return `Invited ${this.nameOf(userId)} to ${this.rooms.get(roomId)?.name ?? 'the room'}`;
+  }
+
+  /** moderation_done: the confirmation to show the moderator. */
+  moderationDone({ action, userId, roomId }) {
+    const text = MODERATION_DONE[action] ?? `Done: ${action} {user}`;
+    return text.replace('{user}', this.nameOf(userId))
+      .replace('{room}', this.rooms.get(roomId)?.name ?? 'the room');
   }
 
   /** room_created: true when this tab asked for the room (so opens it). */
@@ -469,6 +667,23 @@ export class ChatStore {
     if (at >= 0) this.inflight.splice(at, 1);
   }
 
+  /** The unread, mentions and read marker of a conversation as `authenticated` lists it. */
+  learnReadState(key, { unread, mentions, lastReadSeq }) {
+    const c = this.conv(key);
+    if (lastReadSeq !== undefined) c.lastReadSeq = Math.max(c.lastReadSeq, lastReadSeq);
+    if (this.isOnScreen(key)) return;
+    if (unread !== undefined) c.unread = unread;
+    if (mentions !== undefined) c.mentions = mentions;
+  }
+
+  /** Count `msg` as a mention when it names this user or the room: true when it does. */
+  countMention(c, msg) {
+    if (!(msg.mentionsRoom || msg.mentions?.includes(this.me.id)) || c.mentionIds.has(msg.id)) return false;
+    c.mentionIds.add(msg.id);
+    c.mentions += 1;
+    return true;
+  }
+
   /** Count a new message as unread unless it is on screen in a visible page. */
   countUnread(key, pageHidden) {
     if (this.view === key && !pageHidden) return false;
@@ -493,7 +708,12 @@ export class ChatStore {
       content: m.content,
       timestamp: m.timestamp,
       clientId: m.clientId ?? null,
-      messageType: 'text',
+      messageType: m.messageType ?? 'text',
+      attachment: m.attachment ?? null,
+      replyTo: m.replyTo ?? null,
+      reactions: m.reactions ?? [],
+      edited: m.edited ?? false,
+      deleted: m.deleted ?? false,
       localOrder: 0,
     };
   }

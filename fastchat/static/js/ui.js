@@ -38,12 +38,17 @@ $('enable-notifications').addEventListener('click', async () => {
   updateNotificationButton();
 });
 
-/** A browser notification, only while the page is hidden and permission was granted. */
-export function notify(title, body) {
-  if (!document.hidden || !('Notification' in window) || Notification.permission !== 'granted') return;
-  const note = new Notification(title, { body, tag: `dm-${title}` });
+/**
+ * A browser notification when permission was granted: only while the page is hidden, unless
+ * `evenIfVisible` (a mention in a conversation that is not on screen). A click on it focuses
+ * the page and runs `onClick` (open the conversation).
+ */
+export function notify(title, body, { evenIfVisible = false, onClick = null } = {}) {
+  if ((!document.hidden && !evenIfVisible) || !('Notification' in window) || Notification.permission !== 'granted') return;
+  const note = new Notification(title, { body, tag: title });
   note.addEventListener('click', () => {
     window.focus();
     note.close();
+    onClick?.();
   });
 }

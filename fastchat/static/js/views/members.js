@@ -1,5 +1,6 @@
 // The members of the room on screen: presence, role, and the way to a DM or the user menu.
 import { $, el } from '../dom.js';
+import { lastSeenText } from '../format.js';
 
 export class MemberList {
   /** `onOpenDm(user)` opens a DM with a member, `onUserMenu(user, event)` their actions. */
@@ -19,7 +20,9 @@ export class MemberList {
     $('member-list').replaceChildren(...members.map((member) => {
       const online = member.status !== 'offline';
       const isMe = member.id === store.me.id;
-      const role = store.users.get(member.id)?.role ?? member.role;
+      const user = store.users.get(member.id);
+      const role = user?.role ?? member.role;
+      const lastSeen = online ? '' : lastSeenText(member.last_seen ?? user?.last_seen);
       const row = el('li', { class: 'member', dataset: { userId: member.id } },
         el('span', { class: `presence ${online ? 'online' : 'offline'}`, 'aria-label': online ? 'online' : 'offline', role: 'img' }),
         el('button', {
@@ -27,6 +30,7 @@ export class MemberList {
           disabled: isMe,
           on: { click: () => this.onOpenDm(member) },
         }),
+        lastSeen ? el('span', { class: 'last-seen', text: lastSeen }) : null,
         role && role !== 'user' ? el('span', { class: `role ${role}`, text: role }) : null,
         isMe ? null : el('button', {
           type: 'button', class: 'icon more', text: '⋯', 'aria-label': `Actions for ${member.username}`,

@@ -10,6 +10,17 @@ function badge(count) {
     : null;
 }
 
+function mentionBadge(count) {
+  return count > 0
+    ? el('span', { class: 'badge mentions', text: `@${count > 99 ? '99+' : count}`, 'aria-label': `${count} mentions` })
+    : null;
+}
+
+function presenceDot(status) {
+  const online = status === 'online';
+  return el('span', { class: `presence ${online ? 'online' : 'offline'}`, role: 'img', 'aria-label': online ? 'online' : 'offline' });
+}
+
 export class Sidebar {
   /**
    * `onOpen(key)` opens a conversation, `onCreateRoom(fields)` asks for a room (false when
@@ -55,13 +66,14 @@ export class Sidebar {
         el('span', { class: 'room-name', text: `# ${room.name}` }),
         room.is_private ? el('span', { class: 'private-tag', text: 'private' }) : null,
         el('span', { class: 'count', text: room.member_count ?? '', 'aria-label': `${room.member_count} members` }),
+        mentionBadge(store.convs.get(key)?.mentions ?? 0),
         badge(store.convs.get(key)?.unread ?? 0)));
     }));
   }
 
   renderDms() {
     const { store } = this;
-    const partners = [...store.dmPartners.values()].sort((a, b) => a.username.localeCompare(b.username));
+    const partners = store.dmList();
     $('dm-empty').hidden = partners.length > 0;
     $('dm-list').replaceChildren(...partners.map((p) => {
       const key = dmKey(p.id);
@@ -72,6 +84,7 @@ export class Sidebar {
           'aria-current': active ? 'true' : null,
           on: { click: () => this.onOpen(key) },
         },
+        presenceDot(store.statusOf(p.id)),
         el('span', { class: 'dm-name', text: `@ ${p.username}` }),
         badge(store.convs.get(key)?.unread ?? 0)));
     }));

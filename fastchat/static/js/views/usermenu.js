@@ -1,4 +1,5 @@
 // The menu of actions on another user: a DM, and the moderation the current role allows.
+import { BAN_DURATIONS, confirmDialog, reasonDialog } from '../dialog.js';
 import { moderationActions } from '../format.js';
 import { showMenu } from '../menu.js';
 
@@ -23,18 +24,22 @@ export class UserMenu {
     if (!isMe) items.push(['Send direct message', () => this.onOpenDm(target)]);
     for (const action of moderationActions(me.role, target.role, isMe)) {
       if (action === 'kick' && roomId) {
-        items.push(['Kick from room', () => {
-          const reason = prompt(`Kick ${target.username}? Reason (optional):`);
-          if (reason !== null) send('kick_user', { roomId, userId: target.id, reason: reason.trim() || undefined });
+        items.push(['Kick from room', async () => {
+          const answer = await reasonDialog(`Kick ${target.username} from this room?`, 'Kick');
+          if (answer) send('kick_user', { roomId, userId: target.id, reason: answer.reason });
         }]);
       } else if (action === 'mute' && roomId) {
         for (const [label, seconds] of MUTE_OPTIONS) {
           items.push([label, () => send('mute_user', { roomId, userId: target.id, durationSeconds: seconds })]);
         }
       } else if (action === 'ban') {
-        items.push(['Ban', () => {
-          const reason = prompt(`Ban ${target.username}? Reason (optional):`);
-          if (reason !== null) send('ban_user', { userId: target.id, reason: reason.trim() || undefined });
+        items.push(['Ban', async () => {
+          const answer = await reasonDialog(`Ban ${target.username}?`, 'Ban', BAN_DURATIONS);
+          if (answer) send('ban_user', { userId: target.id, ...answer });
+        }]);
+      } else if (action === 'unban') {
+        items.push(['Unban', async () => {
+          if (await confirmDialog(`Unban ${target.username}?`, 'Unban')) send('unban_user', { userId: target.id });
         }]);
       } else if (action === 'promote') {
         items.push(['Make moderator', () => send('set_role', { userId: target.id, role: 'moderator' })]);
