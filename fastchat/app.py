@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastchat.auth import PasswordHasher, TokenService, bearer_token, resolve_jwt_secret
 from fastchat.chat import Chat, User
-from fastchat.fanout.broker import LocalBroker
+from fastchat.fanout.broker import Broker, LocalBroker
 from fastchat.fanout.hub import Hub
 from fastchat.metrics import Metrics, MetricsCollector, registry_for
 from fastchat.session import Sessions
@@ -16,6 +16,7 @@ from fastchat.web.uploads import Uploads
 
 if TYPE_CHECKING:
     from fastchat.config import Config
+    from fastchat.fanout.redis_broker import RedisBroker
     from fastchat.web.http import Request
 
 
@@ -35,7 +36,10 @@ class App:
         )
         self.hasher = PasswordHasher(config.auth.bcrypt_rounds, config.auth.bcrypt_threads)
         self.hub = Hub(config.websocket, self.metrics)
-        self.broker = LocalBroker(self.hub)
+        self.redis: RedisBroker | None = None
+        self.broker: Broker = (
+            LocalBroker(self.hub) if config.broker.kind == "local" else self._redis_broker()
+        )
         self.chat = Chat(
             config.storage,
             self.hub,
@@ -46,7 +50,12 @@ class App:
             self.metrics,
             startup,
         )
+        if self.redis is not None:
+            self.redis.remote_entry = self.chat.apply_remote
+            self.redis.presence = self.chat.presence_elsewhere
         self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
+        if self.redis is not None:
+            self.redis.control = self.sessions.on_control
         self.uploads = Uploads(
             config.storage.uploads_dir,
             config.uploads.per_user_per_hour,
@@ -70,6 +79,26 @@ class App:
             )
         )
 
+    def _redis_broker(self) -> RedisBroker:
+        try:
+            from fastchat.fanout.redis_broker import RedisBroker
+        except ImportError as exc:
+            raise ValueError(
+                f"broker.kind = \"redis\" needs pip install 'fastchat[cluster]' ({exc})"
+            ) from None
+        storage = self.config.storage
+        # seqs skip this many when Redis lost its data, as they do after an unclean stop
+        self.redis = RedisBroker(
+            self.hub, self.config.broker, storage.queue_max + storage.batch_max
+        )
+        self.hub.watcher = self.redis
+        return self.redis
+
+    async def start(self) -> None:
+        """Connect what lives outside the process (Redis, with ``broker.kind = "redis"``)."""
+        if self.redis is not None:
+            await self.redis.start()
+
     async def api_user(self, request: Request) -> User:
         """The account behind a request's ``Authorization: Bearer`` token.
 
@@ -80,6 +109,8 @@ class App:
 
     async def close(self, timeout: float) -> int:
         """Flush the write-behind queue and close the database; returns ops not written."""
+        if self.redis is not None:
+            await self.redis.close()
         lost = await self.writer.close(timeout)
         if lost == 0:
             self.store.mark_clean_shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import logging
 import sys
@@ -31,7 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--config", default=None, metavar="FILE", help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("run", help="start the server")
+    run_command = commands.add_parser("run", help="start the server")
+    run_command.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port (N > 1 needs broker.kind = redis and a shared store)",
+    )
+    # Set by `--workers N` for the processes it starts: listen there with SO_REUSEPORT.
+    run_command.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
         dest="user_command", required=True
@@ -62,24 +72,55 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fastchat: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "run" and (refusal := _workers_refusal(config, args.workers)):
+        print(f"fastchat: {refusal}", file=sys.stderr)
+        return 2
     _setup_logging(config)
     if on_defaults:
         logging.getLogger("fastchat").info(
             "no -c and no ./%s: running on the built-in defaults", _DEFAULT_CONFIG
         )
     try:
+        if args.command == "run" and args.workers > 1:
+            from fastchat.workers import run_workers
+
+            return run_workers(
+                config, None if on_defaults else Path(path or _DEFAULT_CONFIG), args.workers
+            )
         if args.command == "run":
             from fastchat.server import run
 
+            if args.worker_port is not None:
+                server = dataclasses.replace(config.server, port=args.worker_port)
+                return run(dataclasses.replace(config, server=server), tls, reuse_port=True)
             return run(config, tls)
         if args.command == "user" and args.user_command == "create":
             return _user_create(config, args.username, args.email, args.role)
         if args.command == "user":
             return _user_set_role(config, args.username, args.role)
         return _audit(config, args.limit)
-    except (ChatError, ValueError, StorageError) as exc:
+    except (ChatError, ValueError, StorageError, ConnectionError) as exc:
         print(f"fastchat: {exc}", file=sys.stderr)
         return 1
+
+
+def _workers_refusal(config: Config, workers: int) -> str | None:
+    """Why ``--workers`` cannot be honoured with this configuration, if it cannot."""
+    if workers < 1:
+        return "--workers must be at least 1"
+    if workers == 1:
+        return None
+    if config.broker.kind == "local":
+        return (
+            f'--workers {workers} needs [broker] kind = "redis": the local broker reaches '
+            "only the connections of its own process (see docs/cluster.md)"
+        )
+    # Each process keeps rooms, members, users and its write-behind queue in memory and
+    # assumes it is the database's only writer: several on one SQLite file would diverge.
+    return (
+        f"--workers {workers} needs a store that processes share: several processes cannot "
+        "share one SQLite database (see docs/cluster.md)"
+    )
 
 
 def _setup_logging(config: Config) -> None:

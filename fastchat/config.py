@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 Compression = Literal["off", "shared", "dedicated"]
 Synchronous = Literal["full", "normal"]
+BrokerKind = Literal["local", "redis"]
 
 PACKAGED_CLIENT = Path(__file__).resolve().parent / "static"
 """The browser client shipped inside the package: the default ``server.static_dir``."""
@@ -103,6 +104,14 @@ class UploadsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    kind: BrokerKind = "local"
+    url: str = "redis://127.0.0.1:6379/0"
+    stream_max: int = 10_000
+    timeout_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
 
@@ -118,6 +127,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
     source: Path | None = None
 
     @property
@@ -134,6 +144,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "uploads": UploadsConfig,
     "log": LogConfig,
+    "broker": BrokerConfig,
 }
 
 _ZERO_ALLOWED = {
@@ -277,5 +288,7 @@ def _check(config: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: 'server.tls_cert_file' and 'server.tls_key_file' must be set together"
         )
+    if config.broker.kind == "redis" and not config.broker.url.startswith("redis://"):
+        raise ConfigError(f"{where}: 'broker.url' must be a redis://[:password@]host:port/db URL")
     if config.log.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{where}: 'log.level' must be debug, info, warning or error")

@@ -96,6 +96,13 @@ class StorageUnavailable(ChatError):
     http_status = 503
 
 
+class Unavailable(ChatError):
+    """The message broker (Redis) cannot be reached: resend later with the same clientId."""
+
+    code = "unavailable"
+    http_status = 503
+
+
 # WebSocket close codes used by fastchat (RFC 6455 section 7.4.1 plus private range).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001

@@ -259,5 +259,10 @@ class Sessions:
         for target in await self._chat.ban_user(conn, user, cmd):
             target.close(CLOSE_BANNED, "banned")
 
+    def on_control(self, data: bytes) -> None:
+        """Another process's moderation (see ``Moderation.apply_control``); close the banned."""
+        for target in self._chat.moderation.apply_control(data):
+            target.close(CLOSE_BANNED, "banned")
+
     def _ping(self, conn: Connection, user: User, cmd: p.Ping) -> None:
         self._hub.send(conn, event("pong", {"timestamp": utc_now_iso()}))

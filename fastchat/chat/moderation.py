@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from fastchat import protocol as p
 from fastchat.clock import utc_now_iso
 from fastchat.errors import Forbidden, Muted, NotFound, ValidationError
@@ -111,14 +113,12 @@ class Moderation:
         room = self._directory.visible(cmd.room_id, user, cmd.TYPE)
         target = await self._target(user, cmd.user_id, room, cmd.TYPE)
         self._writes.check_capacity(cmd.TYPE)
-        kicked_conns = [c for c in room.channel.conns if c.user_id == target.id]
         payload = event("kicked", {"roomId": room.id, "reason": cmd.reason, "by": user.public()})
-        for target_conn in kicked_conns:
-            self._hub.send(target_conn, payload)
-            self._hub.leave(room.channel, target_conn)
-        if room.is_private and target.id in room.member_ids:
-            room.member_ids.discard(target.id)
+        was_member = room.is_private and target.id in room.member_ids
+        kicked_conns = self._kick_here(room, target.id, payload)
+        if was_member:
             self._writes.submit(ops.remove_member(room.id, target.id))
+        self._share("kick", target.id, roomId=room.id, payload=payload.decode())
         if kicked_conns:
             self._rooms.announce_left(room, target)
         self.audit(user, "kick", target.id, room.id, cmd.reason)
@@ -133,6 +133,7 @@ class Moderation:
         self._writes.check_capacity(cmd.TYPE)
         until = time.time() + cmd.duration_seconds
         self._mutes[(room.id, target.id)] = until
+        self._share("mute", target.id, roomId=room.id, until=until)
         self._writes.submit(ops.set_mute(room.id, target.id, until))
         self._broker.send_user(target.id, event("muted", {"roomId": room.id, "until": until}))
         self.audit(
@@ -159,9 +160,46 @@ class Moderation:
         payload = event(
             "banned", {"reason": cmd.reason, "until": None if until == FOREVER else until}
         )
+        self._share("ban", target.id, until=until, payload=payload.decode())
+        return self._ban_here(target, payload)
+
+    def _kick_here(self, room: Room, user_id: str, payload: bytes) -> list[Connection]:
+        kicked_conns = [c for c in room.channel.conns if c.user_id == user_id]
+        for target_conn in kicked_conns:
+            self._hub.send(target_conn, payload)
+            self._hub.leave(room.channel, target_conn)
+        if room.is_private:
+            room.member_ids.discard(user_id)
+        return kicked_conns
+
+    def _ban_here(self, target: User, payload: bytes) -> list[Connection]:
         conns = list(self._hub.user_conns(target.id))
         self._hub.send_many(conns, payload)
         return conns
+
+    def _share(self, action: str, user_id: str, **detail: Any) -> None:
+        """Tell the other processes (when there are any) what changed in memory here."""
+        self._broker.send_control(orjson.dumps({"action": action, "userId": user_id, **detail}))
+
+    def apply_control(self, data: bytes) -> list[Connection]:
+        """Apply what another process's moderator did (see :meth:`_share`) to this process's
+        memory and connections; returns the connections of a banned user, to close."""
+        control = orjson.loads(data)
+        action, user_id = control["action"], control["userId"]
+        room = self._directory.by_id.get(control.get("roomId", ""))
+        user = self._users.cached(user_id)
+        if action == "kick" and room is not None:
+            self._kick_here(room, user_id, control["payload"].encode())
+        elif action == "mute" and room is not None:
+            self._mutes[(room.id, user_id)] = control["until"]
+        elif action == "role" and user is not None:
+            user.role = control["role"]
+        elif action == "unban" and user is not None:
+            user.banned_until = None
+        elif action == "ban" and user is not None:
+            user.banned_until = control["until"]
+            return self._ban_here(user, control["payload"].encode())
+        return []
 
     async def _admin_target(
         self, actor: User, target_id: str, refusal: str, request_type: str
@@ -178,6 +216,7 @@ class Moderation:
     async def unban_user(self, conn: Connection, user: User, cmd: p.UnbanUser) -> None:
         target = await self._admin_target(user, cmd.user_id, "Only admins can unban", cmd.TYPE)
         target.banned_until = None
+        self._share("unban", target.id)
         self._writes.submit(ops.set_user_ban(target.id, None, None))
         self.audit(user, "unban", target.id, None, None)
         self._hub.send(conn, event("moderation_done", {"action": "unban", "userId": target.id}))
@@ -187,6 +226,7 @@ class Moderation:
             user, cmd.user_id, "Only admins can change roles", cmd.TYPE
         )
         target.role = cmd.role
+        self._share("role", target.id, role=cmd.role)
         self._writes.submit(ops.set_user_role(target.id, cmd.role))
         self.audit(user, "set_role", target.id, None, None, {"role": cmd.role})
         payload = event("role_changed", {"userId": target.id, "role": cmd.role})

@@ -188,13 +188,17 @@ class Api:
 
     async def _healthz(self, request: Request) -> Response:
         writer = self._app.writer
+        redis = self._app.redis
+        healthy = writer.healthy and (redis is None or redis.connected)
         body = {
-            "status": "ok" if writer.healthy else "degraded",
+            "status": "ok" if healthy else "degraded",
             "storage": "ok" if writer.healthy else writer.last_error,
             "connections": len(self._app.hub.connections),
             "queue_depth": writer.queue_depth,
         }
-        return json_response(200 if writer.healthy else 503, body)
+        if redis is not None:
+            body["broker"] = "ok" if redis.connected else redis.last_error
+        return json_response(200 if healthy else 503, body)
 
     async def _metrics(self, request: Request) -> Response:
         return Response(
