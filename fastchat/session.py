@@ -260,8 +260,8 @@ class Sessions:
             target.close(CLOSE_BANNED, "banned")
 
     def on_control(self, data: bytes) -> None:
-        """Another process's moderation (see ``Moderation.apply_control``); close the banned."""
-        for target in self._chat.moderation.apply_control(data):
+        """A change another process made (see ``Chat.apply_control``); close the banned."""
+        for target in self._chat.apply_control(data):
             target.close(CLOSE_BANNED, "banned")
 
     def _ping(self, conn: Connection, user: User, cmd: p.Ping) -> None:

@@ -181,6 +181,15 @@ class Chat:
             return
         self.history.apply_remote(channel, payload)
 
+    def apply_control(self, data: bytes) -> list[Connection]:
+        """A change another process made to state every process keeps in memory (rooms,
+        members, moderation); returns the connections to close (a ban)."""
+        control = orjson.loads(data)
+        if control["action"] in ("room", "member"):
+            self.rooms.apply_control(control)
+            return []
+        return self.moderation.apply_control(control)
+
     def presence_elsewhere(self, user_id: str, online: bool) -> None:
         """A user with no connection here came online on other nodes, or left the last."""
         task = asyncio.ensure_future(self._announce_elsewhere(user_id, online))

@@ -181,10 +181,9 @@ class Moderation:
         """Tell the other processes (when there are any) what changed in memory here."""
         self._broker.send_control(orjson.dumps({"action": action, "userId": user_id, **detail}))
 
-    def apply_control(self, data: bytes) -> list[Connection]:
+    def apply_control(self, control: dict[str, Any]) -> list[Connection]:
         """Apply what another process's moderator did (see :meth:`_share`) to this process's
         memory and connections; returns the connections of a banned user, to close."""
-        control = orjson.loads(data)
         action, user_id = control["action"], control["userId"]
         room = self._directory.by_id.get(control.get("roomId", ""))
         user = self._users.cached(user_id)
