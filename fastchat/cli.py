@@ -18,8 +18,8 @@ from fastchat.errors import ChatError
 from fastchat.ids import new_id
 from fastchat.roles import ROLES
 from fastchat.storage import ops
-from fastchat.storage.base import Op, StorageError
-from fastchat.storage.sqlite import SqliteStore, WriteBehind
+from fastchat.storage.backends import make_store, make_writer
+from fastchat.storage.base import Op, StorageError, Store
 from fastchat.tls import server_context
 
 _DEFAULT_CONFIG = "config.toml"
@@ -92,9 +92,9 @@ def _setup_logging(config: Config) -> None:
 
 
 @contextmanager
-def _open_store(config: Config) -> Iterator[SqliteStore]:
+def _open_store(config: Config) -> Iterator[Store]:
     """The store, left as clean as it was found (the server uses the marker at start)."""
-    store = SqliteStore(config.storage)
+    store = make_store(config.storage)
     startup = store.open()
     try:
         yield store
@@ -167,7 +167,7 @@ def _write(config: Config, op: Op) -> None:
     """Commit one operation through the same writer the server uses."""
 
     async def write() -> None:
-        writer = WriteBehind(config.storage, asyncio.get_running_loop())
+        writer = make_writer(config.storage, asyncio.get_running_loop())
         writer.start()
         try:
             await writer.execute(op)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 Compression = Literal["off", "shared", "dedicated"]
 Synchronous = Literal["full", "normal"]
+Backend = Literal["sqlite", "postgres"]
 
 PACKAGED_CLIENT = Path(__file__).resolve().parent / "static"
 """The browser client shipped inside the package: the default ``server.static_dir``."""
@@ -74,6 +75,8 @@ class StorageConfig:
     flush_interval_ms: int = 2
     queue_max: int = 100_000
     history_cache: int = 500
+    backend: Backend = "sqlite"
+    dsn: str = "postgresql://fastchat@127.0.0.1:5432/fastchat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +279,12 @@ def _check(config: Config, where: str) -> None:
     if (config.server.tls_cert_file is None) != (config.server.tls_key_file is None):
         raise ConfigError(
             f"{where}: 'server.tls_cert_file' and 'server.tls_key_file' must be set together"
+        )
+    if config.storage.backend == "postgres" and not config.storage.dsn.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError(
+            f"{where}: 'storage.dsn' must be a postgresql:// URL, got {config.storage.dsn!r}"
         )
     if config.log.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{where}: 'log.level' must be debug, info, warning or error")
