@@ -11,7 +11,7 @@ from fastchat.fanout.broker import Broker, LocalBroker
 from fastchat.fanout.hub import Hub
 from fastchat.metrics import Metrics, MetricsCollector, registry_for
 from fastchat.session import Sessions
-from fastchat.storage.sqlite import SqliteStore, WriteBehind
+from fastchat.storage.backends import make_store, make_writer
 from fastchat.web.uploads import Uploads
 
 if TYPE_CHECKING:
@@ -26,9 +26,9 @@ class App:
     def __init__(self, config: Config):
         self.config = config
         self.metrics = Metrics()
-        self.store = SqliteStore(config.storage)
+        self.store = make_store(config.storage)
         startup = self.store.open()
-        self.writer = WriteBehind(config.storage, asyncio.get_running_loop())
+        self.writer = make_writer(config.storage, asyncio.get_running_loop())
         self.writer.start()
         self.tokens = TokenService(
             resolve_jwt_secret(config.auth.jwt_secret, config.data_dir),

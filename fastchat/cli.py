@@ -19,8 +19,8 @@ from fastchat.errors import ChatError
 from fastchat.ids import new_id
 from fastchat.roles import ROLES
 from fastchat.storage import ops
-from fastchat.storage.base import Op, StorageError
-from fastchat.storage.sqlite import SqliteStore, WriteBehind
+from fastchat.storage.backends import make_store, make_writer
+from fastchat.storage.base import Op, StorageError, Store
 from fastchat.tls import server_context
 
 _DEFAULT_CONFIG = "config.toml"
@@ -115,12 +115,14 @@ def _workers_refusal(config: Config, workers: int) -> str | None:
             f'--workers {workers} needs [broker] kind = "redis": the local broker reaches '
             "only the connections of its own process (see docs/cluster.md)"
         )
-    # Each process keeps rooms, members, users and its write-behind queue in memory and
-    # assumes it is the database's only writer: several on one SQLite file would diverge.
-    return (
-        f"--workers {workers} needs a store that processes share: several processes cannot "
-        "share one SQLite database (see docs/cluster.md)"
-    )
+    if config.storage.backend == "sqlite":
+        # Each process keeps rooms, members, users and its write-behind queue in memory and
+        # assumes it is the database's only writer: several on one SQLite file would diverge.
+        return (
+            f'--workers {workers} needs [storage] backend = "postgres": several processes '
+            "cannot share one SQLite database (see docs/cluster.md)"
+        )
+    return None
 
 
 def _setup_logging(config: Config) -> None:
@@ -133,9 +135,9 @@ def _setup_logging(config: Config) -> None:
 
 
 @contextmanager
-def _open_store(config: Config) -> Iterator[SqliteStore]:
+def _open_store(config: Config) -> Iterator[Store]:
     """The store, left as clean as it was found (the server uses the marker at start)."""
-    store = SqliteStore(config.storage)
+    store = make_store(config.storage)
     startup = store.open()
     try:
         yield store
@@ -208,7 +210,7 @@ def _write(config: Config, op: Op) -> None:
     """Commit one operation through the same writer the server uses."""
 
     async def write() -> None:
-        writer = WriteBehind(config.storage, asyncio.get_running_loop())
+        writer = make_writer(config.storage, asyncio.get_running_loop())
         writer.start()
         try:
             await writer.execute(op)

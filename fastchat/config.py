@@ -22,6 +22,7 @@ from typing import Any, Literal
 Compression = Literal["off", "shared", "dedicated"]
 Synchronous = Literal["full", "normal"]
 BrokerKind = Literal["local", "redis"]
+Backend = Literal["sqlite", "postgres"]
 
 PACKAGED_CLIENT = Path(__file__).resolve().parent / "static"
 """The browser client shipped inside the package: the default ``server.static_dir``."""
@@ -75,6 +76,8 @@ class StorageConfig:
     flush_interval_ms: int = 2
     queue_max: int = 100_000
     history_cache: int = 500
+    backend: Backend = "sqlite"
+    dsn: str = "postgresql://fastchat@127.0.0.1:5432/fastchat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,5 +293,11 @@ def _check(config: Config, where: str) -> None:
         )
     if config.broker.kind == "redis" and not config.broker.url.startswith("redis://"):
         raise ConfigError(f"{where}: 'broker.url' must be a redis://[:password@]host:port/db URL")
+    if config.storage.backend == "postgres" and not config.storage.dsn.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError(
+            f"{where}: 'storage.dsn' must be a postgresql:// URL, got {config.storage.dsn!r}"
+        )
     if config.log.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{where}: 'log.level' must be debug, info, warning or error")

@@ -42,15 +42,20 @@ def run_workers(config: Config, config_path: Path | None, workers: int) -> int:
         children = [subprocess.Popen(argv) for _ in range(workers)]
         log.info("started %d workers on port %d", workers, port)
 
-        def forward(signum: int, _frame: object) -> None:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signum)
+        stopping = False
 
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
+        def stop(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            if not stopping:  # once: a second signal would cut a worker's clean shutdown
+                stopping = True
+                for child in children:
+                    if child.returncode is None:
+                        child.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         codes = [_wait_first(children)]
-        forward(signal.SIGTERM, None)  # one ended (a signal, or on its own): stop the rest
+        stop(signal.SIGTERM, None)  # one ended (a signal, or on its own): stop the rest
         codes += [child.wait() for child in children]
     return max(abs(code) for code in codes)
 

@@ -138,6 +138,7 @@ class Rooms:
         room = self._directory.visible(cmd.room_id, user, cmd.TYPE)
         # Before entering: once it is in, the connection may send, which needs the history.
         await self._history.load(room)
+        await self._broker.follow(room.channel)
         if user.id not in room.member_ids:
             self._writes.check_capacity(cmd.TYPE)
             room.member_ids.add(user.id)

@@ -70,7 +70,11 @@ class Broker(Protocol):
         ...
 
     def send_control(self, data: bytes) -> None:
-        """Hand ``data`` (a moderation change made here) to every other process."""
+        """Hand ``data`` (a change to state every process keeps) to every other process."""
+        ...
+
+    async def follow(self, room: Room) -> None:
+        """Get ready to deliver ``room`` here before a connection enters it."""
         ...
 
     def online_elsewhere(self, user_id: str) -> bool:
@@ -120,6 +124,9 @@ class LocalBroker:
 
     def online_elsewhere(self, user_id: str) -> bool:
         return False
+
+    async def follow(self, room: Room) -> None:
+        """Nothing to do: every room is delivered here."""
 
     def share_presence(self, user_id: str, online: bool) -> None:
         """Nothing to do: there is no other process."""

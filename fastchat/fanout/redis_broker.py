@@ -85,6 +85,21 @@ end
 redis.call('HSET', KEYS[1], 's', seq)
 return seqs
 """
+# KEYS: rooms' meta hashes; ARGV: a seq for each. Raises each room's seq to at least that;
+# returns the seqs.
+_SEED = """
+local seqs = {}
+for i, key in ipairs(KEYS) do
+  local seq = tonumber(redis.call('HGET', key, 's') or '0')
+  local floor = tonumber(ARGV[i])
+  if floor > seq then
+    redis.call('HSET', key, 's', floor)
+    seq = floor
+  end
+  seqs[i] = seq
+end
+return seqs
+"""
 # How long Redis remembers a message's clientId, for resends to any node (seconds).
 _RESEND_WINDOW = 600
 
@@ -166,6 +181,7 @@ class RedisBroker:
             socket_connect_timeout=config.timeout_seconds,
         )
         self._script = self._redis.register_script(_PUBLISH)
+        self._seed = self._redis.register_script(_SEED)
         self._feeds: dict[str, _Feed] = {}
         self._by_channel: dict[bytes, _Feed] = {}
         # room id -> [kind, a, b, kind, a, b, ...] and the callbacks of its messages, this turn
@@ -174,6 +190,7 @@ class RedisBroker:
         self._user_batch: list[bytes] = []
         self._flush_scheduled = False
         self._busy: set[str] = set()  # rooms with a script in flight
+        self._users_busy = False  # user events in flight
         self._direct_seq = 0
         self._direct_left = 0
         self._leasing = False
@@ -197,7 +214,7 @@ class RedisBroker:
         """Connect and keep the subscription up; ConnectionError when Redis is unreachable."""
         try:
             await self._check_epoch()
-            await self._read_seqs()
+            await self._seed_seqs()
             first = await self._subscribe()
         except (RedisError, OSError, TimeoutError) as error:
             where = urlsplit(self._config.url).netloc.rpartition("@")[2]  # not the password
@@ -254,16 +271,19 @@ class RedisBroker:
                 log.info("redis subscription restored; resynchronising %d rooms", len(self._feeds))
                 break
 
-    async def _read_seqs(self) -> None:
-        """Start each room from Redis' seq where it has one: it counts every seq handed out,
-        while the store's (plus the unclean-stop gap) may be behind it or far past it."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for room_id in self._feeds:
-                pipe.hget(_room_keys(room_id)[0], "s")
-            seqs = await pipe.execute()
-        for feed, seq in zip(self._feeds.values(), seqs, strict=True):
-            if seq is not None:
-                feed.last = int(seq)
+    async def _seed_seqs(self) -> None:
+        """Raise each room's seq in Redis to this node's last one (the store's, plus the
+        unclean-stop gap) and start from the result, so that every node counts from the same
+        seq and none takes another's messages for ones it has seen."""
+        feeds = list(self._feeds.values())
+        for start in range(0, len(feeds), 1000):
+            chunk = feeds[start : start + 1000]
+            seqs = await self._seed(
+                keys=[_room_keys(feed.room.id)[0] for feed in chunk],
+                args=[feed.last for feed in chunk],
+            )
+            for feed, seq in zip(chunk, seqs, strict=True):
+                feed.last = seq
 
     async def _check_epoch(self) -> None:
         """Raise every floor by ``gap`` when Redis lost its data (a new epoch)."""
@@ -275,6 +295,7 @@ class RedisBroker:
             )
             for feed in self._feeds.values():
                 feed.last += self._gap
+            await self._seed_seqs()
             self._direct_left = 0
         self._epoch = epoch
 
@@ -398,8 +419,9 @@ class RedisBroker:
             self._busy.add(room_id)
             batch = self._batches.pop(room_id)
             loop.create_task(self._publish_room(room_id, batch, self._waiting.pop(room_id, ())))
-        users, self._user_batch = self._user_batch, []
-        if users:
+        if self._user_batch and not self._users_busy:  # in order too: presence on, then off
+            users, self._user_batch = self._user_batch, []
+            self._users_busy = True
             loop.create_task(self._publish_users(users))
 
     async def _publish_room(
@@ -452,26 +474,35 @@ class RedisBroker:
         except (RedisError, OSError, TimeoutError) as error:
             log.warning("%d user events not published: %s", len(entries), error)
             self.last_error = f"redis publish failed: {error}"
+        finally:
+            self._users_busy = False
+            if self._user_batch:
+                self._schedule()
 
     # --- receiving ------------------------------------------------------------------------
+
+    async def follow(self, room: Room) -> None:
+        """Before a connection enters ``room``: when this node is not subscribed to it, note
+        the room's seq now, so that what is published from then on reaches the newcomer (by
+        the subscription, or the fill that follows it) and what came before does not."""
+        feed = self._feeds.get(room.id)
+        if feed is None or feed.subscribed:
+            return
+        try:
+            # a task of its own: redis-py's timeouts need one, and a join may run outside any
+            seq = await asyncio.ensure_future(self._redis.hget(_room_keys(room.id)[0], "s"))
+            feed.live_from = int(seq or 0)
+        except (RedisError, OSError, TimeoutError) as error:
+            log.warning("room %s: cannot read its seq: %s", room.id, error)
+            feed.live_from = feed.last
 
     def occupied(self, room: Room) -> None:
         """The room got its first local member: subscribe to its channel."""
         feed = self._feeds.get(room.id)
         if feed is not None and not feed.subscribed:
             feed.subscribed = True
-            self._hub.loop.create_task(self._join(feed))
-
-    async def _join(self, feed: _Feed) -> None:
-        # Read before subscribing: what is published from then on reaches the members,
-        # by the subscription or by the fill that follows it; what came before does not.
-        try:
-            feed.live_from = int(await self._redis.hget(_room_keys(feed.room.id)[0], "s") or 0)
-        except (RedisError, OSError, TimeoutError) as error:
-            log.warning("room %s: cannot read its seq: %s", feed.room.id, error)
-            feed.live_from = feed.last
-        if feed.subscribed and self._subscription is not None:
-            self._subscription.send("SUBSCRIBE", feed.channel)
+            if self._subscription is not None:
+                self._subscription.send("SUBSCRIBE", feed.channel)
 
     def vacated(self, room: Room) -> None:
         """The room's last local member left: unsubscribe."""
@@ -494,13 +525,17 @@ class RedisBroker:
         feed = self._by_channel.get(channel)
         if feed is None:
             return
+        # Messages wait for a gap to be filled; events (typing, joins, edits) have no seq of
+        # their own and go on at once, lest they fall behind the users channel's.
         if feed.filling is not None:
-            feed.filling.append(data)
-            return
-        if _after_gap(feed, data):
+            if _seq_kind(data)[1] == b"m":
+                feed.filling.append(data)
+                return
+        elif _after_gap(feed, data):
             self._start_fill(feed)
-            feed.filling.append(data)  # type: ignore[union-attr]
-            return
+            if _seq_kind(data)[1] == b"m":
+                feed.filling.append(data)  # type: ignore[union-attr]
+                return
         self._apply(feed, data)
 
     def _apply(self, feed: _Feed, data: bytes) -> None:

@@ -120,6 +120,7 @@ async def test_a_node_is_subscribed_to_a_room_only_while_it_has_members(nodes, r
     await wait_until(lambda: messages(alice) == [(1, "only a listens")])
     assert b.remote == []  # b heard nothing: it was not subscribed
 
+    await b.broker.follow(b.room)  # as a join does before the connection enters
     bob = member(b.hub, b.room, 2)
     await until_subscribers(redis_server.url, 2)
     a.send("both listen")
