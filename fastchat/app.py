@@ -8,18 +8,19 @@ from typing import TYPE_CHECKING
 
 from fastchat.auth import PasswordHasher, TokenService, bearer_token, resolve_jwt_secret
 from fastchat.chat import Chat, User
-from fastchat.fanout.broker import LocalBroker
+from fastchat.fanout.broker import Broker, LocalBroker
 from fastchat.fanout.hub import Hub
 from fastchat.logins import LoginSessions
 from fastchat.metrics import Metrics, MetricsCollector, registry_for
 from fastchat.session import Sessions
 from fastchat.storage import ops
-from fastchat.storage.sqlite import SqliteStore, WriteBehind
+from fastchat.storage.backends import make_store, make_writer
 from fastchat.web.uploads import Uploads
 
 if TYPE_CHECKING:
     from fastchat.auth import Claims
     from fastchat.config import Config
+    from fastchat.fanout.redis_broker import RedisBroker
     from fastchat.web.http import Request
 
 _CHANGE_LOG_DAYS = 1
@@ -32,9 +33,9 @@ class App:
     def __init__(self, config: Config):
         self.config = config
         self.metrics = Metrics()
-        self.store = SqliteStore(config.storage)
+        self.store = make_store(config.storage)
         startup = self.store.open()
-        self.writer = WriteBehind(config.storage, asyncio.get_running_loop())
+        self.writer = make_writer(config.storage, asyncio.get_running_loop())
         self.writer.start()
         self.tokens = TokenService(
             resolve_jwt_secret(config.auth.jwt_secret, config.data_dir),
@@ -42,7 +43,10 @@ class App:
         )
         self.hasher = PasswordHasher(config.auth.bcrypt_rounds, config.auth.bcrypt_threads)
         self.hub = Hub(config.websocket, self.metrics)
-        self.broker = LocalBroker(self.hub)
+        self.redis: RedisBroker | None = None
+        self.broker: Broker = (
+            LocalBroker(self.hub) if config.broker.kind == "local" else self._redis_broker()
+        )
         self.chat = Chat(
             config.storage,
             self.hub,
@@ -54,6 +58,9 @@ class App:
             startup,
             config.limits.read_receipts_max_members,
         )
+        if self.redis is not None:
+            self.redis.remote_entry = self.chat.apply_remote
+            self.redis.presence = self.chat.presence_elsewhere
         self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
         self.sessions.start()
         self.writer.submit(ops.prune_user_changes(time.time() - _CHANGE_LOG_DAYS * 86400))
@@ -62,6 +69,8 @@ class App:
         self.logins = LoginSessions(
             self.store, self.writer, self.tokens, config.auth.refresh_ttl_seconds
         )
+        if self.redis is not None:
+            self.redis.control = self.sessions.on_control
         self.uploads = Uploads(
             config.storage.uploads_dir,
             config.uploads,
@@ -85,6 +94,26 @@ class App:
             )
         )
 
+    def _redis_broker(self) -> RedisBroker:
+        try:
+            from fastchat.fanout.redis_broker import RedisBroker
+        except ImportError as exc:
+            raise ValueError(
+                f"broker.kind = \"redis\" needs pip install 'fastchat[cluster]' ({exc})"
+            ) from None
+        storage = self.config.storage
+        # seqs skip this many when Redis lost its data, as they do after an unclean stop
+        self.redis = RedisBroker(
+            self.hub, self.config.broker, storage.queue_max + storage.batch_max
+        )
+        self.hub.watcher = self.redis
+        return self.redis
+
+    async def start(self) -> None:
+        """Connect what lives outside the process (Redis, with ``broker.kind = "redis"``)."""
+        if self.redis is not None:
+            await self.redis.start()
+
     async def api_user(self, request: Request) -> User:
         """The account behind a request's ``Authorization: Bearer`` token.
 
@@ -100,6 +129,8 @@ class App:
     async def close(self, timeout: float) -> int:
         """Flush the write-behind queue and close the database; returns ops not written."""
         self.sessions.stop()
+        if self.redis is not None:
+            await self.redis.close()
         lost = await self.writer.close(timeout)
         if lost == 0:
             self.store.mark_clean_shutdown()

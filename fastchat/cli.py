@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import logging
 import sys
@@ -20,8 +21,8 @@ from fastchat.ids import new_id
 from fastchat.names import skeleton
 from fastchat.roles import ROLES
 from fastchat.storage import ops
-from fastchat.storage.base import FOREVER, Op, StorageError
-from fastchat.storage.sqlite import SqliteStore, WriteBehind
+from fastchat.storage.backends import make_store, make_writer
+from fastchat.storage.base import FOREVER, Op, StorageError, Store
 from fastchat.tls import server_context
 
 _DEFAULT_CONFIG = "config.toml"
@@ -33,7 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--config", default=None, metavar="FILE", help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("run", help="start the server")
+    run_command = commands.add_parser("run", help="start the server")
+    run_command.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port (N > 1 needs broker.kind = redis and a shared store)",
+    )
+    # Set by `--workers N` for the processes it starts: listen there with SO_REUSEPORT.
+    run_command.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
         dest="user_command", required=True
@@ -70,16 +80,28 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fastchat: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "run" and (refusal := _workers_refusal(config, args.workers)):
+        print(f"fastchat: {refusal}", file=sys.stderr)
+        return 2
     _setup_logging(config)
     if on_defaults:
         logging.getLogger("fastchat").info(
             "no -c and no ./%s: running on the built-in defaults", _DEFAULT_CONFIG
         )
     try:
+        if args.command == "run" and args.workers > 1:
+            from fastchat.workers import run_workers
+
+            return run_workers(
+                config, None if on_defaults else Path(path or _DEFAULT_CONFIG), args.workers
+            )
         if args.command == "run":
             from fastchat.server import run
 
             try:
+                if args.worker_port is not None:
+                    server = dataclasses.replace(config.server, port=args.worker_port)
+                    return run(dataclasses.replace(config, server=server), tls, reuse_port=True)
                 return run(config, tls)
             except (StorageError, OSError) as exc:  # the database or the data folder
                 print(f"fastchat: cannot start: {exc}", file=sys.stderr)
@@ -93,9 +115,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "user":
             return _user_unban(config, args.username)
         return _audit(config, args.limit)
-    except (ChatError, ValueError, StorageError) as exc:
+    except (ChatError, ValueError, StorageError, ConnectionError) as exc:
         print(f"fastchat: {exc}", file=sys.stderr)
         return 1
+
+
+def _workers_refusal(config: Config, workers: int) -> str | None:
+    """Why ``--workers`` cannot be honoured with this configuration, if it cannot."""
+    if workers < 1:
+        return "--workers must be at least 1"
+    if workers == 1:
+        return None
+    if config.broker.kind == "local":
+        return (
+            f'--workers {workers} needs [broker] kind = "redis": the local broker reaches '
+            "only the connections of its own process (see docs/cluster.md)"
+        )
+    if config.storage.backend == "sqlite":
+        # Each process keeps rooms, members, users and its write-behind queue in memory and
+        # assumes it is the database's only writer: several on one SQLite file would diverge.
+        return (
+            f'--workers {workers} needs [storage] backend = "postgres": several processes '
+            "cannot share one SQLite database (see docs/cluster.md)"
+        )
+    return None
 
 
 def _setup_logging(config: Config) -> None:
@@ -108,9 +151,9 @@ def _setup_logging(config: Config) -> None:
 
 
 @contextmanager
-def _open_store(config: Config) -> Iterator[SqliteStore]:
+def _open_store(config: Config) -> Iterator[Store]:
     """The store, left as clean as it was found (the server uses the marker at start)."""
-    store = SqliteStore(config.storage)
+    store = make_store(config.storage)
     startup = store.open()
     try:
         yield store
@@ -246,7 +289,7 @@ def _write(config: Config, *writes: Op) -> None:
     """Commit operations, in order, through the same writer the server uses."""
 
     async def write() -> None:
-        writer = WriteBehind(config.storage, asyncio.get_running_loop())
+        writer = make_writer(config.storage, asyncio.get_running_loop())
         writer.start()
         try:
             for op in writes[:-1]:

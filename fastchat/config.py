@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 Compression = Literal["off", "shared", "dedicated"]
 Synchronous = Literal["full", "normal"]
+BrokerKind = Literal["local", "redis"]
+Backend = Literal["sqlite", "postgres"]
 
 PACKAGED_CLIENT = Path(__file__).resolve().parent / "static"
 """The browser client shipped inside the package: the default ``server.static_dir``."""
@@ -74,6 +76,8 @@ class StorageConfig:
     flush_interval_ms: int = 2
     queue_max: int = 100_000
     history_cache: int = 500
+    backend: Backend = "sqlite"
+    dsn: str = "postgresql://fastchat@127.0.0.1:5432/fastchat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,14 @@ class UploadsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    kind: BrokerKind = "local"
+    url: str = "redis://127.0.0.1:6379/0"
+    stream_max: int = 10_000
+    timeout_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
 
@@ -123,6 +135,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
     source: Path | None = None
 
     @property
@@ -139,6 +152,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "uploads": UploadsConfig,
     "log": LogConfig,
+    "broker": BrokerConfig,
 }
 
 _ZERO_ALLOWED = {
@@ -281,6 +295,14 @@ def _check(config: Config, where: str) -> None:
     if (config.server.tls_cert_file is None) != (config.server.tls_key_file is None):
         raise ConfigError(
             f"{where}: 'server.tls_cert_file' and 'server.tls_key_file' must be set together"
+        )
+    if config.broker.kind == "redis" and not config.broker.url.startswith("redis://"):
+        raise ConfigError(f"{where}: 'broker.url' must be a redis://[:password@]host:port/db URL")
+    if config.storage.backend == "postgres" and not config.storage.dsn.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError(
+            f"{where}: 'storage.dsn' must be a postgresql:// URL, got {config.storage.dsn!r}"
         )
     if config.log.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{where}: 'log.level' must be debug, info, warning or error")

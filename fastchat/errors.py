@@ -107,6 +107,13 @@ class InsufficientStorage(ChatError):
     http_status = 507
 
 
+class Unavailable(ChatError):
+    """The message broker (Redis) cannot be reached: resend later with the same clientId."""
+
+    code = "unavailable"
+    http_status = 503
+
+
 class CloseCode(IntEnum):
     """WebSocket close codes fastchat sends (RFC 6455 section 7.4.1 plus the private range)."""
 

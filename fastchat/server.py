@@ -30,17 +30,21 @@ log = logging.getLogger("fastchat")
 _GC_THRESHOLDS = (10_000, 10, 10)
 
 
-def run(config: Config, tls: ssl.SSLContext | None = None) -> int:
+def run(config: Config, tls: ssl.SSLContext | None = None, *, reuse_port: bool = False) -> int:
     """Run the server until SIGINT/SIGTERM; returns the process exit code.
 
-    With ``tls`` (see :func:`fastchat.tls.server_context`) the port speaks https and wss.
+    With ``tls`` (see :func:`fastchat.tls.server_context`) the port speaks https and wss;
+    with ``reuse_port`` it shares the port with the other workers of ``--workers N``.
     """
-    return uvloop.run(serve(config, tls))
+    return uvloop.run(serve(config, tls, reuse_port=reuse_port))
 
 
-async def serve(config: Config, tls: ssl.SSLContext | None = None) -> int:
+async def serve(
+    config: Config, tls: ssl.SSLContext | None = None, *, reuse_port: bool = False
+) -> int:
     loop = asyncio.get_running_loop()
     app = App(config)
+    await app.start()
     api = Api(app)
     http_connections = HttpConnections(api, config.server)
     server = await loop.create_server(
@@ -48,6 +52,7 @@ async def serve(config: Config, tls: ssl.SSLContext | None = None) -> int:
         host=config.server.host,
         port=config.server.port,
         reuse_address=True,
+        reuse_port=reuse_port,
         backlog=4096,
         ssl=tls,
         # a TLS handshake is part of the request head's time budget

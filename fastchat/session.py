@@ -377,5 +377,10 @@ class Sessions:
         for target in await self._chat.ban_user(conn, user, cmd):
             target.close(CloseCode.BANNED, "banned")
 
+    def on_control(self, data: bytes) -> None:
+        """A change another process made (see ``Chat.apply_control``); close the banned."""
+        for target in self._chat.apply_control(data):
+            target.close(CloseCode.BANNED, "banned")
+
     def _ping(self, conn: Connection, user: User, cmd: p.Ping) -> None:
         self._hub.send(conn, event("pong", {"timestamp": utc_now_iso()}))

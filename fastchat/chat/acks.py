@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
-from fastchat.errors import Conflict, StorageUnavailable
+from fastchat.errors import ChatError, Conflict, StorageUnavailable
 from fastchat.protocol import event
 from fastchat.seen import SeenClientIds
+from fastchat.storage.base import Duplicate
 
 if TYPE_CHECKING:
     from fastchat.fanout.hub import Hub
@@ -45,6 +46,7 @@ class PendingAck:
     pending: dict[str, Any]
     request_type: str
     resenders: list[Connection] | None = None
+    resent: bool = False  # published before under its clientId: a Duplicate means stored
 
     def add_waiter(self, conn: Connection) -> None:
         """Ack ``conn`` too: it resent the clientId while the message was in flight."""
@@ -122,12 +124,17 @@ class Acks:
             self._seen.add(done.key)
         return done
 
+    def refuse(self, conn: Connection, error: ChatError) -> None:
+        """Tell the sender its message was not accepted (nothing was stored or delivered)."""
+        self._metrics.errors_sent += 1
+        self._hub.send(conn, p.error_event(error))
+
     def acked(self, done: PendingAck, error: BaseException | None) -> None:
         done.pending.pop(done.ack["messageId"], None)
         if done.key is not None:
             self._in_flight.pop(done.key, None)
         waiters = (done.conn,) if done.resenders is None else (done.conn, *done.resenders)
-        if error is not None:
+        if error is not None and not (done.resent and isinstance(error, Duplicate)):
             log.error("message %s was not stored: %s", done.ack["messageId"], error)
             failure = StorageUnavailable(
                 "Message could not be stored", request_type=done.request_type

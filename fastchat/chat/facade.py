@@ -14,8 +14,11 @@ A handler returns None when it is done, or an awaitable when it has to read stor
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from fastchat import protocol as p
 from fastchat.chat.accounts import Accounts
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from fastchat.config import StorageConfig
     from fastchat.fanout.broker import Broker
     from fastchat.fanout.hub import Hub
+    from fastchat.fanout.hub import Room as Channel
     from fastchat.metrics import Metrics
     from fastchat.storage.base import FileRow, StartupState, Store, Writer
     from fastchat.ws.peer import Peer as Connection
@@ -64,6 +68,8 @@ class Chat:
         read_receipts_max_members: int,
     ):
         self._hub = hub
+        self._broker = broker
+        self._announcing: set[asyncio.Task[None]] = set()  # presence from other nodes
         self.users = Users(store, tokens)
         self.directory = RoomDirectory()
         writes = self._writes = Writes(writer, config.queue_max)
@@ -205,7 +211,9 @@ class Chat:
             ),
         )
         if first:
-            self.rooms.announce_presence(user, "online")
+            if not self._broker.online_elsewhere(user.id):
+                self.rooms.announce_presence(user, "online")
+            self._broker.share_presence(user.id, True)
         self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
 
     def disconnect(self, conn: Connection, user: User) -> None:
@@ -213,8 +221,39 @@ class Chat:
         self.rooms.leave_all(conn, user)
         if self._hub.unbind_user(conn, user.id):
             self.reads.forget(user)
-            self.rooms.announce_presence(user, "offline")
+            if not self._broker.online_elsewhere(user.id):
+                self.rooms.announce_presence(user, "offline")
+            self._broker.share_presence(user.id, False)
             self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
+
+    def apply_remote(self, channel: Channel, payload: bytes) -> None:
+        """What another node published in a room: keep this node's history and members true."""
+        if payload.startswith(b'{"type":"user_joined"'):
+            room = self.directory.by_id.get(channel.id)
+            if room is not None:
+                room.member_ids.add(orjson.loads(payload)["data"]["user"]["id"])
+            return
+        self.history.apply_remote(channel, payload)
+
+    def apply_control(self, data: bytes) -> list[Connection]:
+        """A change another process made to state every process keeps in memory (rooms,
+        members, moderation); returns the connections to close (a ban)."""
+        control = orjson.loads(data)
+        if control["action"] in ("room", "member"):
+            self.rooms.apply_control(control)
+            return []
+        return self.moderation.apply_control(control)
+
+    def presence_elsewhere(self, user_id: str, online: bool) -> None:
+        """A user with no connection here came online on other nodes, or left the last."""
+        task = asyncio.ensure_future(self._announce_elsewhere(user_id, online))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce_elsewhere(self, user_id: str, online: bool) -> None:
+        user = await self.users.get(user_id)
+        if user is not None and not self._hub.user_conns(user_id):
+            self.rooms.announce_presence(user, "online" if online else "offline")
 
     async def ban_user(self, conn: Connection, user: User, cmd: p.BanUser) -> list[Connection]:
         """Ban an account; returns its live connections, for the session layer to close."""

@@ -26,10 +26,16 @@ if TYPE_CHECKING:
     from fastchat.chat.rooms import Room, RoomDirectory
     from fastchat.chat.users import User, Users
     from fastchat.fanout.hub import Hub
+    from fastchat.fanout.hub import Room as Channel
     from fastchat.storage.base import MessageRow, Store
     from fastchat.ws.peer import Peer as Connection
 
 _seq = itemgetter("seq")
+_MESSAGE_EVENTS = (
+    b'{"type":"new_message"',
+    b'{"type":"message_edited"',
+    b'{"type":"message_deleted"',
+)
 
 Page = tuple[list[dict[str, Any]], bool]
 """Messages oldest first, and whether there are more past them."""
@@ -76,8 +82,33 @@ class History:
             room.history = deque(messages, maxlen=self._history_cache)
 
     def remember(self, room: Room, message: dict[str, Any]) -> None:
-        """Add a new message (its room was loaded when its sender joined)."""
-        room.history.append(message)  # type: ignore[union-attr]
+        """Add a new message (its room was loaded when its sender joined), in seq order."""
+        history: deque[dict[str, Any]] = room.history  # type: ignore[assignment]
+        if history and history[-1]["seq"] > message["seq"]:  # another node's came first
+            if len(history) == history.maxlen:
+                history.popleft()
+            history.insert(bisect_left(history, message["seq"], key=_seq), message)
+        else:
+            history.append(message)
+
+    def apply_remote(self, channel: Channel, payload: bytes) -> None:
+        """Keep the window true to what another node published in the room (messages,
+        edits, deletions); other events leave it alone."""
+        room = self._directory.by_id.get(channel.id)
+        if room is None or room.history is None or not payload.startswith(_MESSAGE_EVENTS):
+            return
+        parsed = orjson.loads(payload)
+        kind, data = parsed["type"], parsed["data"]
+        if kind == "message_deleted":
+            for index, old in enumerate(room.history):
+                if old["id"] == data["messageId"]:
+                    deleted = {k: v for k, v in old.items() if k != "attachment"}
+                    room.history[index] = {**deleted, "content": "", "deleted": True}
+            return
+        if kind == "message_edited":
+            self.replace(room, data["message"])
+        else:
+            self.remember(room, data["message"])
 
     def replace(self, room: Room, message: dict[str, Any]) -> None:
         """Swap the cached copy of an edited or deleted message."""

@@ -17,7 +17,8 @@ from fastchat.chat.acks import PendingAck
 from fastchat.chat.mentions import resolve as resolve_mentions
 from fastchat.chat.moderation import can_moderate
 from fastchat.clock import utc_now_iso
-from fastchat.errors import Conflict, Forbidden, NotFound, ValidationError
+from fastchat.errors import ChatError, Conflict, Forbidden, NotFound, ValidationError
+from fastchat.fanout.broker import AlreadyPublished
 from fastchat.ids import new_id
 from fastchat.protocol import event
 from fastchat.storage import ops
@@ -143,14 +144,10 @@ class Messages:
         attachment: dict[str, Any] | None,
         mentions: tuple[list[str], bool] | None,
     ) -> None:
-        """Stamp, broadcast, remember and queue a message that passed every check."""
-        client_id = cmd.client_id
-        seq = self._broker.next_seq(room.id)
-        message_id = new_id()
-        timestamp = utc_now_iso()
+        """Stamp and publish a message that passed every check (the broker gives its seq)."""
         message = p.message_json(
-            message_id,
-            seq,
+            new_id(),
+            0,
             room.id,
             user.id,
             user.username,
@@ -158,8 +155,8 @@ class Messages:
             cmd.content,
             cmd.message_type,
             cmd.reply_to,
-            client_id,
-            timestamp,
+            cmd.client_id,
+            utc_now_iso(),
             False,
         )
         if attachment is not None:
@@ -168,9 +165,34 @@ class Messages:
             message["mentions"], message["mentionsRoom"] = mentions
         if user.id in room.typing:
             self._typing.stop(room, user)
-        self._broker.publish(room.channel, event("new_message", {"message": message}))
-        self._history.remember(room, message)
-        self._metrics.messages_accepted += 1
+        self._broker.publish_message(room.channel, message, self._published, conn, room, cmd, key)
+
+    def _published(
+        self,
+        error: ChatError | AlreadyPublished | None,
+        message: dict[str, Any],
+        conn: Connection,
+        room: Room,
+        cmd: p.SendMessage,
+        key: str | None,
+    ) -> None:
+        """Remember and queue a message the broker sequenced and delivered (or refused).
+
+        A clientId another process published before (``AlreadyPublished``, with its first
+        id and seq) is queued for storage again, as its origin may have died before storing
+        it: the store refusing a duplicate then means it is stored, and it is acked."""
+        resent = error is not None
+        if resent and type(error) is not AlreadyPublished:
+            error.request_type = cmd.TYPE  # type: ignore[union-attr]
+            self._acks.refuse(conn, error)  # type: ignore[arg-type]
+            return
+        if not resent:
+            self._history.remember(room, message)
+            self._metrics.messages_accepted += 1
+        message_id = message["id"]
+        seq = message["seq"]
+        timestamp = message["timestamp"]
+        client_id = cmd.client_id
 
         pending = self._history.pending
         pending[message_id] = (room, message)
@@ -188,6 +210,7 @@ class Messages:
                 },
                 pending,
                 cmd.TYPE,
+                resent=resent,
             )
         )
         self._writes.submit(
@@ -195,7 +218,7 @@ class Messages:
                 id=message_id,
                 room_id=room.id,
                 seq=seq,
-                user_id=user.id,
+                user_id=message["userId"],
                 content=cmd.content,
                 message_type=cmd.message_type,
                 reply_to=cmd.reply_to,
@@ -205,12 +228,15 @@ class Messages:
             ),
             committed,
         )
-        if mentions is not None:
-            self._writes.submit(ops.set_mentions(message_id, *mentions))
-            mentioned = event("mention", {"message": message})
-            for user_id in mentions[0]:
-                if user_id != user.id:
-                    self._broker.send_user(user_id, mentioned)
+        mentions, mentions_room = message["mentions"], message["mentionsRoom"]
+        if mentions or mentions_room:
+            self._writes.submit(ops.set_mentions(message_id, list(mentions), mentions_room))
+            if not resent:
+                mentioned = event("mention", {"message": message})
+                for user_id in mentions:
+                    if user_id != message["userId"]:
+                        self._broker.send_user(user_id, mentioned)
+        attachment = message.get("attachment")
         if attachment is not None:
             file_id = attachment["id"]
             self._attaching[file_id] = (room.id, message_id)

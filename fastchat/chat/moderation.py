@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from fastchat import protocol as p
 from fastchat.clock import utc_now_iso
 from fastchat.errors import Conflict, Forbidden, Muted, NotFound, ValidationError
@@ -117,13 +119,9 @@ class Moderation:
         if room.is_private and target.id in room.member_ids:
             writes.append(ops.remove_member(room.id, target.id))
         await self._writes.commit(*writes)
-        if room.is_private:
-            room.member_ids.discard(target.id)
-        kicked_conns = [c for c in room.channel.conns if c.user_id == target.id]
         payload = event("kicked", {"roomId": room.id, "reason": cmd.reason, "by": user.public()})
-        for target_conn in kicked_conns:
-            self._hub.send(target_conn, payload)
-            self._hub.leave(room.channel, target_conn)
+        kicked_conns = self._kick_here(room, target.id, payload)
+        self._share("kick", target.id, roomId=room.id, payload=payload.decode())
         if kicked_conns:
             self._rooms.announce_left(room, target)
         self._hub.send(
@@ -143,6 +141,7 @@ class Moderation:
             ops.set_mute(room.id, target.id, until),
         )
         self._mutes[(room.id, target.id)] = until
+        self._share("mute", target.id, roomId=room.id, until=until)
         self._broker.send_user(target.id, event("muted", {"roomId": room.id, "until": until}))
         self._hub.send(
             conn,
@@ -173,9 +172,45 @@ class Moderation:
         payload = event(
             "banned", {"reason": cmd.reason, "until": None if until == FOREVER else until}
         )
+        self._share("ban", target.id, until=until, payload=payload.decode())
+        return self._ban_here(target, payload)
+
+    def _kick_here(self, room: Room, user_id: str, payload: bytes) -> list[Connection]:
+        kicked_conns = [c for c in room.channel.conns if c.user_id == user_id]
+        for target_conn in kicked_conns:
+            self._hub.send(target_conn, payload)
+            self._hub.leave(room.channel, target_conn)
+        if room.is_private:
+            room.member_ids.discard(user_id)
+        return kicked_conns
+
+    def _ban_here(self, target: User, payload: bytes) -> list[Connection]:
         conns = list(self._hub.user_conns(target.id))
         self._hub.send_many(conns, payload)
         return conns
+
+    def _share(self, action: str, user_id: str, **detail: Any) -> None:
+        """Tell the other processes (when there are any) what changed in memory here."""
+        self._broker.send_control(orjson.dumps({"action": action, "userId": user_id, **detail}))
+
+    def apply_control(self, control: dict[str, Any]) -> list[Connection]:
+        """Apply what another process's moderator did (see :meth:`_share`) to this process's
+        memory and connections; returns the connections of a banned user, to close."""
+        action, user_id = control["action"], control["userId"]
+        room = self._directory.by_id.get(control.get("roomId", ""))
+        user = self._users.cached(user_id)
+        if action == "kick" and room is not None:
+            self._kick_here(room, user_id, control["payload"].encode())
+        elif action == "mute" and room is not None:
+            self._mutes[(room.id, user_id)] = control["until"]
+        elif action == "role" and user is not None:
+            user.role = control["role"]
+        elif action == "unban" and user is not None:
+            user.banned_until = None
+        elif action == "ban" and user is not None:
+            user.banned_until = control["until"]
+            return self._ban_here(user, control["payload"].encode())
+        return []
 
     async def _admin_target(
         self, actor: User, target_id: str, refusal: str, request_type: str
@@ -206,6 +241,7 @@ class Moderation:
             ops.set_user_ban(target.id, None, None),
         )
         target.banned_until = None
+        self._share("unban", target.id)
 
     async def set_role(self, conn: Connection, user: User, cmd: p.SetRole) -> None:
         self._hub.send(conn, await self.change_role(user, cmd))
@@ -227,6 +263,7 @@ class Moderation:
             ops.set_user_role(target.id, cmd.role),
         )
         target.role = cmd.role
+        self._share("role", target.id, role=cmd.role)
         payload = event("role_changed", {"userId": target.id, "role": cmd.role})
         self._broker.send_user(target.id, payload)
         return payload

@@ -6,6 +6,8 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from fastchat import protocol as p
 from fastchat.chat.moderation import can_manage
 from fastchat.clock import utc_now_iso
@@ -145,6 +147,7 @@ class Rooms:
         room = self._directory.visible(cmd.room_id, user, cmd.TYPE)
         # Before entering: once it is in, the connection may send, which needs the history.
         await self._history.load(room)
+        await self._broker.follow(room.channel)
         if user.id not in room.member_ids:
             self._writes.check_capacity(cmd.TYPE)
             room.member_ids.add(user.id)
@@ -236,18 +239,19 @@ class Rooms:
             )
         self._writes.check_capacity(cmd.TYPE)
         now = utc_now_iso()
-        room_id = new_id()
-        room = Room(
-            room_id,
-            cmd.name,
-            cmd.description or None,
-            cmd.is_private,
-            user.id,
-            {user.id},
-            self._broker.open_room(room_id, 0),
+        room = self._add_room(new_id(), cmd.name, cmd.description or None, cmd.is_private, user.id)
+        self._broker.send_control(
+            orjson.dumps(
+                {
+                    "action": "room",
+                    "roomId": room.id,
+                    "name": room.name,
+                    "description": room.description,
+                    "isPrivate": room.is_private,
+                    "userId": user.id,
+                }
+            )
         )
-        room.history = deque(maxlen=self._history_cache)
-        self._directory.by_id[room.id] = room
         self._writes.submit(
             ops.insert_room(
                 id=room.id,
@@ -265,6 +269,36 @@ class Rooms:
         else:
             self._broker.send_everyone(payload)
 
+    def _add_room(
+        self, room_id: str, name: str, description: str | None, is_private: bool, owner_id: str
+    ) -> Room:
+        room = Room(
+            room_id,
+            name,
+            description,
+            is_private,
+            owner_id,
+            {owner_id},
+            self._broker.open_room(room_id, 0),
+        )
+        room.history = deque(maxlen=self._history_cache)
+        self._directory.by_id[room.id] = room
+        return room
+
+    def apply_control(self, control: dict[str, Any]) -> None:
+        """A room another process created, or a member it added (see ``send_control``)."""
+        room_id = control["roomId"]
+        if control["action"] == "room" and room_id not in self._directory.by_id:
+            self._add_room(
+                room_id,
+                control["name"],
+                control["description"],
+                control["isPrivate"],
+                control["userId"],
+            )
+        elif control["action"] == "member" and room_id in self._directory.by_id:
+            self._directory.by_id[room_id].member_ids.add(control["userId"])
+
     async def invite_to_room(self, conn: Connection, user: User, cmd: p.InviteToRoom) -> None:
         room = self._directory.visible(cmd.room_id, user, cmd.TYPE)
         if not can_manage(room, user):
@@ -278,6 +312,9 @@ class Rooms:
             self._writes.check_capacity(cmd.TYPE)
             room.member_ids.add(target.id)
             self._writes.submit(ops.add_member(room.id, target.id, "member", utc_now_iso()))
+            self._broker.send_control(
+                orjson.dumps({"action": "member", "roomId": room.id, "userId": target.id})
+            )
         self._broker.send_user(target.id, event("room_invited", {"room": room.summary()}))
         self._hub.send(conn, event("member_added", {"roomId": room.id, "userId": target.id}))
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, KeysView
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from fastchat.config import WebSocketConfig
 from fastchat.metrics import Metrics
@@ -108,6 +108,14 @@ class Room:
         return self.present.keys()
 
 
+class RoomWatcher(Protocol):
+    """Told when a room gets its first local connection and loses its last (a broker that
+    spans processes subscribes to a room only while it has local members)."""
+
+    def occupied(self, room: Room) -> None: ...
+    def vacated(self, room: Room) -> None: ...
+
+
 class Hub:
     """Every local connection, by room and by user; owns the per-iteration flush.
 
@@ -133,6 +141,7 @@ class Hub:
         # During a flush of several dirty items: connections handed room frames, written
         # once at its end (see flush).
         self._gathered: list[Connection] | None = None
+        self.watcher: RoomWatcher | None = None
 
     # --- connections and users ------------------------------------------------------------
 
@@ -481,6 +490,8 @@ class Hub:
             return
         room.conns[conn] = room.log_end  # from what is published next
         conn.rooms.append(room)
+        if len(room.conns) == 1 and self.watcher is not None:
+            self.watcher.occupied(room)
         if conn.user_id is not None:
             room.present[conn.user_id] = room.present.get(conn.user_id, 0) + 1
         if conn.compress == SHARED:
@@ -494,6 +505,8 @@ class Hub:
         self.catch_up(conn)  # what was published while it was a member
         del room.conns[conn]
         conn.rooms.remove(room)
+        if not room.conns and self.watcher is not None:
+            self.watcher.vacated(room)
         if conn.user_id is not None:
             left = room.present[conn.user_id] - 1
             if left:

@@ -182,7 +182,8 @@ class Api:
     async def _healthz(self, request: Request) -> Response:
         writer = self._app.writer
         read_error = self._app.store.recent_read_error()
-        healthy = writer.healthy and read_error is None
+        redis = self._app.redis
+        healthy = writer.healthy and read_error is None and (redis is None or redis.connected)
         if not writer.healthy:
             storage = writer.last_error
         else:
@@ -193,6 +194,8 @@ class Api:
             "connections": len(self._app.hub.connections),
             "queue_depth": writer.queue_depth,
         }
+        if redis is not None:
+            body["broker"] = "ok" if redis.connected else redis.last_error
         return json_response(200 if healthy else 503, body)
 
     async def _metrics(self, request: Request) -> Response:

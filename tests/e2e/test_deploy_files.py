@@ -7,11 +7,14 @@ import re
 
 import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.accounts import register
 from tests.support.interop import library_expect, library_member, varied_text
 from tests.support.server import ROOT
+
+pytestmark = pytest.mark.sqlite_only  # the deploy files: the storage backend plays no part
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "fastchat-dashboard.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "fastchat-alerts.yml"

@@ -273,6 +273,7 @@ def store_healthy(server: ServerProcess) -> float:
     return float(line.split()[1])
 
 
+@pytest.mark.sqlite_only  # a full disk under the SQLite file
 async def test_full_disk_keeps_chat_live_and_acks_only_what_is_stored(small_disk, make_server):
     server = make_server(
         limits=UNLIMITED,

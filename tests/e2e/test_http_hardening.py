@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import httpx
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +20,8 @@ from fastchat.web.uploads import _byte_range
 from tests.support.accounts import register
 from tests.support.rawhttp import read_until_closed
 from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.sqlite_only  # transport: the storage backend plays no part
 
 MIB = 1024 * 1024
 OTHER_ADDRESS = "127.0.0.2"  # also loopback: a second client address on this machine

@@ -38,6 +38,8 @@ from tests.support.interop import library_expect, library_member, varied_text
 from tests.support.rawws import RawWS
 from tests.support.server import ServerProcess
 
+pytestmark = pytest.mark.sqlite_only  # transport: the storage backend plays no part
+
 DEFLATE = ("Sec-WebSocket-Extensions", "permessage-deflate")
 MAX_MESSAGE = 4096
 MAX_FRAGMENTS = 4

@@ -97,6 +97,7 @@ class ServerProcess:
     data_dir: Path
     cwd: Path = ROOT
     env: dict[str, str] = field(default_factory=dict)
+    run_args: tuple[str, ...] = ()  # after `fastchat run` (e.g. --workers 2)
     process: subprocess.Popen[str] | None = None
     base_url: str = ""
     log: list[str] = field(default_factory=list)
@@ -121,7 +122,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         config = ["-c", str(self.config_path)] if self.config_path is not None else []
-        argv = [sys.executable, "-m", "fastchat", "run", *config]
+        argv = [sys.executable, "-m", "fastchat", "run", *config, *self.run_args]
         self.process, self.base_url, self._reader = launch(
             "server", argv, _URL, self.log, timeout=timeout, cwd=self.cwd, env=self.env
         )
