@@ -122,11 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
     parser.add_argument("--rate", type=float, default=500.0, help="messages/s of the rate run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the rate run")
+    parser.add_argument(
+        "--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting of the benchmark's PostgreSQL server (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    settings = dict(setting.split("=", 1) for setting in args.pg_setting)
     binaries = bin_dir()
     if binaries is None:
         parser.error("PostgreSQL is not installed (apt-get install postgresql)")
-    cluster = PostgresCluster(binaries, durable=True).start()
+    cluster = PostgresCluster(binaries, durable=True, settings=settings).start()
     try:
         config = StorageConfig(
             backend="postgres",

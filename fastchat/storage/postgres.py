@@ -15,9 +15,10 @@ Three kinds of connection per process:
   backoff, ``healthy`` and ``overloaded`` semantics of the SQLite writer: a failed batch
   is retried (reconnecting) until it commits, and nothing is acked before.
 
-Room and direct messages are inserted with ``ON CONFLICT (id) DO NOTHING``: their ids are
-made by the server, so an id already stored means a replay of a batch whose COMMIT reached
-the server but whose answer was lost with the connection, not a new message.
+A run of room or direct messages is one binary COPY. Their ids are made by the server, so
+an id already stored means a replay of a batch whose COMMIT reached the server but whose
+answer was lost with the connection: the COPY then fails, and the op-by-op replay inserts
+with ``ON CONFLICT (id) DO NOTHING``, storing nothing twice and failing nothing.
 """
 
 from __future__ import annotations

@@ -41,12 +41,15 @@ class PostgresCluster:
 
     ``durable=False`` (the tests' default) turns fsync off: the tests kill fastchat, not
     PostgreSQL's machine, so what they check does not depend on PostgreSQL syncing; the
-    benchmarks keep it on.
+    benchmarks keep it on. ``settings`` are more ``-c name=value`` server settings.
     """
 
-    def __init__(self, binaries: Path, *, durable: bool = False) -> None:
+    def __init__(
+        self, binaries: Path, *, durable: bool = False, settings: dict[str, str] | None = None
+    ) -> None:
         self._bin = binaries
         self._durable = durable
+        self._settings = settings or {}
         self.directory = Path(tempfile.mkdtemp(prefix="fastchat-pg-"))
         self.data = self.directory / "data"
         self.port = free_port()
@@ -71,6 +74,7 @@ class PostgresCluster:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}"
         if not self._durable:
             options += " -c fsync=off -c full_page_writes=off"
+        options += "".join(f" -c {name}={value}" for name, value in self._settings.items())
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l",
             str(self.directory / "server.log"), "-w", "start",
