@@ -61,6 +61,10 @@ async def serve(
     host, port = server.sockets[0].getsockname()[:2]
     scheme = "https" if tls else "http"
     url = f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
+    # Handlers first: whoever reads the line below may signal the server at once.
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     log.info("fastchat listening on %s", url)
     # What exists now (modules, configuration, rooms and users loaded at start) lives as
     # long as the process: keep it out of every later collection.
@@ -71,9 +75,6 @@ async def serve(
     keepalive = Keepalive(
         app.hub.connections, ws_config.ping_interval_seconds, ws_config.ping_timeout_seconds
     )
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down")
 
