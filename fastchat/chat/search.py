@@ -2,8 +2,8 @@
 their own direct messages.
 
 The query is reduced to words here, and the store gets only words (SQLite quotes each in
-its FTS5 expression), so no full-text syntax from user input reaches the database: no
-query can fail there.
+its FTS5 expression, PostgreSQL reads them with ``plainto_tsquery``), so no full-text syntax
+from user input reaches the database: no query can fail there.
 """
 
 from __future__ import annotations

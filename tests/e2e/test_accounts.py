@@ -6,7 +6,6 @@ reaching a running server.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -185,8 +184,7 @@ async def test_nobody_changes_their_own_role_or_removes_the_last_admin(server, h
 async def test_a_user_row_removed_from_the_database_no_longer_authenticates(server, http):
     account = register(http)
     socket = await ChatClient.connect(server.ws_url, account["token"])
-    with sqlite3.connect(server.data_dir / "chat.db") as db:
-        db.execute("DELETE FROM users WHERE id = ?", (account["user"]["id"],))
+    server.execute_sql("DELETE FROM users WHERE id = ?", (account["user"]["id"],))
     assert await socket.closed() == AUTH_ENDED
     me = http.get("/api/auth/me", headers=bearer(account["token"]))
     assert me.status_code == 401

@@ -322,6 +322,7 @@ async def test_full_disk_keeps_chat_live_and_acks_only_what_is_stored(small_disk
     assert server.stop() == 0
 
 
+@pytest.mark.sqlite_only  # garbage written over the SQLite file's pages
 async def test_a_corrupt_page_is_reported_by_healthz_and_answered_cleanly(make_server):
     server = make_server()
     server.stop()  # the schema exists now

@@ -103,6 +103,6 @@ def test_unreachable_postgres_stops_start_up_with_a_clear_message(tmp_path: Path
     path = tmp_path / "config.toml"
     path.write_text('[storage]\nbackend = "postgres"\ndsn = "postgresql://x@127.0.0.1:1/x"\n')
     result = run_fastchat("run", "-c", str(path))
-    assert result.returncode == 1
-    assert "fastchat: postgres: OperationalError" in result.stderr
+    assert result.returncode == 2  # as every storage that cannot start (test_config_startup)
+    assert "fastchat: cannot start: postgres: OperationalError" in result.stderr
     assert "Traceback" not in result.stderr

@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +134,20 @@ class ServerProcess:
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """The fastchat command ``ARGS`` run against this server's config and data."""
         return run_fastchat("-c", str(self.config_path), *args, stdin=stdin)
+
+    def execute_sql(self, sql: str, params: tuple[object, ...] = ()) -> None:
+        """Run one statement on this server's database, behind its back (as a shell would),
+        on whichever backend its config names; ``sql`` takes ``?`` placeholders."""
+        assert self.config_path is not None
+        storage = tomllib.loads(self.config_path.read_text()).get("storage", {})
+        if storage.get("backend") == "postgres":
+            import psycopg  # only the PostgreSQL runs need the driver
+
+            with psycopg.connect(storage["dsn"], autocommit=True) as conn:
+                conn.execute(sql.replace("?", "%s"), params)
+        else:
+            with closing(sqlite3.connect(storage["path"])) as db, db:
+                db.execute(sql, params)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Send ``sig`` and wait; returns the exit code."""

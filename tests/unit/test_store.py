@@ -855,6 +855,11 @@ def test_acked_writes_survive_sigkill(config: StorageConfig) -> None:
 async def test_account_changes_are_logged_by_triggers_and_sessions_rotate(
     db: sqlite.SqliteStore, writer: sqlite.WriteBehind
 ) -> None:
+    await check_account_changes_and_sessions(db, writer)
+
+
+async def check_account_changes_and_sessions(db: base.Store, writer: base.Writer) -> None:
+    """The account change log and login sessions, on any backend (user "u1" is made here)."""
     start = db.last_user_change()
     await writer.execute(
         ops.insert_user(id="u1", username="alice", email=None, password_hash="h", created_at=T0)

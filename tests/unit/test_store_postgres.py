@@ -10,14 +10,17 @@ from dataclasses import replace
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fastchat.config import StorageConfig
 from fastchat.errors import Overloaded, StorageUnavailable
-from fastchat.storage import base, ops, postgres
+from fastchat.names import skeleton
+from fastchat.storage import base, ops, postgres, sqlite
 from loadtest import store_postgres as bench
 from tests.support.postgres import PostgresCluster
 from tests.support.waiting import wait_until
-from tests.unit.test_store import T0, Results, dm, msg
+from tests.unit.test_store import T0, Results, check_account_changes_and_sessions, dm, msg
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ def test_migrations_are_idempotent_and_numbered_like_sqlite(config: StorageConfi
     assert sql(config, "SELECT value FROM meta WHERE key = 'schema_version'") == [
         (str(len(postgres.MIGRATIONS)),)
     ]
-    assert len(postgres.MIGRATIONS) == 2  # the same numbers as SQLite's migrations
+    assert len(postgres.MIGRATIONS) == len(sqlite.MIGRATIONS)  # the same version numbers
     assert state.max_room_seq == {"general": 0, "random": 0, "tech": 0}
     assert state.max_dm_seq == 0 and state.clean
 
@@ -363,6 +366,7 @@ async def test_server_down_is_retried_until_it_returns(
     assert results.calls == []  # nothing acknowledged while failing
     with pytest.raises(StorageUnavailable):
         await db.messages_page("general", limit=10)
+    assert db.recent_read_error() is not None  # /healthz reports it
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(failures) == 1  # logged once per episode, not per retry
 
@@ -391,3 +395,190 @@ def test_the_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "saturated: " in out and "messages/s" in out
     assert "200 msg/s for 0.5 s: ack p50" in out
+
+
+# --------------------------------------------------------------------------- accounts (issue 17)
+
+
+async def test_account_changes_are_logged_by_triggers_and_sessions_rotate(
+    db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind
+) -> None:
+    start = db.last_user_change()
+    await check_account_changes_and_sessions(db, writer)
+    changes = await db.user_changes_after(start)
+    assert len(changes) == 4 and db.last_user_change() == changes[-1][0]
+    await writer.execute(
+        ops.insert_user(id="u2", username="bob", email=None, password_hash="h", created_at=T0)
+    )
+    await writer.execute(ops.set_password("u2", "h2"))
+    assert [user for _, user in await db.user_changes_after(changes[-1][0])] == ["u2"]
+    await writer.execute(ops.prune_user_changes(4e9))
+    assert await db.user_changes_after(0) == []
+
+
+async def test_skeletons_users_page_admins_and_upload_usage(
+    db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind, config: StorageConfig
+) -> None:
+    sql(config, "INSERT INTO users (id, username, email, password_hash)"
+                " VALUES ('u9', 'alice', 'a@b.c', 'h')")  # fmt: skip
+    assert db.users_without_keys() == [("u9", "alice", "a@b.c")]
+    assert await db.user_like("allce", None) is None
+    await writer.execute(ops.set_user_keys("u9", "alice", "a@b.c"))
+    assert db.users_without_keys() == []
+    assert (await db.user_like(skeleton("aIice"), skeleton("x@y.z"))).id == "u9"  # type: ignore[union-attr]
+    assert (await db.user_like(skeleton("bob"), skeleton("A@B.C"))).id == "u9"  # type: ignore[union-attr]
+
+    for user_id, name in [("u1", "Bob"), ("u2", "carol"), ("u3", "_dave")]:
+        await writer.execute(
+            ops.insert_user(id=user_id, username=name, email=None, password_hash="h",
+                            created_at=T0, role="admin")
+        )  # fmt: skip
+    assert [u.username for u in await db.users_page(limit=10)] == ["_dave", "alice", "Bob", "carol"]
+    assert [u.username for u in await db.users_page(limit=1, after="ALICE")] == ["Bob"]
+    await writer.execute(ops.set_user_ban("u1", base.FOREVER, None))
+    assert await db.admin_count() == 2
+
+    for file_id, uploader, size in [("f1", "u1", 10), ("f2", "u1", 5), ("f3", "u2", 7)]:
+        await writer.execute(
+            ops.insert_file(id=file_id, uploader_id=uploader, name="x", size=size,
+                            content_type="text/plain", created_at=T0)
+        )  # fmt: skip
+    assert db.upload_usage() == {"u1": 15, "u2": 7}
+
+
+async def test_user_removal_ops_and_exports(
+    db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind
+) -> None:
+    await writer.execute(ops.add_member("general", "u1", "member", T0))
+    for seq in (1, 2):
+        writer.submit(msg(seq))
+    writer.submit(dm(1, sender="u1", recipient="u2"))
+    await writer.execute(dm(2, sender="u2", recipient="u1"))
+    assert [m.id for m in await db.messages_by_user("u1")] == ["general-1", "general-2"]
+    assert [d.id for d in await db.dms_of_user("u1")] == ["d1", "d2"]
+    await writer.execute(ops.edit_message("general-1", "edited", T0))
+    await writer.execute(ops.delete_user_messages("u1", T0))
+    await writer.execute(ops.edit_message("general-1", "too late", T0))  # deleted: no effect
+    await writer.execute(ops.delete_user_dms("u1"))
+    await writer.execute(ops.remove_user_memberships("u1"))
+    assert {(m.content, m.deleted_at) for m in await db.messages_by_user("u1")} == {("", T0)}
+    assert [d.id for d in await db.dms_of_user("u1")] == ["d2"]
+    assert db.room_member_ids("general") == set()
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+async def test_read_markers_unread_and_mentions(
+    db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind
+) -> None:
+    await writer.execute(ops.set_read_marker("u2", "general", 5))
+    await writer.execute(ops.set_read_marker("u2", "general", 3))  # never moved back
+    await writer.execute(ops.set_read_marker("u2", "u1:u2", 1))
+    assert await db.read_markers("u2") == {"general": 5, "u1:u2": 1}
+    for seq in range(1, 9):
+        writer.submit(msg(seq, user="u2" if seq == 7 else "u1"))
+    writer.submit(ops.set_mentions("general-6", ["u2", "u3"], False))
+    writer.submit(ops.set_mentions("general-8", [], True))
+    await writer.execute(ops.delete_message("general-4", T0))
+    assert await db.room_unread("general", "u2", 0, 100) == (6, 2)  # not 4 (deleted), not 7 (own)
+    assert await db.room_unread("general", "u2", 5, 100) == (2, 2)
+    assert await db.room_unread("general", "u3", 5, 100) == (3, 2)
+    assert await db.room_unread("general", "u2", 0, 2) == (2, 0)  # capped
+    row = await db.message_by_id("general-6")
+    assert row is not None and (row.mentions, row.mentions_room) == ('["u2","u3"]', 0)
+
+
+async def test_conversations_reactions_replies_and_dm_parity(
+    db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind
+) -> None:
+    for seq, sender, recipient in [(1, "u1", "u2"), (2, "u2", "u1"), (3, "u3", "u1"),
+                                   (4, "u2", "u1"), (5, "u2", "u1")]:  # fmt: skip
+        writer.submit(dm(seq, sender=sender, recipient=recipient))
+    await writer.execute(ops.set_read_marker("u1", "u1:u2", 2))
+    await writer.execute(ops.delete_dm("d4", T0))
+    conversations = await db.conversations("u1", limit=10, unread_cap=100)
+    assert [(c.peer_id, c.last.id, c.last_read_seq, c.unread) for c in conversations] == [
+        ("u2", "d5", 2, 1),  # d4 is deleted
+        ("u3", "d3", 0, 1),
+    ]
+    assert [c.peer_id for c in await db.conversations("u2", limit=1, unread_cap=100)] == ["u1"]
+    await writer.execute(ops.set_dm_reply("d5", "d1"))
+    await writer.execute(ops.edit_dm("d5", "changed", T0))
+    assert await db.dm_by_id("d5") == base.DirectMessageRow(
+        "d5", 5, "u1:u2", "u2", "u1", "changed", None, T0, "d1", T0, None
+    )
+    assert (await db.dm_by_id("d4")).deleted_at == T0  # type: ignore[union-attr]
+    assert await db.dm_by_id("nope") is None
+
+    await writer.execute(msg(1))
+    for seq in (2, 3, 4):
+        writer.submit(msg(seq, reply_to="general-1"))
+        writer.submit(ops.count_reply("general-1"))
+    writer.submit(ops.add_reaction("general-1", "👍", "u2", T0))
+    writer.submit(ops.add_reaction("general-1", "👍", "u2", T0))  # already there
+    writer.submit(ops.add_reaction("general-1", "🎉", "u3", "2026-01-01T00:00:01.000Z"))
+    writer.submit(ops.add_reaction("general-2", "👍", "u3", T0))
+    await writer.execute(ops.remove_reaction("general-2", "👍", "u3"))
+    assert await db.reactions(["general-1", "general-2", "x"]) == {
+        "general-1": [("👍", "u2"), ("🎉", "u3")]
+    }
+    assert (await db.message_by_id("general-1")).reply_count == 3  # type: ignore[union-attr]
+    page = await db.replies_page("general-1", limit=2)
+    assert [m.seq for m in page] == [3, 4]
+    assert [m.seq for m in await db.replies_page("general-1", before=3, limit=2)] == [2]
+
+
+async def test_search_ranks_marks_pages_and_follows_edits(
+    db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind
+) -> None:
+    contents = ["The Zebra crossing", "zebra zebra zebra", "a zebra-crossing sign", "no match"]
+    for seq, content in enumerate(contents, start=1):
+        writer.submit(ops.insert_message(id=f"m{seq}", room_id="general", seq=seq,
+                                         user_id="u1", content=content, created_at=T0))  # fmt: skip
+    writer.submit(ops.insert_message(id="m5", room_id="tech", seq=1, user_id="u1",
+                                     content="zebra elsewhere", created_at=T0))  # fmt: skip
+    await writer.execute(dm(1, sender="u1", recipient="u2"))
+    await writer.execute(ops.edit_dm("d1", "a Zébra in a DM", T0))
+
+    hits = await db.search_messages(["zebra"], ["general"], before_id=None, limit=10)
+    assert [h.message.id for h in hits] == ["m3", "m2", "m1"]  # newest first
+    assert {h.message.id: h.snippet for h in hits}["m1"] == "The <mark>Zebra</mark> crossing"
+    ranks = {h.message.id: h.rank for h in hits}
+    assert ranks["m2"] < ranks["m1"]  # lower is better: three matches beat one
+    both = await db.search_messages(["zebra", "crossing"], ["general"], before_id=None, limit=9)
+    assert [h.message.id for h in both] == ["m3", "m1"]
+    page = await db.search_messages(["zebra"], ["general", "tech"], before_id="m3", limit=1)
+    assert [h.message.id for h in page] == ["m2"]
+    direct = await db.search_direct(["zebra"], "u2", before_id=None, limit=10)
+    assert [(h.message.id, h.snippet) for h in direct] == [("d1", "a <mark>Zébra</mark> in a DM")]
+    accented = await db.search_direct(["zébra", "dm"], "u1", before_id=None, limit=10)
+    assert [h.snippet for h in accented] == ["a <mark>Zébra</mark> in a <mark>DM</mark>"]
+    long = "Très, très long: " * 12 + "le zèbre à la fin."
+    await writer.execute(ops.insert_message(id="m6", room_id="random", seq=1, user_id="u1",
+                                            content=long, created_at=T0))  # fmt: skip
+    (hit,) = await db.search_messages(["zebre"], ["random"], before_id=None, limit=10)
+    assert "<mark>zèbre</mark> à la fin" in hit.snippet and len(hit.snippet) < len(long)
+    assert hit.snippet.replace("<mark>", "").replace("</mark>", "") in long
+    assert await db.search_direct(["zebra"], "u3", before_id=None, limit=10) == []
+
+    await writer.execute(ops.edit_message("m1", "a giraffe now", T0))
+    await writer.execute(ops.delete_message("m2", T0))
+    hits = await db.search_messages(["zebra"], ["general"], before_id=None, limit=10)
+    assert [h.message.id for h in hits] == ["m3"]
+    hits = await db.search_messages(["giraffe"], ["general"], before_id=None, limit=10)
+    assert [h.message.id for h in hits] == ["m1"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(words=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4))
+async def test_search_words_are_never_read_as_query_syntax(
+    db: postgres.PostgresStore, words: list[str]
+) -> None:
+    for search in (
+        db.search_messages(words, ["general"], before_id=None, limit=5),
+        db.search_direct(words, "u1", before_id="m", limit=5),
+    ):
+        assert await search == []  # nothing stored: no match, and never an error
