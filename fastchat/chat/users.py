@@ -52,6 +52,11 @@ class User:
         return self.banned_until is not None and self.banned_until > now
 
 
+NO_SUCH_NAME_SECONDS = 30.0
+"""How long a username that names no account is answered from memory (mentions)."""
+_NO_SUCH_NAME_MAX = 10_000  # names remembered as missing, at most (then forgotten at once)
+
+
 class Users:
     """The user cache: an account is read from storage once, then kept (and kept current)."""
 
@@ -60,6 +65,9 @@ class Users:
         self._tokens = tokens
         self._cache: dict[str, User] = {}
         self._by_name: dict[str, User] = {}  # lower-cased username -> user, once looked up
+        # Lower-cased names no account had, until when (monotonic) that answer is kept: an
+        # "@word" that names nobody must not cost a storage read per message.
+        self._no_such_name: dict[str, float] = {}
 
     def cached(self, user_id: str) -> User | None:
         """The user if it is in memory (every authenticated user is)."""
@@ -77,15 +85,24 @@ class Users:
 
     async def by_name(self, username: str) -> User | None:
         """The user with this username (case-insensitive); one found is kept by name too,
-        until the account is removed or renamed."""
+        until the account is removed or renamed, and a name nobody has is remembered as such
+        for :data:`NO_SUCH_NAME_SECONDS` (so a new account is found by name within that)."""
         key = username.lower()
         user = self._by_name.get(key)
-        if user is None or user.username.lower() != key:
-            row = await self._store.user_by_name(username)
-            if row is None:
-                self._by_name.pop(key, None)
-                return None
-            user = self._by_name[key] = self._cache.setdefault(row.id, User.from_row(row))
+        if user is not None and user.username.lower() == key:
+            return user
+        now = time.monotonic()
+        if self._no_such_name.get(key, 0.0) > now:
+            return None
+        row = await self._store.user_by_name(username)
+        if row is None:
+            self._by_name.pop(key, None)
+            if len(self._no_such_name) >= _NO_SUCH_NAME_MAX:
+                self._no_such_name.clear()
+            self._no_such_name[key] = now + NO_SUCH_NAME_SECONDS
+            return None
+        self._no_such_name.pop(key, None)
+        user = self._by_name[key] = self._cache.setdefault(row.id, User.from_row(row))
         return user
 
     def last_change(self) -> int:
