@@ -10,10 +10,11 @@ Three kinds of connection per process:
 * :class:`PostgresStore` opens a blocking one for the start-up reads (made once, before
   the server listens) and an asyncio one, made on first use, for the reads made while
   serving; a broken one is dropped and made again on the next read.
-* :class:`PostgresWriteBehind` owns the writer's connection and a daemon thread that
+* :class:`PostgresWriteBehind` owns the writer's connection; the daemon thread that
   commits queued operations in batches, one transaction per batch, with the retry,
-  backoff, ``healthy`` and ``overloaded`` semantics of the SQLite writer: a failed batch
-  is retried (reconnecting) until it commits, and nothing is acked before.
+  backoff, ``healthy`` and ``overloaded`` semantics, is the SQLite writer's
+  (:mod:`fastchat.storage.writebehind`): a failed batch is retried (reconnecting) until it
+  commits, and nothing is acked before.
 
 A run of room or direct messages is one binary COPY. Their ids are made by the server, so
 an id already stored means a replay of a batch whose COMMIT reached the server but whose
@@ -26,11 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
 import unicodedata
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import fields
 from itertools import groupby
 from typing import Any
@@ -39,7 +38,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from fastchat.config import StorageConfig
-from fastchat.errors import Overloaded, StorageUnavailable
+from fastchat.errors import StorageUnavailable
 from fastchat.storage.base import (
     AuditRow,
     ConversationRow,
@@ -48,8 +47,6 @@ from fastchat.storage.base import (
     FileRow,
     LoginSessionRow,
     MessageRow,
-    OnDone,
-    Op,
     RoomRow,
     SearchHit,
     StartupState,
@@ -57,12 +54,11 @@ from fastchat.storage.base import (
     UserRow,
 )
 from fastchat.storage.ops import dm_pair
+from fastchat.storage.writebehind import BatchWriter, Entry, entry_name
 
 log = logging.getLogger("fastchat.store")
 
 CONNECT_TIMEOUT_SECONDS = 5
-_BACKOFF_FIRST = 0.05
-_BACKOFF_MAX = 2.0
 _CLEAN_KEY = "clean_shutdown"
 _VERSION_KEY = "schema_version"
 _MIGRATION_LOCK = 0x66617374  # pg_advisory_xact_lock key: nodes starting together migrate once
@@ -937,12 +933,6 @@ _OP_ERRORS = (
     OverflowError,
 )
 
-_Entry = tuple[Op, OnDone | None]
-
-
-def _entry_name(entry: _Entry) -> str:
-    return entry[0][0]
-
 
 def _write_group(conn: psycopg.Connection[Any], name: str, params: list[tuple[Any, ...]]) -> None:
     """Run one statement for consecutive ops of the same kind."""
@@ -964,215 +954,41 @@ def _op_error(exc: Exception) -> Exception:
     return exc
 
 
-class _Abandoned(Exception):
-    """close() ran out of time while the storage was failing."""
+class PostgresWriteBehind(BatchWriter):
+    """The PostgreSQL writer: its own connection, made on the writer thread and made again
+    after a failure (the queue, batches and retries are
+    :class:`~fastchat.storage.writebehind.BatchWriter`'s)."""
 
-
-class PostgresWriteBehind:
-    """Commits queued write operations in batches on its own thread and connection.
-
-    ``submit`` is called on the loop thread; outcomes come back on the loop thread once the
-    batch holding the op has committed. The statistics attributes are written by the
-    writer thread and read by the metrics module.
-    """
+    _failures = psycopg.Error
 
     def __init__(self, config: StorageConfig, loop: asyncio.AbstractEventLoop) -> None:
-        self._config = config
-        self._loop = loop
-        self._queue: deque[_Entry] = deque()
-        self._batch: list[_Entry] = []  # taken from the queue, not yet committed
-        self._limit = config.queue_max  # set to 0 by close() to refuse new ops
-        self._batch_max = config.batch_max
-        self._interval = config.flush_interval_ms / 1000
-        self._wake = threading.Event()
-        self._abort = threading.Event()
-        self._sleeping = False
-        self._stopping = False
+        super().__init__(config, loop)
         self._conn: psycopg.Connection[Any] | None = None
-        self._thread: threading.Thread | None = None
-        self._finished: asyncio.Future[None] | None = None
-        self.batches_committed = 0
-        self.ops_committed = 0
-        self.op_errors_total = 0
-        self.failures_total = 0
-        self.commit_seconds_total = 0.0
-        self.recent_commit_seconds: deque[float] = deque(maxlen=2048)
-        self.healthy = True
-        self.last_error: str | None = None
 
-    @property
-    def queue_depth(self) -> int:
-        """Operations submitted and not yet committed."""
-        return len(self._queue) + len(self._batch)
-
-    def start(self) -> None:
-        """Start the writer thread (after ``PostgresStore.open``); it connects on its own."""
-        self._finished = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, name="fastchat-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, op: Op, on_done: OnDone | None = None) -> bool:
-        """Queue ``op``; False (nothing queued) when ``queue_max`` ops are pending.
-
-        ``on_done(None)`` or ``on_done(error)`` is called on the loop thread after the
-        op's batch commits.
-        """
-        queue = self._queue
-        if len(queue) + len(self._batch) >= self._limit:
-            return False
-        queue.append((op, on_done))
-        if (self._sleeping or len(queue) >= self._batch_max) and not self._wake.is_set():
-            self._wake.set()
-        return True
-
-    async def execute(self, op: Op) -> None:
-        """Write ``op`` and wait for its commit; raises ``Overloaded`` or the op's error."""
-        future: asyncio.Future[None] = self._loop.create_future()
-
-        def done(error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
-        if not self.submit(op, done):
-            raise Overloaded("storage queue is full")
-        await future
-
-    async def close(self, timeout: float) -> int:
-        """Commit everything queued, stop the thread; return how many ops were NOT written.
-
-        If the storage is still failing after ``timeout`` seconds, the writer gives up: the
-        unwritten ops get ``on_done(StorageUnavailable)`` and are counted.
-        """
-        self._limit = 0
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None and self._finished is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._finished), timeout)
-            except TimeoutError:
-                log.error(
-                    "storage writer: giving up after %.1fs (%s); %d ops not written",
-                    timeout,
-                    self.last_error,
-                    self.queue_depth,
-                )
-                self._abort.set()
-                await self._finished
-            self._thread.join()
+    def _close_connections(self) -> None:
         if self._conn is not None:
             self._conn.close()
-        unwritten = [*self._batch, *self._queue]
-        self._batch = []
-        self._queue.clear()
-        message = f"storage unavailable: {self.last_error}"
-        self._deliver(unwritten, {i: StorageUnavailable(message) for i in range(len(unwritten))})
-        return len(unwritten)
 
     # -- writer thread
 
-    def _run(self) -> None:
-        assert self._finished is not None
-        try:
-            self._work()
-        except _Abandoned:
-            pass  # close() accounts for the ops left behind
-        except Exception as exc:
-            log.exception("storage writer crashed")
-            self._limit = 0
-            self.healthy = False
-            self.last_error = f"writer crashed: {exc!r}"
-        finally:
-            self._notify(self._finished.set_result, None)
+    def _attempt(self, batch: list[Entry]) -> dict[int, BaseException] | None:
+        if self._conn is None or self._conn.closed:
+            self._conn = _connect(self._config)
+        return self._write(self._conn, batch)
 
-    def _work(self) -> None:
-        queue = self._queue
-        # Every op in the queue arrived at or after `since`: flushing at `since + interval`
-        # keeps each op's wait within flush_interval_ms without timestamping each submit.
-        since = time.monotonic()
-        while True:
-            self._wake.clear()
-            if not queue:
-                if self._stopping:
-                    return
-                self._sleeping = True
-                if not queue:
-                    self._wake.wait()
-                self._sleeping = False
-                since = time.monotonic()
-                continue
-            if len(queue) < self._batch_max and not self._stopping:
-                remaining = since + self._interval - time.monotonic()
-                if remaining > 0:
-                    self._wake.wait(remaining)
-                    continue
-            batch = self._batch
-            for _ in range(min(len(queue), self._batch_max)):
-                batch.append(queue.popleft())
-            if not queue:
-                since = time.monotonic()
-            errors = self._commit(batch)
-            self._batch = []
-            self._notify(self._deliver, batch, errors)
-
-    def _commit(self, batch: list[_Entry]) -> dict[int, BaseException] | None:
-        """Write ``batch`` in one transaction, retrying (and reconnecting) until it commits."""
-        delay = _BACKOFF_FIRST
-        failed_at = 0.0
-        while True:
-            started = time.perf_counter()
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = _connect(self._config)
-                errors = self._write(self._conn, batch)
-                break
-            except psycopg.Error as exc:
-                self._drop_connection()
-                self.failures_total += 1
-                self.last_error = _describe(exc)
-                if self.healthy:
-                    self.healthy = False
-                    failed_at = time.monotonic()
-                    log.error(
-                        "storage write failed: %s; retrying a batch of %d ops, "
-                        "%d more queued, nothing acknowledged until it succeeds",
-                        self.last_error,
-                        len(batch),
-                        len(self._queue),
-                    )
-            if self._abort.wait(delay):
-                raise _Abandoned
-            delay = min(delay * 2, _BACKOFF_MAX)
-        elapsed = time.perf_counter() - started
-        if not self.healthy:
-            self.healthy = True
-            self.last_error = None
-            log.warning(
-                "storage recovered after %.1fs; %d queued",
-                time.monotonic() - failed_at,
-                len(self._queue),
-            )
-        self.batches_committed += 1
-        self.ops_committed += len(batch) - (len(errors) if errors else 0)
-        self.commit_seconds_total += elapsed
-        self.recent_commit_seconds.append(elapsed)
-        return errors
-
-    def _drop_connection(self) -> None:
-        """Forget a connection after a failure: the next attempt starts on a new one."""
+    def _failed(self, exc: BaseException) -> str:
+        """Forget the connection: the next attempt starts on a new one."""
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        return _describe(exc)
 
     def _write(
-        self, conn: psycopg.Connection[Any], batch: list[_Entry]
+        self, conn: psycopg.Connection[Any], batch: list[Entry]
     ) -> dict[int, BaseException] | None:
         groups = [
             (name, [entry[0][1] for entry in entries])
-            for name, entries in groupby(batch, key=_entry_name)
+            for name, entries in groupby(batch, key=entry_name)
         ]
         try:
             with conn.transaction():
@@ -1184,7 +1000,7 @@ class PostgresWriteBehind:
         return None
 
     def _write_isolated(
-        self, conn: psycopg.Connection[Any], batch: list[_Entry]
+        self, conn: psycopg.Connection[Any], batch: list[Entry]
     ) -> dict[int, BaseException]:
         """Re-run a batch op by op, each in a savepoint, so only the failing ops fail."""
         errors: dict[int, BaseException] = {}
@@ -1197,18 +1013,3 @@ class PostgresWriteBehind:
                     errors[index] = _op_error(exc)
         self.op_errors_total += len(errors)
         return errors
-
-    def _notify(self, callback: Callable[..., object], *args: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:
-            log.warning("storage writer: event loop closed, a result was not delivered")
-
-    @staticmethod
-    def _deliver(batch: list[_Entry], errors: dict[int, BaseException] | None) -> None:
-        for index, (_, on_done) in enumerate(batch):
-            if on_done is not None:
-                try:
-                    on_done(errors.get(index) if errors else None)
-                except Exception:
-                    log.exception("storage on_done callback failed")

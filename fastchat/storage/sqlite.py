@@ -7,7 +7,8 @@ Two connections per process, both in WAL mode so readers never block the writer:
 * :class:`SqliteStore` owns the *reader* connection, used on the event-loop thread for short
   indexed reads (and for the rare writes made while no writer runs: migrations and the
   clean-shutdown marker).
-* :class:`WriteBehind` owns the *writer* connection and a daemon thread that commits
+* :class:`WriteBehind` owns the *writer* connection and the checkpointer; its daemon
+  thread (:mod:`fastchat.storage.writebehind`, shared with PostgreSQL) commits
   queued operations in batches, one transaction per batch. The loop hands it plain
   ``(statement_name, params)`` tuples and learns the outcome through ``on_done``
   callbacks, called on the loop thread once the batch has committed.
@@ -23,7 +24,6 @@ import functools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import fields
 from itertools import groupby
@@ -33,7 +33,7 @@ import apsw
 import orjson
 
 from fastchat.config import StorageConfig
-from fastchat.errors import Overloaded, StorageUnavailable
+from fastchat.errors import StorageUnavailable
 from fastchat.storage.base import (
     AuditRow,
     ConversationRow,
@@ -42,8 +42,6 @@ from fastchat.storage.base import (
     FileRow,
     LoginSessionRow,
     MessageRow,
-    OnDone,
-    Op,
     RoomRow,
     SearchHit,
     StartupState,
@@ -51,6 +49,7 @@ from fastchat.storage.base import (
     UserRow,
 )
 from fastchat.storage.ops import dm_pair
+from fastchat.storage.writebehind import BatchWriter, Entry, entry_name
 
 log = logging.getLogger("fastchat.store")
 
@@ -62,8 +61,6 @@ CHECKPOINT_INTERVAL = 0.05
 """Seconds between two checkpoints of the checkpointer thread, at most."""
 WAL_RESTART_PAGES = 8000
 """WAL size (pages) past which the writer finishes the copy itself, so the WAL starts over."""
-_BACKOFF_FIRST = 0.05
-_BACKOFF_MAX = 2.0
 _CLEAN_KEY = "clean_shutdown"
 MAX_SEQ = 2**63 - 1
 SNIPPET_OPEN = "<mark>"
@@ -879,8 +876,6 @@ _OP_ERRORS = (
     OverflowError,
 )
 
-_Entry = tuple[Op, OnDone | None]
-
 
 def _write_group(conn: apsw.Connection, name: str, params: list[tuple[Any, ...]]) -> None:
     """Run one statement for consecutive ops of the same kind."""
@@ -889,14 +884,6 @@ def _write_group(conn: apsw.Connection, name: str, params: list[tuple[Any, ...]]
         conn.executemany(STATEMENTS[name], params)
     else:
         conn.execute(rows_sql, (orjson.dumps(params).decode(),))
-
-
-class _Abandoned(Exception):
-    """close() ran out of time while the storage was failing."""
-
-
-def _entry_name(entry: _Entry) -> str:
-    return entry[0][0]
 
 
 def _describe(exc: apsw.Error) -> str:
@@ -997,45 +984,19 @@ class _Checkpointer:
         self._failing = False
 
 
-class WriteBehind:
-    """Commits queued write operations in batches on its own thread and connection.
-
-    ``submit`` is called on the loop thread; outcomes come back on the loop thread once the
-    batch holding the op has committed. The statistics attributes are written by the
-    writer thread and read by the metrics module.
+class WriteBehind(BatchWriter):
+    """The SQLite writer: its own connection, and the checkpointer that keeps the WAL short
+    (the queue, batches and retries are :class:`~fastchat.storage.writebehind.BatchWriter`'s).
     """
 
+    _failures = apsw.Error
+
     def __init__(self, config: StorageConfig, loop: asyncio.AbstractEventLoop) -> None:
-        self._config = config
-        self._loop = loop
-        self._queue: deque[_Entry] = deque()
-        self._batch: list[_Entry] = []  # taken from the queue, not yet committed
-        self._limit = config.queue_max  # set to 0 by close() to refuse new ops
-        self._batch_max = config.batch_max
-        self._interval = config.flush_interval_ms / 1000
-        self._wake = threading.Event()
-        self._abort = threading.Event()
-        self._sleeping = False
-        self._stopping = False
+        super().__init__(config, loop)
         self._max_page_count: int | None = None
         self._conn: apsw.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         self._wal_pages = 0  # the WAL's length after the last commit
-        self._thread: threading.Thread | None = None
-        self._finished: asyncio.Future[None] | None = None
-        self.batches_committed = 0
-        self.ops_committed = 0
-        self.op_errors_total = 0
-        self.failures_total = 0
-        self.commit_seconds_total = 0.0
-        self.recent_commit_seconds: deque[float] = deque(maxlen=2048)
-        self.healthy = True
-        self.last_error: str | None = None
-
-    @property
-    def queue_depth(self) -> int:
-        """Operations submitted and not yet committed."""
-        return len(self._queue) + len(self._batch)
 
     def start(self) -> None:
         """Open the writer connection and start the writer thread (after ``SqliteStore.open``)."""
@@ -1043,41 +1004,7 @@ class WriteBehind:
         # Replaces SQLite's automatic checkpoint: _Checkpointer does it, off this thread.
         self._conn.set_wal_hook(self._wal_committed)
         self._checkpointer = _Checkpointer(self._config)
-        self._finished = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, name="fastchat-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, op: Op, on_done: OnDone | None = None) -> bool:
-        """Queue ``op``; False (nothing queued) when ``queue_max`` ops are pending.
-
-        ``on_done(None)`` or ``on_done(error)`` is called on the loop thread after the
-        op's batch commits.
-        """
-        queue = self._queue
-        if len(queue) + len(self._batch) >= self._limit:
-            return False
-        queue.append((op, on_done))
-        # Event.set() takes a lock: only wake a writer that sleeps, or cut a linger short
-        # once a full batch is waiting.
-        if (self._sleeping or len(queue) >= self._batch_max) and not self._wake.is_set():
-            self._wake.set()
-        return True
-
-    async def execute(self, op: Op) -> None:
-        """Write ``op`` and wait for its commit; raises ``Overloaded`` or the op's error."""
-        future: asyncio.Future[None] = self._loop.create_future()
-
-        def done(error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
-        if not self.submit(op, done):
-            raise Overloaded("storage queue is full")
-        await future
+        super().start()
 
     def set_max_page_count(self, pages: int) -> None:
         """Test hook: cap the database size (SQLite then fails writes with SQLITE_FULL).
@@ -1087,92 +1014,23 @@ class WriteBehind:
         """
         self._max_page_count = pages
 
-    async def close(self, timeout: float) -> int:
-        """Commit everything queued, stop the thread; return how many ops were NOT written.
-
-        If the storage is still failing after ``timeout`` seconds, the writer gives up: the
-        unwritten ops get ``on_done(StorageUnavailable)`` and are counted.
-        """
-        self._limit = 0
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None and self._finished is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._finished), timeout)
-            except TimeoutError:
-                log.error(
-                    "storage writer: giving up after %.1fs (%s); %d ops not written",
-                    timeout,
-                    self.last_error,
-                    self.queue_depth,
-                )
-                self._abort.set()
-                await self._finished
-            self._thread.join()
+    def _close_connections(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.close()
         if self._conn is not None:
             self._conn.close()
-        unwritten = [*self._batch, *self._queue]
-        self._batch = []
-        self._queue.clear()
-        message = f"storage unavailable: {self.last_error}"
-        self._deliver(unwritten, {i: StorageUnavailable(message) for i in range(len(unwritten))})
-        return len(unwritten)
+
+    def _failure_context(self) -> str:
+        return f" ({self._config.path})"
 
     # -- writer thread
-
-    def _run(self) -> None:
-        assert self._finished is not None
-        try:
-            self._work()
-        except _Abandoned:
-            pass  # close() accounts for the ops left behind
-        except Exception as exc:
-            log.exception("storage writer crashed")
-            self._limit = 0
-            self.healthy = False
-            self.last_error = f"writer crashed: {exc!r}"
-        finally:
-            self._notify(self._finished.set_result, None)
-
-    def _work(self) -> None:
-        queue = self._queue
-        # Every op in the queue arrived at or after `since`: flushing at `since + interval`
-        # keeps each op's wait within flush_interval_ms without timestamping each submit.
-        since = time.monotonic()
-        while True:
-            self._wake.clear()
-            if not queue:
-                if self._stopping:
-                    return
-                self._sleeping = True
-                if not queue:
-                    self._wake.wait()
-                self._sleeping = False
-                since = time.monotonic()
-                continue
-            if len(queue) < self._batch_max and not self._stopping:
-                remaining = since + self._interval - time.monotonic()
-                if remaining > 0:
-                    self._wake.wait(remaining)
-                    continue
-            batch = self._batch
-            for _ in range(min(len(queue), self._batch_max)):
-                batch.append(queue.popleft())
-            if not queue:
-                since = time.monotonic()
-            errors = self._commit(batch)
-            self._batch = []
-            self._notify(self._deliver, batch, errors)
-            self._tend_wal()
 
     def _wal_committed(self, _conn: apsw.Connection, _db: str, pages: int) -> int:
         """SQLite's WAL hook, called in each COMMIT with the WAL's length in pages."""
         self._wal_pages = pages
         return apsw.SQLITE_OK
 
-    def _tend_wal(self) -> None:
+    def _after_batch(self) -> None:
         """Wake the checkpointer once the WAL is long, and finish its copy if too long."""
         checkpointer = self._checkpointer
         assert checkpointer is not None and self._conn is not None
@@ -1184,57 +1042,23 @@ class WriteBehind:
         if pages >= CHECKPOINT_PAGES:
             checkpointer.wake()
 
-    def _commit(self, batch: list[_Entry]) -> dict[int, BaseException] | None:
-        """Write ``batch`` in one transaction, retrying storage failures until it commits."""
+    def _attempt(self, batch: list[Entry]) -> dict[int, BaseException] | None:
         conn = self._conn
         assert conn is not None
-        delay = _BACKOFF_FIRST
-        failed_at = 0.0
-        while True:
-            if self._max_page_count is not None:
-                conn.pragma("max_page_count", self._max_page_count)
-                self._max_page_count = None
-            started = time.perf_counter()
-            try:
-                errors = self._write(conn, batch)
-                break
-            except apsw.Error as exc:
-                _rollback(conn)
-                self.failures_total += 1
-                self.last_error = _describe(exc)
-                if self.healthy:
-                    self.healthy = False
-                    failed_at = time.monotonic()
-                    log.error(
-                        "storage write failed: %s (%s); retrying a batch of %d ops, "
-                        "%d more queued, nothing acknowledged until it succeeds",
-                        self.last_error,
-                        self._config.path,
-                        len(batch),
-                        len(self._queue),
-                    )
-            if self._abort.wait(delay):
-                raise _Abandoned
-            delay = min(delay * 2, _BACKOFF_MAX)
-        elapsed = time.perf_counter() - started
-        if not self.healthy:
-            self.healthy = True
-            self.last_error = None
-            log.warning(
-                "storage recovered after %.1fs; %d queued",
-                time.monotonic() - failed_at,
-                len(self._queue),
-            )
-        self.batches_committed += 1
-        self.ops_committed += len(batch) - (len(errors) if errors else 0)
-        self.commit_seconds_total += elapsed
-        self.recent_commit_seconds.append(elapsed)
-        return errors
+        if self._max_page_count is not None:
+            conn.pragma("max_page_count", self._max_page_count)
+            self._max_page_count = None
+        return self._write(conn, batch)
 
-    def _write(self, conn: apsw.Connection, batch: list[_Entry]) -> dict[int, BaseException] | None:
+    def _failed(self, exc: BaseException) -> str:
+        assert self._conn is not None and isinstance(exc, apsw.Error)
+        _rollback(self._conn)
+        return _describe(exc)
+
+    def _write(self, conn: apsw.Connection, batch: list[Entry]) -> dict[int, BaseException] | None:
         groups = [
             (name, [entry[0][1] for entry in entries])
-            for name, entries in groupby(batch, key=_entry_name)
+            for name, entries in groupby(batch, key=entry_name)
         ]
         try:
             if len(groups) == 1 and groups[0][0] in _ROWS_SQL:
@@ -1251,7 +1075,7 @@ class WriteBehind:
         return None
 
     def _write_isolated(
-        self, conn: apsw.Connection, batch: list[_Entry]
+        self, conn: apsw.Connection, batch: list[Entry]
     ) -> dict[int, BaseException]:
         """Re-run a batch op by op, each in a savepoint, so only the failing ops fail."""
         errors: dict[int, BaseException] = {}
@@ -1267,18 +1091,3 @@ class WriteBehind:
         conn.execute("COMMIT")
         self.op_errors_total += len(errors)
         return errors
-
-    def _notify(self, callback: Callable[..., object], *args: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:
-            log.warning("storage writer: event loop closed, a result was not delivered")
-
-    @staticmethod
-    def _deliver(batch: list[_Entry], errors: dict[int, BaseException] | None) -> None:
-        for index, (_, on_done) in enumerate(batch):
-            if on_done is not None:
-                try:
-                    on_done(errors.get(index) if errors else None)
-                except Exception:
-                    log.exception("storage on_done callback failed")
