@@ -23,6 +23,7 @@ import pytest
 from tests.support.accounts import PASSWORD, create_account, register
 from tests.support.client import ChatClient
 from tests.support.server import ServerProcess
+from tests.support.waiting import wait_until
 
 ROOM = "general"
 # Publishers send as fast as acks allow: the rate limiter must not be what slows them down.
@@ -302,7 +303,9 @@ async def test_full_disk_keeps_chat_live_and_acks_only_what_is_stored(small_disk
     health = await wait_health(server, 503)
     assert "disk full" in health.json()["storage"]
     assert store_healthy(server) == 0
-    assert any("storage write failed" in line and "disk full" in line for line in server.log)
+    await wait_until(  # the log is read by another thread: the line may trail /healthz
+        lambda: any("storage write failed" in line and "disk full" in line for line in server.log)
+    )
     # The queue is bounded: with queue_max messages waiting, the next one is refused.
     alice.send(type="send_message", roomId=ROOM, content="one too many", clientId="d5")
     await alice.expect_error("overloaded")
@@ -355,7 +358,9 @@ async def test_a_corrupt_page_is_reported_by_healthz_and_answered_cleanly(make_s
     assert failed["message"] == "Storage read failed"
     health = httpx.get(server.base_url + "/healthz")
     assert health.status_code == 503 and "read failed" in health.json()["storage"]
-    assert any("storage read messages_page failed" in line for line in server.log)
+    await wait_until(
+        lambda: any("storage read messages_page failed" in line for line in server.log)
+    )
     await client.close()
 
 

@@ -309,7 +309,8 @@ async def test_an_uploads_folder_that_fails_is_answered_503_and_logged(server, h
     uploads.write_text("not a folder any more")
     failed = upload(http, token, b"data" * 100)
     assert failed.status_code == 503 and failed.json()["code"] == "storage_unavailable"
-    assert any("upload to" in line and "failed" in line for line in server.log)
+    # the line is read from the server's stderr by another thread: it may trail the answer
+    await wait_until(lambda: any("upload to" in line and "failed" in line for line in server.log))
 
 
 async def test_a_body_left_by_a_crash_is_cleaned_at_start(server):
