@@ -8,7 +8,6 @@ import re
 import select
 import socket
 import time
-from collections.abc import Callable
 
 import httpx
 import orjson
@@ -20,6 +19,7 @@ from fastchat.web.uploads import _byte_range
 from tests.support.accounts import register
 from tests.support.rawhttp import read_until_closed
 from tests.support.server import ServerProcess
+from tests.support.waiting import wait_until_sync
 
 pytestmark = pytest.mark.sqlite_only  # transport: the storage backend plays no part
 
@@ -35,14 +35,6 @@ def rss_bytes(server: ServerProcess) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS line")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll for something the server shows no event for (its log, a freed slot)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def non_reading_socket(server: ServerProcess) -> socket.socket:
@@ -152,7 +144,9 @@ def test_a_client_that_reads_nothing_is_disconnected(make_server):
         sock = non_reading_socket(server)
         try:
             sock.sendall(request.encode() * 2)  # more than the socket buffers hold
-            wait_until(lambda: any("server.send_timeout_seconds" in line for line in server.log))
+            wait_until_sync(
+                lambda: any("server.send_timeout_seconds" in line for line in server.log)
+            )
         finally:
             sock.close()
         assert http.get("/healthz").status_code == 200
@@ -172,14 +166,14 @@ def test_whole_request_deadline(make_server):
     reply = trickle_body(server, interval=0.1)  # each byte in time, the whole far too slow
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
     assert body_json(reply) == {"error": "Request timeout"}
-    wait_until(lambda: any("server.request_timeout_seconds" in line for line in server.log))
+    wait_until_sync(lambda: any("server.request_timeout_seconds" in line for line in server.log))
 
 
 def test_minimum_body_rate(make_server):
     server = make_server(server={"header_timeout_seconds": 1.0, "min_body_bytes_per_second": 20})
     reply = trickle_body(server, interval=0.2)  # 5 bytes a second, never idle for 1 s
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
-    wait_until(lambda: any("server.min_body_bytes_per_second" in line for line in server.log))
+    wait_until_sync(lambda: any("server.min_body_bytes_per_second" in line for line in server.log))
 
 
 def test_connections_per_address_are_capped_and_the_shedding_logged_once(make_server):
@@ -202,7 +196,7 @@ def test_connections_per_address_are_capped_and_the_shedding_logged_once(make_se
             with httpx.Client(base_url=server.base_url) as http:
                 return http.get("/healthz").status_code == 200
 
-        wait_until(served)
+        wait_until_sync(served)
     finally:
         for sock in held:
             sock.close()

@@ -23,3 +23,13 @@ async def wait_until(
     while not predicate():
         assert time.monotonic() < deadline, f"condition not met within {timeout}s"
         await asyncio.sleep(interval)
+
+
+def wait_until_sync(
+    predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02
+) -> None:
+    """:func:`wait_until` for a synchronous test (it blocks the thread between polls)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"condition not met within {timeout}s"
+        time.sleep(interval)
