@@ -500,23 +500,26 @@ ids = st.text(min_size=1, max_size=64)
 contents = st.text(min_size=1, max_size=2000).filter(lambda s: not s.isspace())
 
 
+@pytest.mark.parametrize("t", ["send_message", "private_message"])
 @given(
-    room_id=ids,
+    destination=ids,
     content=contents,
     message_type=st.sampled_from(["text", "image", "file", None]),
     reply_to=st.none() | ids,
     client_id=st.none() | ids,
     file_id=ids,
 )
-def test_valid_send_message_round_trips(
-    room_id: str,
+def test_valid_messages_round_trip(
+    t: str,
+    destination: str,
     content: str,
     message_type: str | None,
     reply_to: str | None,
     client_id: str | None,
     file_id: str,
 ) -> None:
-    msg: dict[str, Any] = {"type": "send_message", "roomId": room_id, "content": content}
+    key = "roomId" if t == "send_message" else "targetUserId"
+    msg: dict[str, Any] = {"type": t, key: destination, "content": content}
     if message_type is not None:
         msg["messageType"] = message_type
     if message_type in ("image", "file"):
@@ -525,15 +528,14 @@ def test_valid_send_message_round_trips(
         msg["replyTo"] = reply_to
     if client_id is not None:
         msg["clientId"] = client_id
-    cmd = p.parse(enc(msg))
-    assert cmd == p.SendMessage(
-        room_id,
-        content,
-        message_type or "text",
-        reply_to,
-        client_id,
-        file_id if message_type in ("image", "file") else None,
+    kind = message_type or "text"
+    attached = file_id if message_type in ("image", "file") else None
+    expected = (
+        p.SendMessage(destination, content, kind, reply_to, client_id, attached)
+        if t == "send_message"
+        else p.PrivateMessage(destination, content, client_id, reply_to, kind, attached)
     )
+    assert p.parse(enc(msg)) == expected
 
 
 @given(
@@ -625,42 +627,6 @@ def test_attachment_caption_is_optional(content, destination):
     assert cmd.content == "" and cmd.file_id == "f1" and cmd.message_type == "file"
     with pytest.raises(ValidationError):
         p.parse(orjson.dumps({**destination, "content": content}))
-
-
-@given(
-    target=ids,
-    content=contents,
-    message_type=st.sampled_from(["text", "image", "file", None]),
-    reply_to=st.none() | ids,
-    client_id=st.none() | ids,
-    file_id=ids,
-)
-def test_valid_private_message_round_trips(
-    target: str,
-    content: str,
-    message_type: str | None,
-    reply_to: str | None,
-    client_id: str | None,
-    file_id: str,
-) -> None:
-    msg: dict[str, Any] = {"type": "private_message", "targetUserId": target, "content": content}
-    if message_type is not None:
-        msg["messageType"] = message_type
-    if message_type in ("image", "file"):
-        msg["fileId"] = file_id
-    if reply_to is not None:
-        msg["replyTo"] = reply_to
-    if client_id is not None:
-        msg["clientId"] = client_id
-    cmd = p.parse(enc(msg))
-    assert cmd == p.PrivateMessage(
-        target,
-        content,
-        client_id,
-        reply_to,
-        message_type or "text",
-        file_id if message_type in ("image", "file") else None,
-    )
 
 
 # --- issue 15: read markers, reactions, search ----------------------------------------------
