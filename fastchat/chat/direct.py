@@ -154,10 +154,7 @@ class Direct:
         )
         if attachment is not None:
             committed = self._attachments.attaching_direct(
-                cmd.file_id,  # type: ignore[arg-type]
-                user.id,
-                target.id,
-                committed,
+                attachment["id"], user.id, target.id, committed
             )
         self._writes.submit(
             ops.insert_dm(
