@@ -34,14 +34,17 @@ class Attachments:
     ) -> dict[str, Any]:
         """The attachment of a message ``user`` sends with ``file_id``: their own upload,
         not attached (nor being attached) to any message, an image if sent as one."""
+        # Before the read and after it: one being attached when the read began may have been
+        # stored (and forgotten here) by the time it returns, without the read seeing it.
+        attaching = self._attaching(file_id)
         row = await self._store.file(file_id)
         if row is None or row.uploader_id != user.id:
             raise NotFound("File not found", request_type=request_type)
         if (
-            row.message_id is not None
+            attaching
+            or row.message_id is not None
             or row.dm_id is not None
-            or row.id in self._in_rooms
-            or row.id in self._in_direct
+            or self._attaching(file_id)
         ):
             raise Conflict("This file is already attached to a message", request_type=request_type)
         if message_type == "image" and not row.content_type.startswith("image/"):
@@ -51,6 +54,10 @@ class Attachments:
                 field="messageType",
             )
         return p.attachment_json(row.id, row.name, row.size, row.content_type)
+
+    def _attaching(self, file_id: str) -> bool:
+        """Whether a message sharing the file is on its way to storage."""
+        return file_id in self._in_rooms or file_id in self._in_direct
 
     def attach_to_room(self, writes: Writes, file_id: str, room_id: str, message_id: str) -> None:
         """Share a file in a room message (queued after the message's insert)."""
