@@ -143,13 +143,16 @@ class Typing:
 
 @dataclass(slots=True)
 class PrivateMessage:
-    """Send a direct message to another user, maybe in reply to one of the conversation."""
+    """Send a direct message to another user, maybe in reply to one of the conversation;
+    ``file_id`` is set exactly for image/file messages."""
 
     TYPE: ClassVar[str] = "private_message"
     target_user_id: str
     content: str
     client_id: str | None = None
     reply_to: str | None = None
+    message_type: str = "text"
+    file_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -410,6 +413,19 @@ def _leave_room(d: _Fields) -> LeaveRoom:
 def _send_message(d: _Fields) -> SendMessage:
     t = "send_message"
     room_id = _id(d, t, "roomId")
+    if "messageType" not in d and "fileId" not in d:  # a plain message: the common case
+        return SendMessage(
+            room_id, _content(d, t), "text", _opt_id(d, t, "replyTo"), _opt_id(d, t, "clientId")
+        )
+    message_type, file_id, content = _typed_content(d, t)
+    return SendMessage(
+        room_id, content, message_type, _opt_id(d, t, "replyTo"), _opt_id(d, t, "clientId"), file_id
+    )
+
+
+def _typed_content(d: _Fields, t: str) -> tuple[str, str | None, str]:
+    """A message's ``messageType``, ``fileId`` (exactly for image/file messages) and
+    content (a caption, optional on those)."""
     message_type = d.get("messageType")
     if message_type is None:
         message_type = "text"
@@ -423,9 +439,7 @@ def _send_message(d: _Fields) -> SendMessage:
         _fail(t, "fileId", f"fileId is required for {message_type} messages")
     # A caption is optional on attachments; text messages need content.
     content = "" if message_type != "text" and d.get("content") in (None, "") else _content(d, t)
-    return SendMessage(
-        room_id, content, message_type, _opt_id(d, t, "replyTo"), _opt_id(d, t, "clientId"), file_id
-    )
+    return message_type, file_id, content
 
 
 def _edit_message(d: _Fields) -> EditMessage:
@@ -454,11 +468,19 @@ def _typing_stop(d: _Fields) -> Typing:
 
 def _private_message(d: _Fields) -> PrivateMessage:
     t = "private_message"
+    target_user_id = _id(d, t, "targetUserId")
+    if "messageType" not in d and "fileId" not in d:  # a plain message: the common case
+        return PrivateMessage(
+            target_user_id, _content(d, t), _opt_id(d, t, "clientId"), _opt_id(d, t, "replyTo")
+        )
+    message_type, file_id, content = _typed_content(d, t)
     return PrivateMessage(
-        _id(d, t, "targetUserId"),
-        _content(d, t),
+        target_user_id,
+        content,
         _opt_id(d, t, "clientId"),
         _opt_id(d, t, "replyTo"),
+        message_type,
+        file_id,
     )
 
 

@@ -1,6 +1,7 @@
 """Direct messages between two users: one global seq, acks after commit, history pages;
-replies, edits, deletes (and, through :class:`~fastchat.chat.reactions.Reactions`,
-reactions) with the rules of room messages, between the two users only."""
+replies, attachments, edits, deletes (and, through
+:class:`~fastchat.chat.reactions.Reactions`, reactions) with the rules of room messages,
+between the two users only."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from fastchat.storage import ops
 
 if TYPE_CHECKING:
     from fastchat.chat.acks import Acks
+    from fastchat.chat.attachments import Attachments
     from fastchat.chat.users import User, Users
     from fastchat.chat.writes import Writes
     from fastchat.fanout.broker import Broker
     from fastchat.fanout.hub import Hub
-    from fastchat.storage.base import DirectMessageRow, Op, Store
+    from fastchat.storage.base import DirectMessageRow, OnDone, Op, Store
     from fastchat.ws.peer import Peer as Connection
 
 
@@ -36,7 +38,8 @@ def _dm_json(
     edited: bool = False,
     reactions: list[dict[str, Any]] | tuple[()] = (),
 ) -> dict[str, Any]:
-    """A direct message as ``private_history`` carries it (``deleted`` is added apart)."""
+    """A direct message as ``private_history`` carries it (``messageType`` and
+    ``attachment`` for one sharing a file, and ``deleted``, are added apart)."""
     return {
         "id": dm_id,
         "seq": seq,
@@ -61,6 +64,7 @@ class Direct:
         users: Users,
         writes: Writes,
         acks: Acks,
+        attachments: Attachments,
     ):
         self._hub = hub
         self._broker = broker
@@ -68,6 +72,7 @@ class Direct:
         self._users = users
         self._writes = writes
         self._acks = acks
+        self._attachments = attachments
         # dm id -> the message, until it is committed (history merges these in)
         self._pending: dict[str, dict[str, Any]] = {}
         # dm id -> the message edited, deleted or reacted to, until that change is stored
@@ -100,44 +105,43 @@ class Direct:
                     request_type=cmd.TYPE,
                     field="replyTo",
                 )
+        # Last of the awaits: nothing else can attach the file before it is remembered below.
+        attachment = (
+            None
+            if cmd.file_id is None
+            else await self._attachments.attachment(user, cmd.file_id, cmd.message_type, cmd.TYPE)
+        )
         self._writes.check_capacity(cmd.TYPE, 1 if cmd.reply_to is None else 2)
         seq = self._broker.next_direct_seq()
         dm_id = new_id()
         timestamp = utc_now_iso()
-        self._broker.send_user(
-            target.id,
-            event(
-                "private_message",
-                {
-                    "id": dm_id,
-                    "seq": seq,
-                    "from": user.public(),
-                    "content": cmd.content,
-                    "timestamp": timestamp,
-                    "clientId": client_id,
-                    "replyTo": cmd.reply_to,
-                },
-            ),
-        )
-        self._broker.send_user(
-            user.id,
-            event(
-                "private_message_sent",
-                {
-                    "id": dm_id,
-                    "seq": seq,
-                    "targetUserId": target.id,
-                    "content": cmd.content,
-                    "timestamp": timestamp,
-                    "clientId": client_id,
-                    "replyTo": cmd.reply_to,
-                },
-            ),
-        )
-        self._pending[dm_id] = _dm_json(
-            dm_id, seq, user.id, target.id, cmd.content, timestamp, cmd.reply_to
-        )
-        committed = self._acks.in_flight(
+        received = {
+            "id": dm_id,
+            "seq": seq,
+            "from": user.public(),
+            "content": cmd.content,
+            "timestamp": timestamp,
+            "clientId": client_id,
+            "replyTo": cmd.reply_to,
+        }
+        sent = {
+            "id": dm_id,
+            "seq": seq,
+            "targetUserId": target.id,
+            "content": cmd.content,
+            "timestamp": timestamp,
+            "clientId": client_id,
+            "replyTo": cmd.reply_to,
+        }
+        message = _dm_json(dm_id, seq, user.id, target.id, cmd.content, timestamp, cmd.reply_to)
+        if attachment is not None:
+            for shown in (received, sent, message):
+                shown["messageType"] = cmd.message_type
+                shown["attachment"] = attachment
+        self._broker.send_user(target.id, event("private_message", received))
+        self._broker.send_user(user.id, event("private_message_sent", sent))
+        self._pending[dm_id] = message
+        committed: OnDone = self._acks.in_flight(
             PendingAck(
                 self._acks,
                 conn,
@@ -148,6 +152,10 @@ class Direct:
                 cmd.TYPE,
             )
         )
+        if attachment is not None:
+            committed = self._attachments.attaching_direct(
+                attachment["id"], user.id, target.id, committed
+            )
         self._writes.submit(
             ops.insert_dm(
                 id=dm_id,
@@ -157,6 +165,8 @@ class Direct:
                 content=cmd.content,
                 client_id=client_id,
                 created_at=timestamp,
+                message_type=cmd.message_type,
+                attachment_id=cmd.file_id,
             ),
             committed,
         )
@@ -225,7 +235,8 @@ class Direct:
         message = await self._own(cmd.message_id, user, cmd.TYPE, "delete")
         self._writes.check_capacity(cmd.TYPE)
         await self._writes.commit(ops.delete_dm(message["id"], utc_now_iso()))
-        deleted = {**message, "content": "", "deleted": True}
+        kept = {k: v for k, v in message.items() if k != "attachment"}  # the file is withdrawn
+        deleted = {**kept, "content": "", "deleted": True}
         self._apply(
             deleted,
             event(
@@ -283,8 +294,16 @@ class Direct:
                 row.edited_at is not None,
                 reactions_json(found) if found else (),
             )
+            if row.attachment_id is not None:
+                message["messageType"] = row.message_type
             if row.deleted_at:
                 message["deleted"] = True
+            elif row.attachment_id is not None:
+                file = await self._store.file(row.attachment_id)
+                if file is not None:
+                    message["attachment"] = p.attachment_json(
+                        file.id, file.name, file.size, file.content_type
+                    )
             messages.append(message)
         return messages
 

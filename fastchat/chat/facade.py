@@ -23,6 +23,7 @@ import orjson
 from fastchat import protocol as p
 from fastchat.chat.accounts import Accounts
 from fastchat.chat.acks import Acks
+from fastchat.chat.attachments import Attachments
 from fastchat.chat.direct import Direct
 from fastchat.chat.history import History
 from fastchat.chat.messages import Messages
@@ -91,6 +92,7 @@ class Chat:
             self.directory, self.rooms, hub, broker, self.users, writes, store
         )
         threads = Threads(hub, broker, store, self.history, writes)
+        self.attachments = Attachments(self.directory, store, self.history)
         self.messages = Messages(
             self.directory,
             broker,
@@ -102,9 +104,10 @@ class Chat:
             typing,
             self.moderation,
             threads,
+            self.attachments,
             metrics,
         )
-        direct = Direct(hub, broker, store, self.users, writes, acks)
+        direct = Direct(hub, broker, store, self.users, writes, acks, self.attachments)
         self.accounts = Accounts(self.directory, store, writes)
         self.reads = Reads(
             self.directory,
@@ -173,8 +176,8 @@ class Chat:
         return self.directory.visible_rooms(user)
 
     async def check_file_access(self, user: User, file: FileRow) -> None:
-        """Raise unless ``user`` may download ``file`` (see :class:`Messages`)."""
-        await self.messages.check_file_access(user, file)
+        """Raise unless ``user`` may download ``file`` (see :class:`Attachments`)."""
+        await self.attachments.check_access(user, file)
 
     async def _edit_message(self, conn: Connection, user: User, cmd: p.EditMessage) -> None:
         """A direct message's, or else a room message's."""

@@ -1,4 +1,4 @@
-"""Room messages: sending (with attachments and replies), editing, deleting; file access.
+"""Room messages: sending (with attachments and replies), editing, deleting.
 
 Sending is the hot path and stays synchronous: a message without a reply or attachment
 whose clientId is proven new (:meth:`Acks.known`) is stamped, broadcast and queued for
@@ -17,7 +17,7 @@ from fastchat.chat.acks import PendingAck
 from fastchat.chat.mentions import resolve as resolve_mentions
 from fastchat.chat.moderation import can_moderate
 from fastchat.clock import utc_now_iso
-from fastchat.errors import ChatError, Conflict, Forbidden, NotFound, ValidationError
+from fastchat.errors import ChatError, Forbidden, ValidationError
 from fastchat.fanout.broker import AlreadyPublished
 from fastchat.ids import new_id
 from fastchat.protocol import event
@@ -25,6 +25,7 @@ from fastchat.storage import ops
 
 if TYPE_CHECKING:
     from fastchat.chat.acks import Acks
+    from fastchat.chat.attachments import Attachments
     from fastchat.chat.history import History
     from fastchat.chat.moderation import Moderation
     from fastchat.chat.rooms import Room, RoomDirectory
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from fastchat.chat.writes import Writes
     from fastchat.fanout.broker import Broker
     from fastchat.metrics import Metrics
-    from fastchat.storage.base import FileRow, Store
+    from fastchat.storage.base import Store
     from fastchat.ws.peer import Peer as Connection
 
 
@@ -53,6 +54,7 @@ class Messages:
         typing: Typing,
         moderation: Moderation,
         threads: Threads,
+        attachments: Attachments,
         metrics: Metrics,
     ):
         self._directory = directory
@@ -65,9 +67,8 @@ class Messages:
         self._typing = typing
         self._moderation = moderation
         self._threads = threads
+        self._attachments = attachments
         self._metrics = metrics
-        # file id -> (room id, message id) of the message sharing it, until that is stored
-        self._attaching: dict[str, tuple[str, str]] = {}
 
     # --- sending --------------------------------------------------------------------------
 
@@ -112,7 +113,11 @@ class Messages:
                     request_type=cmd.TYPE,
                     field="replyTo",
                 )
-        attachment = None if cmd.file_id is None else await self._attachment(user, cmd)
+        attachment = (
+            None
+            if cmd.file_id is None
+            else await self._attachments.attachment(user, cmd.file_id, cmd.message_type, cmd.TYPE)
+        )
         mentions = (
             await resolve_mentions(cmd.content, room, self._users) if "@" in cmd.content else None
         )
@@ -237,27 +242,9 @@ class Messages:
                     if user_id != message["userId"]:
                         self._broker.send_user(user_id, mentioned)
         attachment = message.get("attachment")
+        attachment = message.get("attachment")
         if attachment is not None:
-            file_id = attachment["id"]
-            self._attaching[file_id] = (room.id, message_id)
-            self._writes.submit(
-                ops.attach_file(file_id, room.id, message_id),
-                lambda _error: self._attaching.pop(file_id, None),
-            )
-
-    async def _attachment(self, user: User, cmd: p.SendMessage) -> dict[str, Any]:
-        row = await self._store.file(cmd.file_id)  # type: ignore[arg-type]
-        if row is None or row.uploader_id != user.id:
-            raise NotFound("File not found", request_type=cmd.TYPE)
-        if row.message_id is not None or row.id in self._attaching:
-            raise Conflict("This file is already attached to a message", request_type=cmd.TYPE)
-        if cmd.message_type == "image" and not row.content_type.startswith("image/"):
-            raise ValidationError(
-                "This file is not an image: send it as messageType file",
-                request_type=cmd.TYPE,
-                field="messageType",
-            )
-        return p.attachment_json(row.id, row.name, row.size, row.content_type)
+            self._attachments.attach_to_room(self._writes, attachment["id"], room.id, message_id)
 
     # --- editing and deleting -------------------------------------------------------------
 
@@ -298,26 +285,3 @@ class Messages:
             room.channel, event("message_deleted", {"messageId": message["id"], "roomId": room.id})
         )
         self._acks.confirm(conn, "delete_ack", {"messageId": message["id"], "roomId": room.id})
-
-    # --- files ----------------------------------------------------------------------------
-
-    async def check_file_access(self, user: User, file: FileRow) -> None:
-        """Raise unless ``user`` may download ``file``.
-
-        Until it is shared only its uploader may; then whoever may see the room of the
-        message sharing it, until that message is deleted (which withdraws the file).
-        """
-        if file.room_id is not None and file.message_id is not None:
-            share: tuple[str, str] | None = (file.room_id, file.message_id)
-        else:
-            share = self._attaching.get(file.id)
-        if share is None:
-            if file.uploader_id != user.id:
-                raise NotFound("File not found")
-            return
-        room = self._directory.by_id.get(share[0])
-        if room is None or not room.visible_to(user):
-            raise NotFound("File not found")  # as if it did not exist: private rooms stay secret
-        found = await self._history.find(share[1])
-        if found is None or found[1].get("deleted"):
-            raise NotFound("File not found")

@@ -270,10 +270,7 @@ function setReply(msg) {
 }
 
 async function sendFile(file) {
-  if (store.viewRoomId === null) {
-    toast('Files can be sent in rooms');
-    return;
-  }
+  if (!store.view) return;
   const onProgress = composer.showUpload(file.name);
   const { view } = store;
   try {

@@ -87,6 +87,8 @@ class DirectMessageRow:
     reply_to: str | None = None
     edited_at: str | None = None
     deleted_at: str | None = None
+    message_type: str = "text"
+    attachment_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class FileRow:
     created_at: str
     room_id: str | None
     message_id: str | None
+    dm_id: str | None = None  # the direct message sharing it (read from direct_messages)
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,12 +144,32 @@ def insert_dm(
     content: str,
     created_at: str,
     client_id: str | None = None,
+    message_type: str = "text",
+    attachment_id: str | None = None,
 ) -> Op:
-    """Store a direct message (``seq`` is global across all conversations)."""
+    """Store a direct message (``seq`` is global across all conversations); one sharing a
+    file records it in the same row, so the file is shared exactly when the message is
+    stored."""
     pair = dm_pair(sender_id, recipient_id)
+    if attachment_id is None:
+        return (
+            "insert_dm",
+            (id, seq, pair, sender_id, recipient_id, content, client_id, created_at),
+        )
     return (
-        "insert_dm",
-        (id, seq, pair, sender_id, recipient_id, content, client_id, created_at),
+        "insert_dm_file",
+        (
+            id,
+            seq,
+            pair,
+            sender_id,
+            recipient_id,
+            content,
+            client_id,
+            created_at,
+            message_type,
+            attachment_id,
+        ),
     )
 
 

@@ -281,6 +281,14 @@ MIGRATIONS: list[str] = [
         GENERATED ALWAYS AS (to_tsvector('simple', {_FOLDED})) STORED;
     CREATE INDEX direct_messages_search ON direct_messages USING GIN (search);
     """,
+    # Direct messages share files as room messages do: the message records its file (one
+    # file, one message), and a file's direct message is found through that index.
+    """
+    ALTER TABLE direct_messages ADD COLUMN message_type TEXT NOT NULL DEFAULT 'text';
+    ALTER TABLE direct_messages ADD COLUMN attachment_id TEXT;
+    CREATE UNIQUE INDEX direct_messages_attachment ON direct_messages (attachment_id)
+        WHERE attachment_id IS NOT NULL;
+    """,
 ]
 """Schema scripts; script ``i`` brings the database to schema version ``i + 1`` (the same
 numbers as :data:`fastchat.storage.sqlite.MIGRATIONS`, kept in the ``meta`` table)."""
@@ -289,8 +297,12 @@ numbers as :data:`fastchat.storage.sqlite.MIGRATIONS`, kept in the ``meta`` tabl
 _Params = tuple[Any, ...] | dict[str, Any]
 
 
+# Row fields that are not columns of the row's table (each query adds its own).
+_COMPUTED = ("member_count", "dm_id")
+
+
 def _columns(row_type: type, alias: str = "") -> str:
-    return ", ".join(alias + f.name for f in fields(row_type) if f.name != "member_count")
+    return ", ".join(alias + f.name for f in fields(row_type) if f.name not in _COMPUTED)
 
 
 _USER_SELECT = f"SELECT {_columns(UserRow)} FROM users"
@@ -300,6 +312,11 @@ _ROOM_SELECT = (
 )
 _MESSAGE_SELECT = f"SELECT {_columns(MessageRow)} FROM messages"
 _DM_SELECT = f"SELECT {_columns(DirectMessageRow)} FROM direct_messages"
+_FILE_SELECT = (
+    f"SELECT {_columns(FileRow, 'f.')},"
+    " (SELECT d.id FROM direct_messages d WHERE d.attachment_id = f.id)"
+    " FROM files f WHERE f.id = %s"
+)
 
 PAGE_SQL: dict[str, str] = {
     "latest": f"{_MESSAGE_SELECT} WHERE room_id = %s ORDER BY seq DESC LIMIT %s",
@@ -608,7 +625,7 @@ class PostgresStore:
 
     async def file(self, file_id: str) -> FileRow | None:
         """The uploaded file's record."""
-        row = await self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = %s", (file_id,))
+        row = await self._one(_FILE_SELECT, (file_id,))
         return FileRow(*row) if row else None
 
     async def dm_by_id(self, dm_id: str) -> DirectMessageRow | None:
@@ -857,6 +874,9 @@ STATEMENTS: dict[str, str] = {
     "insert_dm": "INSERT INTO direct_messages (id, seq, pair, sender_id, recipient_id, content,"
     " client_id, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (id) DO NOTHING",
+    "insert_dm_file": "INSERT INTO direct_messages (id, seq, pair, sender_id, recipient_id,"
+    " content, client_id, created_at, message_type, attachment_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
     "set_mute": "INSERT INTO mutes (room_id, user_id, until) VALUES (%s, %s, %s)"
     " ON CONFLICT (room_id, user_id) DO UPDATE SET until = excluded.until",
     "clear_mute": "DELETE FROM mutes WHERE room_id = %s AND user_id = %s",

@@ -264,12 +264,24 @@ MIGRATIONS: list[str] = [
         INSERT INTO direct_messages_fts (rowid, content) VALUES (new.rowid, new.content);
     END;
     """,
+    # Direct messages share files as room messages do: the message records its file (one
+    # file, one message), and a file's direct message is found through that index.
+    """
+    ALTER TABLE direct_messages ADD COLUMN message_type TEXT NOT NULL DEFAULT 'text';
+    ALTER TABLE direct_messages ADD COLUMN attachment_id TEXT;
+    CREATE UNIQUE INDEX direct_messages_attachment ON direct_messages (attachment_id)
+        WHERE attachment_id IS NOT NULL;
+    """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
 
 
+# Row fields that are not columns of the row's table (each query adds its own).
+_COMPUTED = ("member_count", "dm_id")
+
+
 def _columns(row_type: type, alias: str = "") -> str:
-    return ", ".join(alias + f.name for f in fields(row_type) if f.name != "member_count")
+    return ", ".join(alias + f.name for f in fields(row_type) if f.name not in _COMPUTED)
 
 
 _USER_SELECT = f"SELECT {_columns(UserRow)} FROM users"
@@ -279,6 +291,11 @@ _ROOM_SELECT = (
 )
 _MESSAGE_SELECT = f"SELECT {_columns(MessageRow)} FROM messages"
 _DM_SELECT = f"SELECT {_columns(DirectMessageRow)} FROM direct_messages"
+_FILE_SELECT = (
+    f"SELECT {_columns(FileRow, 'f.')},"
+    " (SELECT d.id FROM direct_messages d WHERE d.attachment_id = f.id)"
+    " FROM files f WHERE f.id = ?"
+)
 
 # The history queries, kept apart so tests can check their plans use the (room_id, seq)
 # and (pair, seq) indexes: O(log n + page) whatever the history length.
@@ -543,7 +560,7 @@ class SqliteStore:
     @_read
     async def file(self, file_id: str) -> FileRow | None:
         """The uploaded file's record."""
-        row = self._one(f"SELECT {_columns(FileRow)} FROM files WHERE id = ?", (file_id,))
+        row = self._one(_FILE_SELECT, (file_id,))
         return FileRow(*row) if row else None
 
     def upload_usage(self) -> dict[str, int]:
@@ -808,6 +825,9 @@ STATEMENTS: dict[str, str] = {
     "delete_message": "UPDATE messages SET content = '', deleted_at = ? WHERE id = ?",
     "insert_dm": "INSERT INTO direct_messages (id, seq, pair, sender_id, recipient_id, content,"
     " client_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "insert_dm_file": "INSERT INTO direct_messages (id, seq, pair, sender_id, recipient_id,"
+    " content, client_id, created_at, message_type, attachment_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "set_mute": "INSERT INTO mutes (room_id, user_id, until) VALUES (?, ?, ?)"
     " ON CONFLICT (room_id, user_id) DO UPDATE SET until = excluded.until",
     "clear_mute": "DELETE FROM mutes WHERE room_id = ? AND user_id = ?",

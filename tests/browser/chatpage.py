@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -92,3 +94,20 @@ def post_as_bot(server, room_id: str, count: int) -> None:
                 time.sleep(0.06)  # pacing, not waiting: past the burst, stay under 20 msg/s
     finally:
         socket.close()
+
+
+def solid_png(width: int, height: int) -> bytes:
+    """A valid PNG of one colour, `width` x `height` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\x30\x80\xd0" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
+    )

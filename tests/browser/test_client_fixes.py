@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import datetime
 import re
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chatpage import Person, SignUp, create_room, message, open_room, send, unique_name
+from chatpage import (
+    Person,
+    SignUp,
+    create_room,
+    message,
+    open_room,
+    send,
+    solid_png,
+    unique_name,
+)
 from playwright.sync_api import expect
 
 from tests.support.accounts import create_account
@@ -29,23 +36,6 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     server = ServerProcess.configured(directory, uploads={"max_bytes": UPLOAD_LIMIT}).start()
     yield server
     server.kill()
-
-
-def solid_png(width: int, height: int) -> bytes:
-    """A valid PNG of one colour, `width` x `height` pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    rows = b"".join(b"\x00" + b"\x30\x80\xd0" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows, 9))
-        + chunk(b"IEND", b"")
-    )
 
 
 def member_menu(person: Person, user: Person, item: str) -> None:

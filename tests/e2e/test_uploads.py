@@ -6,20 +6,18 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
 
 from tests.support.accounts import register
 from tests.support.client import joined
+from tests.support.uploads import PNG, TEXT, download, upload
 from tests.support.waiting import wait_until
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(20)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(20)
 GIF = b"GIF89a\x01\x00\x01\x00" + bytes(20)
 WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(20)
-TEXT = b"0123456789 just some text\n"
 
 
 @pytest.fixture
@@ -27,30 +25,6 @@ def http(server) -> Iterator[httpx.Client]:
     """One HTTP client to the ``server`` fixture's server."""
     with httpx.Client(base_url=server.base_url) as client:
         yield client
-
-
-def upload(
-    http: httpx.Client,
-    token: str | None,
-    body: bytes,
-    name: str = "file.bin",
-    content_type: str = "application/octet-stream",
-) -> httpx.Response:
-    headers = {"Content-Type": content_type, "X-Filename": quote(name)}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    return http.post("/api/chat/upload", content=body, headers=headers)
-
-
-def download(
-    http: httpx.Client, file_id: str, token: str | None, range_: str | None = None
-) -> httpx.Response:
-    headers = {}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    if range_ is not None:
-        headers["Range"] = range_
-    return http.get(f"/api/chat/files/{file_id}", headers=headers)
 
 
 def temp_files(uploads_dir: Path) -> list[Path]:

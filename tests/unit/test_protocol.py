@@ -299,6 +299,10 @@ OTHER_CASES = [
     ("send_message", "messageType", ["text"], "messageType must be one of: text, image, file"),
     ("send_message", "messageType", 1, "messageType must be one of: text, image, file"),
     ("send_message", "fileId", "f1", "fileId is only allowed for image and file messages"),
+    ("private_message", "messageType", "system", "messageType must be one of: text, image, file"),
+    ("private_message", "messageType", 1, "messageType must be one of: text, image, file"),
+    ("private_message", "fileId", "f1", "fileId is only allowed for image and file messages"),
+    ("private_message", "fileId", 7, "fileId must be a string"),
     ("create_room", "name", MISSING, "name is required"),
     ("create_room", "name", 7, "name must be a string"),
     ("create_room", "name", "   ", "name must not be empty"),
@@ -348,10 +352,11 @@ def test_base_messages_are_valid() -> None:
     assert p.parse(enc(_with("create_room", "unused", MISSING))) == p.CreateRoom("room")
 
 
+@pytest.mark.parametrize("t", ["send_message", "private_message"])
 @pytest.mark.parametrize("message_type", ["image", "file"])
 @pytest.mark.parametrize("file_id", [MISSING, None])
-def test_image_and_file_messages_need_file_id(message_type: str, file_id: Any) -> None:
-    msg = _with("send_message", "fileId", file_id)
+def test_image_and_file_messages_need_file_id(t: str, message_type: str, file_id: Any) -> None:
+    msg = _with(t, "fileId", file_id)
     msg["messageType"] = message_type
     with pytest.raises(ValidationError) as info:
         p.parse(enc(msg))
@@ -495,23 +500,26 @@ ids = st.text(min_size=1, max_size=64)
 contents = st.text(min_size=1, max_size=2000).filter(lambda s: not s.isspace())
 
 
+@pytest.mark.parametrize("t", ["send_message", "private_message"])
 @given(
-    room_id=ids,
+    destination=ids,
     content=contents,
     message_type=st.sampled_from(["text", "image", "file", None]),
     reply_to=st.none() | ids,
     client_id=st.none() | ids,
     file_id=ids,
 )
-def test_valid_send_message_round_trips(
-    room_id: str,
+def test_valid_messages_round_trip(
+    t: str,
+    destination: str,
     content: str,
     message_type: str | None,
     reply_to: str | None,
     client_id: str | None,
     file_id: str,
 ) -> None:
-    msg: dict[str, Any] = {"type": "send_message", "roomId": room_id, "content": content}
+    key = "roomId" if t == "send_message" else "targetUserId"
+    msg: dict[str, Any] = {"type": t, key: destination, "content": content}
     if message_type is not None:
         msg["messageType"] = message_type
     if message_type in ("image", "file"):
@@ -520,15 +528,14 @@ def test_valid_send_message_round_trips(
         msg["replyTo"] = reply_to
     if client_id is not None:
         msg["clientId"] = client_id
-    cmd = p.parse(enc(msg))
-    assert cmd == p.SendMessage(
-        room_id,
-        content,
-        message_type or "text",
-        reply_to,
-        client_id,
-        file_id if message_type in ("image", "file") else None,
+    kind = message_type or "text"
+    attached = file_id if message_type in ("image", "file") else None
+    expected = (
+        p.SendMessage(destination, content, kind, reply_to, client_id, attached)
+        if t == "send_message"
+        else p.PrivateMessage(destination, content, client_id, reply_to, kind, attached)
     )
+    assert p.parse(enc(msg)) == expected
 
 
 @given(
@@ -605,14 +612,21 @@ def test_utc_now_iso_is_exact_across_second_changes(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize("content", [None, ""])
-def test_attachment_caption_is_optional(content):
-    fields = {"type": "send_message", "roomId": "general", "messageType": "file", "fileId": "f1"}
+@pytest.mark.parametrize(
+    "destination",
+    [
+        {"type": "send_message", "roomId": "general"},
+        {"type": "private_message", "targetUserId": UID},
+    ],
+)
+def test_attachment_caption_is_optional(content, destination):
+    fields = {**destination, "messageType": "file", "fileId": "f1"}
     if content is not None:
         fields["content"] = content
     cmd = p.parse(orjson.dumps(fields))
-    assert cmd.content == "" and cmd.file_id == "f1"
+    assert cmd.content == "" and cmd.file_id == "f1" and cmd.message_type == "file"
     with pytest.raises(ValidationError):
-        p.parse(orjson.dumps({"type": "send_message", "roomId": "general", "content": content}))
+        p.parse(orjson.dumps({**destination, "content": content}))
 
 
 # --- issue 15: read markers, reactions, search ----------------------------------------------

@@ -462,6 +462,39 @@ async def test_files(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None
     assert await db.file("nope") is None
 
 
+async def test_direct_message_files(db: sqlite.SqliteStore, writer: sqlite.WriteBehind) -> None:
+    await check_direct_message_files(db, writer)
+
+
+async def check_direct_message_files(db: base.Store, writer: base.Writer) -> None:
+    """A direct message records its file in its own row; the file's row names it; one file
+    goes with one message (on any backend)."""
+    for file_id in ("f1", "f2"):
+        await writer.execute(
+            ops.insert_file(
+                id=file_id, uploader_id="u0", name="cat.png", size=3, content_type="image/png",
+                created_at=T0,
+            )
+        )  # fmt: skip
+    assert dm(1)[0] == "insert_dm"  # a plain message keeps the plain op
+    await writer.execute(dm(1))
+    await writer.execute(dm(2, message_type="image", attachment_id="f1"))
+    plain, shared = await db.dm_page("u0", "u1", limit=10)
+    assert (plain.message_type, plain.attachment_id) == ("text", None)
+    assert (shared.message_type, shared.attachment_id) == ("image", "f1")
+    assert await db.dm_by_id("d2") == shared
+    file = await db.file("f1")
+    assert file is not None and (file.dm_id, file.room_id, file.message_id) == ("d2", None, None)
+    assert (await db.file("f2")).dm_id is None  # type: ignore[union-attr]
+    with pytest.raises(base.Duplicate):
+        await writer.execute(dm(3, message_type="file", attachment_id="f1"))
+    await writer.execute(dm(3, message_type="file", attachment_id="f2"))
+    (conversation,) = await db.conversations("u1", limit=5, unread_cap=10)
+    assert conversation.last.attachment_id == "f2"
+    (hit,) = await db.search_direct(["d2"], "u1", before_id=None, limit=5)
+    assert hit.message.attachment_id == "f1"  # type: ignore[union-attr]
+
+
 def test_history_page_uses_index_on_100k_messages(config: StorageConfig) -> None:
     s = sqlite.SqliteStore(config)
     s.open()

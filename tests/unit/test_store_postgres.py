@@ -20,7 +20,14 @@ from fastchat.storage import base, ops, postgres, sqlite
 from loadtest import store_postgres as bench
 from tests.support.postgres import PostgresCluster
 from tests.support.waiting import wait_until
-from tests.unit.test_store import T0, Results, check_account_changes_and_sessions, dm, msg
+from tests.unit.test_store import (
+    T0,
+    Results,
+    check_account_changes_and_sessions,
+    check_direct_message_files,
+    dm,
+    msg,
+)
 
 
 @pytest.fixture
@@ -242,6 +249,12 @@ async def test_audit_and_files(
         "f1", "u1", "a.png", 3, "image/png", T0, "general", "m1"
     )
     assert await db.file("nope") is None
+
+
+async def test_direct_message_files(
+    db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind
+) -> None:
+    await check_direct_message_files(db, writer)
 
 
 # --------------------------------------------------------------------------- the writer

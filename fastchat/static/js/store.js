@@ -249,16 +249,15 @@ export class ChatStore {
     if (c.kind === 'room') {
       type = 'send_message';
       fields = { roomId: c.id, content, clientId };
-      if (extra.messageType) {
-        fields.messageType = extra.messageType;
-        fields.fileId = extra.fileId;
-      }
-      if (this.replyTo) fields.replyTo = this.replyTo.id;
     } else {
       type = 'private_message';
       fields = { targetUserId: c.id, content, clientId };
-      if (this.replyTo) fields.replyTo = this.replyTo.id;
     }
+    if (extra.messageType) {
+      fields.messageType = extra.messageType;
+      fields.fileId = extra.fileId;
+    }
+    if (this.replyTo) fields.replyTo = this.replyTo.id;
     this.unacked.set(clientId, { type, fields, convKey: c.key });
     this.localOrder += 1;
     c.upsert({

@@ -67,14 +67,14 @@ export class Composer {
     });
   }
 
-  /** Enable the composer while a conversation is on screen (Attach: in rooms only). */
+  /** Enable the composer (Send and Attach) while a conversation is on screen. */
   update() {
     const { view } = this.store;
     const ready = Boolean(view);
     this.pane.classList.toggle('no-view', !ready);
     this.input.disabled = !ready;
     $('send-button').disabled = !ready;
-    $('attach-button').disabled = !ready || !view.startsWith('room:');
+    $('attach-button').disabled = !ready;
   }
 
   focus() {
