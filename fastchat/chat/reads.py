@@ -132,9 +132,10 @@ class Reads:
             peer = await self._users.get(peer_id)
             if peer is None:
                 continue
+            online = bool(self._hub.user_conns(peer_id)) or self._broker.online_elsewhere(peer_id)
             conversations.append(
                 {
-                    "user": {**peer.public(), "online": bool(self._hub.user_conns(peer_id))},
+                    "user": {**peer.public(), "online": online},
                     "unread": unread,
                     "lastReadSeq": marker,
                     "lastMessage": last,

@@ -773,10 +773,11 @@ class PostgresStore:
     async def replies_page(
         self, message_id: str, *, before: int | None = None, limit: int
     ) -> list[MessageRow]:
-        """Up to ``limit`` replies to a message, the newest with ``seq < before`` (or the
-        newest at all), oldest first."""
+        """Up to ``limit`` live replies to a message, the newest with ``seq < before`` (or
+        the newest at all), oldest first."""
         rows = await self._rows(
-            f"{_MESSAGE_SELECT} WHERE reply_to = %s AND seq < %s ORDER BY seq DESC LIMIT %s",
+            f"{_MESSAGE_SELECT} WHERE reply_to = %s AND seq < %s AND deleted_at IS NULL"
+            " ORDER BY seq DESC LIMIT %s",
             (message_id, MAX_SEQ if before is None else before, limit),
         )
         return [MessageRow(*row) for row in reversed(rows)]
@@ -888,7 +889,7 @@ STATEMENTS: dict[str, str] = {
     " VALUES (%s, %s, %s, %s) ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
     "remove_reaction": "DELETE FROM reactions"
     " WHERE message_id = %s AND emoji = %s AND user_id = %s",
-    "count_reply": "UPDATE messages SET reply_count = reply_count + 1 WHERE id = %s",
+    "count_reply": "UPDATE messages SET reply_count = GREATEST(reply_count + %s, 0) WHERE id = %s",
     "set_mentions": "UPDATE messages SET mentions = %s, mentions_room = %s WHERE id = %s",
     "set_dm_reply": "UPDATE direct_messages SET reply_to = %s WHERE id = %s",
     "edit_dm": "UPDATE direct_messages SET content = %s, edited_at = %s WHERE id = %s",

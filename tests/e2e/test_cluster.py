@@ -109,6 +109,31 @@ async def test_direct_messages_and_presence_cross_nodes(cluster):
         await client.close()
 
 
+async def test_dm_peers_sharing_no_room_see_presence_across_nodes(cluster):
+    a, b = cluster(), cluster()
+    alice_account, bob_account = register(a.base_url), register(b.base_url)
+    alice_id, bob_id = alice_account["user"]["id"], bob_account["user"]["id"]
+    alice = await ChatClient.connect(a.ws_url, alice_account["token"])  # in no room
+    bob = await ChatClient.connect(b.ws_url, bob_account["token"])
+    alice.send(type="private_message", targetUserId=bob_id, content="hi")
+    await bob.expect("private_message")
+    # Learned on bob's node from the message sent on alice's: her presence reaches him.
+    await alice.close()
+    await bob.expect("user_status", userId=alice_id, status="offline")
+    alice = await ChatClient.connect(a.ws_url, alice_account["token"])
+    await bob.expect("user_status", userId=alice_id, status="online")
+    # Learned at login from the stored conversations, the peer online on the other node.
+    await bob.close()
+    await alice.expect("user_status", userId=bob_id, status="offline")
+    bob = await ChatClient.connect(b.ws_url)
+    (conversation,) = (await bob.authenticate(bob_account["token"]))["conversations"]
+    assert conversation["user"]["id"] == alice_id and conversation["user"]["online"] is True
+    await alice.expect("user_status", userId=bob_id, status="online")
+    await alice.close()
+    await bob.expect("user_status", userId=alice_id, status="offline")
+    await bob.close()
+
+
 async def test_a_ban_on_one_node_closes_the_users_sockets_on_the_other(cluster):
     a, b = cluster(), cluster()
     admin_name = create_account(a, "admin")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.support.client import joined, post
+from tests.support.accounts import register
+from tests.support.client import ChatClient, joined, post
 
 
 async def test_offline_members_stay_listed_with_last_seen(server):
@@ -20,3 +21,33 @@ async def test_offline_members_stay_listed_with_last_seen(server):
     assert offline["status"] == "offline"
     assert offline["username"] == bob_account["user"]["username"]
     assert offline["last_seen"].endswith("Z")
+
+
+async def test_dm_peers_sharing_no_room_see_each_others_presence(server):
+    alice, alice_account = await joined(server.ws_url, server.base_url, room="random")
+    alice_id = alice_account["user"]["id"]
+    bob_account = register(server.base_url)  # in no room at all
+    bob_id = bob_account["user"]["id"]
+    bob = await ChatClient.connect(server.ws_url, bob_account["token"])
+
+    # A conversation started while both are online: each now sees the other's presence.
+    alice.send(type="private_message", targetUserId=bob_id, content="hi")
+    await bob.expect("private_message")
+    await bob.close()
+    await alice.expect("user_status", userId=bob_id, status="offline")
+    bob = await ChatClient.connect(server.ws_url, bob_account["token"])
+    await alice.expect("user_status", userId=bob_id, status="online")
+
+    # A conversation read from the store at login: alice comes back, bob is told.
+    await alice.close()
+    await bob.expect("user_status", userId=alice_id, status="offline")
+    alice = await ChatClient.connect(server.ws_url, alice_account["token"])
+    await bob.expect("user_status", userId=alice_id, status="online")
+
+    # Someone without a conversation with bob, in no shared room, is not told.
+    stranger = await ChatClient.connect(server.ws_url, register(server.base_url)["token"])
+    await bob.close()
+    await alice.expect("user_status", userId=bob_id, status="offline")
+    stranger.send(type="ping")
+    await stranger.expect("pong")
+    assert not [e for e in stranger.seen if e["type"] == "user_status"]

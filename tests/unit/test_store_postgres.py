@@ -514,7 +514,7 @@ async def test_conversations_reactions_replies_and_dm_parity(
     await writer.execute(msg(1))
     for seq in (2, 3, 4):
         writer.submit(msg(seq, reply_to="general-1"))
-        writer.submit(ops.count_reply("general-1"))
+        writer.submit(ops.count_reply("general-1", 1))
     writer.submit(ops.add_reaction("general-1", "👍", "u2", T0))
     writer.submit(ops.add_reaction("general-1", "👍", "u2", T0))  # already there
     writer.submit(ops.add_reaction("general-1", "🎉", "u3", "2026-01-01T00:00:01.000Z"))
