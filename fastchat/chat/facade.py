@@ -123,7 +123,7 @@ class Chat:
         reactions = Reactions(broker, self.history, direct, writes)
         self._direct = direct
         self.handlers: dict[type, Handler] = {
-            p.JoinRoom: self.rooms.join_room,
+            p.JoinRoom: self._join_room,
             p.LeaveRoom: self.rooms.leave_room,
             p.SendMessage: self.messages.send_message,
             p.EditMessage: self._edit_message,
@@ -131,7 +131,7 @@ class Chat:
             p.GetRoomHistory: self.history.room_history,
             p.Typing: typing.typing,
             p.PrivateMessage: self._private_message,
-            p.GetPrivateHistory: direct.private_history,
+            p.GetPrivateHistory: self._private_history,
             p.CreateRoom: self.rooms.create_room,
             p.InviteToRoom: self.rooms.invite_to_room,
             p.KickUser: self.moderation.kick_user,
@@ -191,6 +191,19 @@ class Chat:
             await self._direct.delete_message(conn, user, cmd)
         else:
             await self.messages.delete_message(conn, user, cmd)
+
+    async def _join_room(self, conn: Connection, user: User, cmd: p.JoinRoom) -> None:
+        """Join; then how far the other members have read (``read_receipt``)."""
+        await self.rooms.join_room(conn, user, cmd)
+        await self.reads.room_receipts(conn, user, self.directory.by_id[cmd.room_id])
+
+    async def _private_history(
+        self, conn: Connection, user: User, cmd: p.GetPrivateHistory
+    ) -> None:
+        """A page; with the newest, how far the peer has read (``read_receipt``)."""
+        await self._direct.private_history(conn, user, cmd)
+        if cmd.before is None and cmd.user_id != user.id:
+            await self.reads.peer_receipt(conn, user, cmd.user_id)
 
     async def _private_message(self, conn: Connection, user: User, cmd: p.PrivateMessage) -> None:
         """Send it; the two users now see each other's presence (on every node)."""

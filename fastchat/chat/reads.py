@@ -144,6 +144,36 @@ class Reads:
         conversations.sort(key=lambda c: c["lastMessage"]["seq"], reverse=True)
         return conversations[:CONVERSATIONS_MAX]
 
+    # --- receipts on opening a conversation -----------------------------------------------
+
+    async def room_receipts(self, conn: Connection, user: User, room: Room) -> None:
+        """Tell a connection that joined ``room`` how far each other member has read it, as
+        the ``read_receipt`` they sent last (in rooms small enough for receipts)."""
+        if len(room.member_ids) > self._receipts_max_members:
+            return
+        others = [member_id for member_id in room.member_ids if member_id != user.id]
+        markers = await self._store.conversation_markers(room.id, others) if others else {}
+        for member_id in others:
+            live = self._markers.get(member_id, {}).get(room.id, 0)  # ahead of storage
+            if live > markers.get(member_id, 0):
+                markers[member_id] = live
+        for member_id, seq in markers.items():
+            self._hub.send(
+                conn, event("read_receipt", {"roomId": room.id, "userId": member_id, "seq": seq})
+            )
+
+    async def peer_receipt(self, conn: Connection, user: User, peer_id: str) -> None:
+        """Tell a connection how far the peer of a DM conversation has read it, as the
+        ``read_receipt`` they sent last (nothing when they have read none of it)."""
+        pair = ops.dm_pair(user.id, peer_id)
+        live = self._markers.get(peer_id)  # the peer is online here: ahead of storage
+        if live is not None:
+            seq = live.get(pair, 0)
+        else:
+            seq = (await self._store.conversation_markers(pair, [peer_id])).get(peer_id, 0)
+        if seq:
+            self._hub.send(conn, event("read_receipt", {"userId": peer_id, "seq": seq}))
+
     # --- mark_read ------------------------------------------------------------------------
 
     async def mark_read(self, conn: Connection, user: User, cmd: p.MarkRead) -> None:

@@ -716,6 +716,15 @@ class PostgresStore:
         )
         return {row[0]: row[1] for row in rows}
 
+    async def conversation_markers(self, conversation: str, user_ids: list[str]) -> dict[str, int]:
+        """The markers of ``user_ids`` in one conversation: user id -> seq (those with one)."""
+        rows = await self._rows(
+            "SELECT user_id, seq FROM read_markers WHERE conversation = %s"
+            " AND user_id = ANY(%s::text[])",
+            (conversation, user_ids),
+        )
+        return {row[0]: row[1] for row in rows}
+
     async def room_unread(
         self, room_id: str, user_id: str, after_seq: int, cap: int
     ) -> tuple[int, int]:

@@ -645,6 +645,16 @@ class SqliteStore:
         return dict(rows.fetchall())
 
     @_read
+    async def conversation_markers(self, conversation: str, user_ids: list[str]) -> dict[str, int]:
+        """The markers of ``user_ids`` in one conversation: user id -> seq (those with one)."""
+        rows = self._db.execute(
+            "SELECT user_id, seq FROM read_markers WHERE conversation = ?"
+            " AND user_id IN (SELECT value FROM json_each(?))",
+            (conversation, orjson.dumps(user_ids).decode()),
+        )
+        return dict(rows.fetchall())
+
+    @_read
     async def room_unread(
         self, room_id: str, user_id: str, after_seq: int, cap: int
     ) -> tuple[int, int]:

@@ -67,6 +67,9 @@ def test_a_dm_sent_while_offline_shows_in_a_fresh_browser(
     expect(dm.locator(".badge")).to_have_count(0)
     # Alice's client learns that Bob read it.
     expect(message(alice, "are you there?")).to_have_class(re.compile(r"\bseen\b"))
+    alice.page.reload()  # told again when the conversation's history is fetched
+    dm_button(alice, bob).click()
+    expect(message(alice, "are you there?")).to_have_class(re.compile(r"\bseen\b"))
 
 
 def test_unread_mentions_divider_and_read_markers(
@@ -294,6 +297,9 @@ def test_room_read_receipts_show_who_has_seen_what(
     under_newest = alice.page.locator("#messages .message:has-text('and this one') + .read-by")
     expect(under_newest).to_have_text(f"Seen by {bob.username}")
     alice.page.screenshot(path=str(screenshots / "room-read-receipts.png"))
+    # A fresh page is told on joining how far the others have read.
+    alice.page.reload()
+    expect(seen).to_have_text([f"Seen by {carol.username}", f"Seen by {bob.username}"])
 
 
 def test_dm_presence_dots_follow_a_peer_in_no_shared_room(
