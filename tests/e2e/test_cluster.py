@@ -244,10 +244,16 @@ async def test_private_rooms_invites_edits_deletes_and_replies_cross_nodes(clust
     assert (await bob.expect("new_message"))["message"]["content"] == "re"
     reply = (await alice.expect("new_message"))["message"]
     assert reply["content"] == "re" and reply["replyTo"] == first["id"]
+    assert (await alice.expect("thread_updated"))["replyCount"] == 1
     alice.send(type="edit_message", messageId=first["id"], content="first, edited")
     edited = (await bob.expect("message_edited"))["message"]
     assert edited["content"] == "first, edited"
+    assert edited["replyCount"] == 1  # the editing node's window counted the remote reply
     bob.send(type="delete_message", messageId=reply["id"])
     assert (await alice.expect("message_deleted"))["messageId"] == reply["id"]
+    assert (await alice.expect("thread_updated"))["replyCount"] == 0
+    alice.send(type="get_room_history", roomId=room_id)
+    (parent, _) = (await alice.expect("room_history"))["messages"]
+    assert parent["id"] == first["id"] and parent["replyCount"] == 0
     for client in (alice, bob):
         await client.close()
