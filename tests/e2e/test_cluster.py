@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_presence import bounce
 from tests.e2e.test_uploads import upload
 from tests.support.accounts import PASSWORD, create_account, register
 from tests.support.client import ChatClient
@@ -118,10 +119,7 @@ async def test_dm_peers_sharing_no_room_see_presence_across_nodes(cluster):
     alice.send(type="private_message", targetUserId=bob_id, content="hi")
     await bob.expect("private_message")
     # Learned on bob's node from the message sent on alice's: her presence reaches him.
-    await alice.close()
-    await bob.expect("user_status", userId=alice_id, status="offline")
-    alice = await ChatClient.connect(a.ws_url, alice_account["token"])
-    await bob.expect("user_status", userId=alice_id, status="online")
+    alice = await bounce(alice, alice_account, a.ws_url, bob)
     # Learned at login from the stored conversations, the peer online on the other node.
     await bob.close()
     await alice.expect("user_status", userId=bob_id, status="offline")
