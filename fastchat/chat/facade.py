@@ -28,6 +28,7 @@ from fastchat.chat.direct import Direct
 from fastchat.chat.history import History
 from fastchat.chat.messages import Messages
 from fastchat.chat.moderation import Moderation
+from fastchat.chat.peers import DmPeers
 from fastchat.chat.reactions import Reactions
 from fastchat.chat.reads import Reads
 from fastchat.chat.rooms import Room, RoomDirectory, Rooms
@@ -71,6 +72,7 @@ class Chat:
         self._hub = hub
         self._broker = broker
         self._announcing: set[asyncio.Task[None]] = set()  # presence from other nodes
+        self._peers = DmPeers()
         self.users = Users(store, tokens)
         self.directory = RoomDirectory()
         writes = self._writes = Writes(writer, config.queue_max)
@@ -124,15 +126,15 @@ class Chat:
         reactions = Reactions(broker, self.history, direct, writes)
         self._direct = direct
         self.handlers: dict[type, Handler] = {
-            p.JoinRoom: self.rooms.join_room,
+            p.JoinRoom: self._join_room,
             p.LeaveRoom: self.rooms.leave_room,
             p.SendMessage: self.messages.send_message,
             p.EditMessage: self._edit_message,
             p.DeleteMessage: self._delete_message,
             p.GetRoomHistory: self.history.room_history,
             p.Typing: typing.typing,
-            p.PrivateMessage: direct.private_message,
-            p.GetPrivateHistory: direct.private_history,
+            p.PrivateMessage: self._private_message,
+            p.GetPrivateHistory: self._private_history,
             p.CreateRoom: self.rooms.create_room,
             p.InviteToRoom: self.rooms.invite_to_room,
             p.KickUser: self.moderation.kick_user,
@@ -193,6 +195,27 @@ class Chat:
         else:
             await self.messages.delete_message(conn, user, cmd)
 
+    async def _join_room(self, conn: Connection, user: User, cmd: p.JoinRoom) -> None:
+        """Join; then how far the other members have read (``read_receipt``)."""
+        await self.rooms.join_room(conn, user, cmd)
+        await self.reads.room_receipts(conn, user, self.directory.by_id[cmd.room_id])
+
+    async def _private_history(
+        self, conn: Connection, user: User, cmd: p.GetPrivateHistory
+    ) -> None:
+        """A page; with the newest, how far the peer has read (``read_receipt``)."""
+        await self._direct.private_history(conn, user, cmd)
+        if cmd.before is None and cmd.user_id != user.id:
+            await self.reads.peer_receipt(conn, user, cmd.user_id)
+
+    async def _private_message(self, conn: Connection, user: User, cmd: p.PrivateMessage) -> None:
+        """Send it; the two users now see each other's presence (on every node)."""
+        await self._direct.private_message(conn, user, cmd)
+        if self._peers.link(user.id, cmd.target_user_id):
+            self._broker.send_control(
+                orjson.dumps({"action": "peer", "userIds": [user.id, cmd.target_user_id]})
+            )
+
     # --- connection lifecycle -------------------------------------------------------------
 
     async def authenticate(self, conn: Connection, user: User) -> None:
@@ -206,6 +229,7 @@ class Chat:
                 self.reads.forget(user)
             return
         first = self._hub.bind_user(conn, user.id)
+        self._peers.learn(user.id, [c["user"]["id"] for c in conversations])
         self._hub.send(
             conn,
             event(
@@ -215,7 +239,7 @@ class Chat:
         )
         if first:
             if not self._broker.online_elsewhere(user.id):
-                self.rooms.announce_presence(user, "online")
+                self.rooms.announce_presence(user, "online", self._peers.watchers(user.id))
             self._broker.share_presence(user.id, True)
         self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
 
@@ -224,8 +248,9 @@ class Chat:
         self.rooms.leave_all(conn, user)
         if self._hub.unbind_user(conn, user.id):
             self.reads.forget(user)
+            self._peers.forget(user.id)
             if not self._broker.online_elsewhere(user.id):
-                self.rooms.announce_presence(user, "offline")
+                self.rooms.announce_presence(user, "offline", self._peers.watchers(user.id))
             self._broker.share_presence(user.id, False)
             self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
 
@@ -240,10 +265,13 @@ class Chat:
 
     def apply_control(self, data: bytes) -> list[Connection]:
         """A change another process made to state every process keeps in memory (rooms,
-        members, moderation); returns the connections to close (a ban)."""
+        members, moderation, DM peers); returns the connections to close (a ban)."""
         control = orjson.loads(data)
         if control["action"] in ("room", "member"):
             self.rooms.apply_control(control)
+            return []
+        if control["action"] == "peer":
+            self._peers.link(*control["userIds"])
             return []
         return self.moderation.apply_control(control)
 
@@ -256,7 +284,8 @@ class Chat:
     async def _announce_elsewhere(self, user_id: str, online: bool) -> None:
         user = await self.users.get(user_id)
         if user is not None and not self._hub.user_conns(user_id):
-            self.rooms.announce_presence(user, "online" if online else "offline")
+            status = "online" if online else "offline"
+            self.rooms.announce_presence(user, status, self._peers.watchers(user.id))
 
     async def ban_user(self, conn: Connection, user: User, cmd: p.BanUser) -> list[Connection]:
         """Ban an account; returns its live connections, for the session layer to close."""

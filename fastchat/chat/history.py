@@ -35,6 +35,7 @@ _MESSAGE_EVENTS = (
     b'{"type":"new_message"',
     b'{"type":"message_edited"',
     b'{"type":"message_deleted"',
+    b'{"type":"thread_updated"',
 )
 
 Page = tuple[list[dict[str, Any]], bool]
@@ -93,7 +94,7 @@ class History:
 
     def apply_remote(self, channel: Channel, payload: bytes) -> None:
         """Keep the window true to what another node published in the room (messages,
-        edits, deletions); other events leave it alone."""
+        edits, deletions, reply counts); other events leave it alone."""
         room = self._directory.by_id.get(channel.id)
         if room is None or room.history is None or not payload.startswith(_MESSAGE_EVENTS):
             return
@@ -104,6 +105,12 @@ class History:
                 if old["id"] == data["messageId"]:
                     deleted = {k: v for k, v in old.items() if k != "attachment"}
                     room.history[index] = {**deleted, "content": "", "deleted": True}
+            return
+        if kind == "thread_updated":
+            for old in room.history:
+                if old["id"] == data["messageId"]:
+                    self.replace(room, {**old, "replyCount": data["replyCount"]})
+                    break
             return
         if kind == "message_edited":
             self.replace(room, data["message"])

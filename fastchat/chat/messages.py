@@ -17,7 +17,7 @@ from fastchat.chat.acks import PendingAck
 from fastchat.chat.mentions import resolve as resolve_mentions
 from fastchat.chat.moderation import can_moderate
 from fastchat.clock import utc_now_iso
-from fastchat.errors import ChatError, Forbidden, ValidationError
+from fastchat.errors import ChatError, Forbidden, NotFound, ValidationError
 from fastchat.fanout.broker import AlreadyPublished
 from fastchat.ids import new_id
 from fastchat.protocol import event
@@ -69,6 +69,7 @@ class Messages:
         self._threads = threads
         self._attachments = attachments
         self._metrics = metrics
+        self._deleting: set[str] = set()  # ids of messages whose deletion is committing
 
     # --- sending --------------------------------------------------------------------------
 
@@ -254,34 +255,66 @@ class Messages:
         if message["userId"] != user.id:
             raise Forbidden("You can only edit your own messages", request_type=cmd.TYPE)
         self._moderation.check_not_muted(room, user, cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE)
-        await self._writes.commit(ops.edit_message(message["id"], cmd.content, utc_now_iso()))
+        mentions, mentions_room = (
+            await resolve_mentions(cmd.content, room, self._users)
+            if "@" in cmd.content
+            else ([], False)
+        )
+        writes = [ops.edit_message(message["id"], cmd.content, utc_now_iso())]
+        before = message["mentions"]
+        if mentions != list(before) or mentions_room != message["mentionsRoom"]:
+            writes.append(ops.set_mentions(message["id"], mentions, mentions_room))
+        self._writes.check_capacity(cmd.TYPE, len(writes))
+        await self._writes.commit(*writes)
         # Read again: a delete may have committed while this edit waited (then it did nothing).
         room, message = await self._history.visible_message(cmd.message_id, user, cmd.TYPE)
-        edited = {**message, "content": cmd.content, "edited": True}
+        edited = {
+            **message,
+            "content": cmd.content,
+            "edited": True,
+            "mentions": mentions or (),
+            "mentionsRoom": mentions_room,
+        }
         self._history.replace(room, edited)
         self._broker.publish(room.channel, event("message_edited", {"message": edited}))
         self._acks.confirm(conn, "edit_ack", {"messageId": message["id"], "roomId": room.id})
+        newly = [m for m in mentions if m not in before and m != user.id]
+        if newly:
+            mentioned = event("mention", {"message": edited})
+            for user_id in newly:
+                self._broker.send_user(user_id, mentioned)
 
     async def delete_message(self, conn: Connection, user: User, cmd: p.DeleteMessage) -> None:
         """Delete a message (one's own, or as its moderator): committed, then broadcast and
         acked (``delete_ack``)."""
         room, message = await self._history.visible_message(cmd.message_id, user, cmd.TYPE)
+        message_id = message["id"]
+        if message_id in self._deleting:  # a reply must be uncounted once
+            raise NotFound("Message not found", request_type=cmd.TYPE)
         author_id = message["userId"]
         if author_id != user.id and not can_moderate(room, user, await self._users.get(author_id)):
             raise Forbidden("You can only delete your own messages", request_type=cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE, 2)
-        writes = [ops.delete_message(message["id"], utc_now_iso())]
+        parent_id = message["replyTo"]
+        self._writes.check_capacity(cmd.TYPE, 2 + (parent_id is not None))
+        writes = [ops.delete_message(message_id, utc_now_iso())]
+        if parent_id is not None:
+            writes.append(ops.count_reply(parent_id, -1))
         if author_id != user.id:
             writes.append(
                 self._moderation.audit_op(
-                    user, "delete_message", author_id, room.id, None, {"messageId": message["id"]}
+                    user, "delete_message", author_id, room.id, None, {"messageId": message_id}
                 )
             )
-        await self._writes.commit(*writes)
+        self._deleting.add(message_id)
+        try:
+            await self._writes.commit(*writes)
+        finally:
+            self._deleting.discard(message_id)
         deleted = {k: v for k, v in message.items() if k != "attachment"}
         self._history.replace(room, {**deleted, "content": "", "deleted": True})
         self._broker.publish(
-            room.channel, event("message_deleted", {"messageId": message["id"], "roomId": room.id})
+            room.channel, event("message_deleted", {"messageId": message_id, "roomId": room.id})
         )
-        self._acks.confirm(conn, "delete_ack", {"messageId": message["id"], "roomId": room.id})
+        self._acks.confirm(conn, "delete_ack", {"messageId": message_id, "roomId": room.id})
+        if parent_id is not None:
+            await self._threads.uncount_reply(room, parent_id)

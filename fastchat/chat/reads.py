@@ -6,6 +6,7 @@ forward. Markers of connected users are kept in memory (read once when they log 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
@@ -55,6 +56,9 @@ class Reads:
         self._direct = direct
         self._receipts_max_members = receipts_max_members
         self._markers: dict[str, dict[str, int]] = {}  # user id -> conversation -> seq
+        # user id -> their newest marker write, until it is stored: reads of their markers
+        # from storage wait for it (the writer keeps order: that one done, all are)
+        self._storing: dict[str, asyncio.Future[None]] = {}
 
     # --- the conversation list ------------------------------------------------------------
 
@@ -62,12 +66,19 @@ class Reads:
         """Read the user's markers when their first connection logs in (after that, memory
         is ahead of storage)."""
         if user.id not in self._markers:
+            await self._stored(user.id)
             markers = await self._store.read_markers(user.id)
             self._markers.setdefault(user.id, markers)
 
     def forget(self, user: User) -> None:
         """The user's last connection closed."""
         self._markers.pop(user.id, None)
+
+    async def _stored(self, user_id: str) -> None:
+        """Once the user's marker writes are stored."""
+        storing = self._storing.get(user_id)
+        if storing is not None:
+            await storing
 
     async def rooms(self, user: User) -> list[dict[str, Any]]:
         """The rooms ``user`` may see, by name, each with its unread state."""
@@ -108,6 +119,7 @@ class Reads:
 
     async def conversations(self, user: User) -> list[dict[str, Any]]:
         """The user's DM conversations, newest first, with their unread state."""
+        await self._stored(user.id)  # the store counts from its markers
         rows = await self._store.conversations(
             user.id, limit=CONVERSATIONS_MAX, unread_cap=UNREAD_CAP
         )
@@ -132,9 +144,10 @@ class Reads:
             peer = await self._users.get(peer_id)
             if peer is None:
                 continue
+            online = bool(self._hub.user_conns(peer_id)) or self._broker.online_elsewhere(peer_id)
             conversations.append(
                 {
-                    "user": {**peer.public(), "online": bool(self._hub.user_conns(peer_id))},
+                    "user": {**peer.public(), "online": online},
                     "unread": unread,
                     "lastReadSeq": marker,
                     "lastMessage": last,
@@ -142,6 +155,36 @@ class Reads:
             )
         conversations.sort(key=lambda c: c["lastMessage"]["seq"], reverse=True)
         return conversations[:CONVERSATIONS_MAX]
+
+    # --- receipts on opening a conversation -----------------------------------------------
+
+    async def room_receipts(self, conn: Connection, user: User, room: Room) -> None:
+        """Tell a connection that joined ``room`` how far each other member has read it, as
+        the ``read_receipt`` they sent last (in rooms small enough for receipts)."""
+        if len(room.member_ids) > self._receipts_max_members:
+            return
+        others = [member_id for member_id in room.member_ids if member_id != user.id]
+        markers = await self._store.conversation_markers(room.id, others) if others else {}
+        for member_id in others:
+            live = self._markers.get(member_id, {}).get(room.id, 0)  # ahead of storage
+            if live > markers.get(member_id, 0):
+                markers[member_id] = live
+        for member_id, seq in markers.items():
+            self._hub.send(
+                conn, event("read_receipt", {"roomId": room.id, "userId": member_id, "seq": seq})
+            )
+
+    async def peer_receipt(self, conn: Connection, user: User, peer_id: str) -> None:
+        """Tell a connection how far the peer of a DM conversation has read it, as the
+        ``read_receipt`` they sent last (nothing when they have read none of it)."""
+        pair = ops.dm_pair(user.id, peer_id)
+        live = self._markers.get(peer_id)  # the peer is online here: ahead of storage
+        if live is not None:
+            seq = live.get(pair, 0)
+        else:
+            seq = (await self._store.conversation_markers(pair, [peer_id])).get(peer_id, 0)
+        if seq:
+            self._hub.send(conn, event("read_receipt", {"userId": peer_id, "seq": seq}))
 
     # --- mark_read ------------------------------------------------------------------------
 
@@ -168,7 +211,15 @@ class Reads:
             return  # markers only move forward
         self._writes.check_capacity(cmd.TYPE)
         markers[conversation] = cmd.seq
-        self._writes.submit(ops.set_read_marker(user.id, conversation, cmd.seq))
+        storing = self._hub.loop.create_future()
+
+        def stored(_error: BaseException | None) -> None:
+            storing.set_result(None)
+            if self._storing.get(user.id) is storing:
+                del self._storing[user.id]
+
+        self._writes.submit(ops.set_read_marker(user.id, conversation, cmd.seq), stored)
+        self._storing[user.id] = storing
         if cmd.room_id is not None:
             self._broker.send_user(
                 user.id, event("read_marker", {"roomId": room.id, "seq": cmd.seq})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -318,12 +319,15 @@ class Rooms:
         self._broker.send_user(target.id, event("room_invited", {"room": room.summary()}))
         self._hub.send(conn, event("member_added", {"roomId": room.id, "userId": target.id}))
 
-    def announce_presence(self, user: User, status: str) -> None:
-        """Tell the users who share a room with ``user`` (not the whole server)."""
+    def announce_presence(self, user: User, status: str, peer_ids: Iterable[str]) -> None:
+        """Tell the users who share a room with ``user`` and ``peer_ids`` (those online here
+        with a direct conversation with ``user``), not the whole server."""
         targets: set[Connection] = set()
         for room in self._directory.by_id.values():
             if user.id in room.member_ids and room.channel.conns:
                 targets.update(room.channel.conns)
+        for peer_id in peer_ids:
+            targets.update(self._hub.user_conns(peer_id))
         targets.difference_update(self._hub.user_conns(user.id))
         if targets:
             payload = event(

@@ -1,4 +1,4 @@
-"""Threads: the replies to a message, and its reply count."""
+"""Threads: the replies to a message (deleted ones left out), and its reply count."""
 
 from __future__ import annotations
 
@@ -42,8 +42,10 @@ class Threads:
         merged = {m["seq"]: m for m in await self._history.from_rows(rows)}
         # The window holds the newest replies, those not stored yet among them.
         for message in room.history or ():
-            if message["replyTo"] == parent["id"] and (
-                cmd.before is None or message["seq"] < cmd.before
+            if (
+                message["replyTo"] == parent["id"]
+                and not message.get("deleted")
+                and (cmd.before is None or message["seq"] < cmd.before)
             ):
                 merged[message["seq"]] = message
         replies = [merged[seq] for seq in sorted(merged)]
@@ -64,9 +66,19 @@ class Threads:
 
         The caller checked capacity for this op.
         """
-        reply_count = parent["replyCount"] + 1
+        self._writes.submit(ops.count_reply(parent["id"], 1))
+        self._show_count(room, parent, parent["replyCount"] + 1)
+
+    async def uncount_reply(self, room: Room, parent_id: str) -> None:
+        """A reply to ``parent_id`` was deleted, ``ops.count_reply(parent_id, -1)`` committed
+        with it: one less in its count, for everyone in the room."""
+        found = await self._history.find(parent_id)
+        if found is not None:
+            parent = found[1]
+            self._show_count(room, parent, max(parent["replyCount"] - 1, 0))
+
+    def _show_count(self, room: Room, parent: dict[str, Any], reply_count: int) -> None:
         self._history.replace(room, {**parent, "replyCount": reply_count})
-        self._writes.submit(ops.count_reply(parent["id"]))
         self._broker.publish(
             room.channel,
             event(

@@ -87,6 +87,7 @@ const messages = new MessagesView(store, {
 const panel = new SidePanel(store, Object.create(messages.ctx, {
   canReply: { value: false },
   dividerSeq: { value: null },
+  readers: { value: null },
 }), {
   onSearch: (query) => {
     store.search = { query, nextBefore: null };

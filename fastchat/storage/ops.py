@@ -295,9 +295,10 @@ def remove_reaction(message_id: str, emoji: str, user_id: str) -> Op:
     return ("remove_reaction", (message_id, emoji, user_id))
 
 
-def count_reply(parent_id: str) -> Op:
-    """Count one more reply to a message (after the reply's own insert)."""
-    return ("count_reply", (parent_id,))
+def count_reply(parent_id: str, delta: int) -> Op:
+    """Count one more reply to a message (``delta`` 1, after the reply's own insert) or one
+    less (-1, a reply deleted); never below 0."""
+    return ("count_reply", (delta, parent_id))
 
 
 def set_mentions(message_id: str, user_ids: list[str], mentions_room: bool) -> Op:

@@ -733,6 +733,15 @@ class PostgresStore:
         )
         return {row[0]: row[1] for row in rows}
 
+    async def conversation_markers(self, conversation: str, user_ids: list[str]) -> dict[str, int]:
+        """The markers of ``user_ids`` in one conversation: user id -> seq (those with one)."""
+        rows = await self._rows(
+            "SELECT user_id, seq FROM read_markers WHERE conversation = %s"
+            " AND user_id = ANY(%s::text[])",
+            (conversation, user_ids),
+        )
+        return {row[0]: row[1] for row in rows}
+
     async def room_unread(
         self, room_id: str, user_id: str, after_seq: int, cap: int
     ) -> tuple[int, int]:
@@ -790,10 +799,11 @@ class PostgresStore:
     async def replies_page(
         self, message_id: str, *, before: int | None = None, limit: int
     ) -> list[MessageRow]:
-        """Up to ``limit`` replies to a message, the newest with ``seq < before`` (or the
-        newest at all), oldest first."""
+        """Up to ``limit`` live replies to a message, the newest with ``seq < before`` (or
+        the newest at all), oldest first."""
         rows = await self._rows(
-            f"{_MESSAGE_SELECT} WHERE reply_to = %s AND seq < %s ORDER BY seq DESC LIMIT %s",
+            f"{_MESSAGE_SELECT} WHERE reply_to = %s AND seq < %s AND deleted_at IS NULL"
+            " ORDER BY seq DESC LIMIT %s",
             (message_id, MAX_SEQ if before is None else before, limit),
         )
         return [MessageRow(*row) for row in reversed(rows)]
@@ -908,7 +918,7 @@ STATEMENTS: dict[str, str] = {
     " VALUES (%s, %s, %s, %s) ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
     "remove_reaction": "DELETE FROM reactions"
     " WHERE message_id = %s AND emoji = %s AND user_id = %s",
-    "count_reply": "UPDATE messages SET reply_count = reply_count + 1 WHERE id = %s",
+    "count_reply": "UPDATE messages SET reply_count = GREATEST(reply_count + %s, 0) WHERE id = %s",
     "set_mentions": "UPDATE messages SET mentions = %s, mentions_room = %s WHERE id = %s",
     "set_dm_reply": "UPDATE direct_messages SET reply_to = %s WHERE id = %s",
     "edit_dm": "UPDATE direct_messages SET content = %s, edited_at = %s WHERE id = %s",

@@ -662,6 +662,16 @@ class SqliteStore:
         return dict(rows.fetchall())
 
     @_read
+    async def conversation_markers(self, conversation: str, user_ids: list[str]) -> dict[str, int]:
+        """The markers of ``user_ids`` in one conversation: user id -> seq (those with one)."""
+        rows = self._db.execute(
+            "SELECT user_id, seq FROM read_markers WHERE conversation = ?"
+            " AND user_id IN (SELECT value FROM json_each(?))",
+            (conversation, orjson.dumps(user_ids).decode()),
+        )
+        return dict(rows.fetchall())
+
+    @_read
     async def room_unread(
         self, room_id: str, user_id: str, after_seq: int, cap: int
     ) -> tuple[int, int]:
@@ -726,10 +736,11 @@ class SqliteStore:
     async def replies_page(
         self, message_id: str, *, before: int | None = None, limit: int
     ) -> list[MessageRow]:
-        """Up to ``limit`` replies to a message, the newest with ``seq < before`` (or the
-        newest at all), oldest first."""
+        """Up to ``limit`` live replies to a message, the newest with ``seq < before`` (or
+        the newest at all), oldest first."""
         rows = self._db.execute(
-            f"{_MESSAGE_SELECT} WHERE reply_to = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            f"{_MESSAGE_SELECT} WHERE reply_to = ? AND seq < ? AND deleted_at IS NULL"
+            " ORDER BY seq DESC LIMIT ?",
             (message_id, MAX_SEQ if before is None else before, limit),
         ).fetchall()
         return [MessageRow(*row) for row in reversed(rows)]
@@ -857,7 +868,7 @@ STATEMENTS: dict[str, str] = {
     "add_reaction": "INSERT INTO reactions (message_id, emoji, user_id, created_at)"
     " VALUES (?, ?, ?, ?) ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
     "remove_reaction": "DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?",
-    "count_reply": "UPDATE messages SET reply_count = reply_count + 1 WHERE id = ?",
+    "count_reply": "UPDATE messages SET reply_count = MAX(reply_count + ?, 0) WHERE id = ?",
     "set_mentions": "UPDATE messages SET mentions = ?, mentions_room = ? WHERE id = ?",
     "set_dm_reply": "UPDATE direct_messages SET reply_to = ? WHERE id = ?",
     "edit_dm": "UPDATE direct_messages SET content = ?, edited_at = ? WHERE id = ?",

@@ -4,9 +4,11 @@ across tabs, the "new messages" divider, reactions, mentions, threads, search, p
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import websocket
 from chatpage import (
     Pair,
     Person,
@@ -19,6 +21,8 @@ from chatpage import (
     unique_name,
 )
 from playwright.sync_api import expect
+
+from tests.support.accounts import register
 
 PENDING = re.compile(r"\bpending\b")
 
@@ -62,6 +66,9 @@ def test_a_dm_sent_while_offline_shows_in_a_fresh_browser(
     expect(message(bob_again, "are you there?")).to_have_count(1)
     expect(dm.locator(".badge")).to_have_count(0)
     # Alice's client learns that Bob read it.
+    expect(message(alice, "are you there?")).to_have_class(re.compile(r"\bseen\b"))
+    alice.page.reload()  # told again when the conversation's history is fetched
+    dm_button(alice, bob).click()
     expect(message(alice, "are you there?")).to_have_class(re.compile(r"\bseen\b"))
 
 
@@ -156,6 +163,14 @@ def test_threads_open_in_the_side_panel(pair: Pair, screenshots: Path) -> None:
     )
     expect(message(bob, "start a thread").locator(".thread-link")).to_have_text("2 replies")
     alice.page.screenshot(path=str(screenshots / "thread.png"))
+
+    # A deleted reply leaves the thread and its count.
+    reply = message(bob, "first reply")
+    reply.hover()
+    reply.locator(".action.delete").click()
+    bob.page.locator("#dialog").get_by_role("button", name="Delete").click()
+    expect(panel.locator(".message .content")).to_have_text(["start a thread", "second reply"])
+    expect(message(alice, "start a thread").locator(".thread-link")).to_have_text("1 reply")
 
 
 def test_search_jumps_to_the_message_in_context(
@@ -260,3 +275,53 @@ def test_read_markers_are_throttled_while_messages_stream_in(
     expect(room_button(fresh, room)).to_be_visible()
     expect(room_button(fresh, room).locator(".badge")).to_have_count(0, timeout=10_000)
     assert 1 <= len(marks) < 10, marks
+
+
+def test_room_read_receipts_show_who_has_seen_what(
+    pair: Pair, sign_up: SignUp, screenshots: Path
+) -> None:
+    alice, bob, room = pair
+    carol = sign_up("carol")
+    open_room(carol, room)
+    send(alice, "who saw this")
+    expect(message(bob, "who saw this")).to_have_count(1)
+    expect(message(carol, "who saw this")).to_have_count(1)
+    seen = alice.page.locator("#messages .message + .read-by")
+    names = f"({bob.username} and {carol.username}|{carol.username} and {bob.username})"
+    expect(seen).to_have_text(re.compile(f"^Seen by {names}$"))
+
+    open_room(carol, "General")  # carol stops reading the room
+    send(alice, "and this one")
+    expect(message(bob, "and this one")).to_have_count(1)
+    expect(seen).to_have_text([f"Seen by {carol.username}", f"Seen by {bob.username}"])
+    under_newest = alice.page.locator("#messages .message:has-text('and this one') + .read-by")
+    expect(under_newest).to_have_text(f"Seen by {bob.username}")
+    alice.page.screenshot(path=str(screenshots / "room-read-receipts.png"))
+    # A fresh page is told on joining how far the others have read.
+    alice.page.reload()
+    expect(seen).to_have_text([f"Seen by {carol.username}", f"Seen by {bob.username}"])
+
+
+def test_dm_presence_dots_follow_a_peer_in_no_shared_room(
+    sign_up: SignUp, module_server, screenshots: Path
+) -> None:
+    alice = sign_up("alice")
+    peer = register(module_server.base_url, unique_name("loner"))  # never joins a room
+
+    def connect() -> websocket.WebSocket:
+        socket = websocket.create_connection(module_server.ws_url, timeout=10)
+        socket.send(json.dumps({"type": "authenticate", "token": peer["token"]}))
+        return socket
+
+    socket = connect()
+    socket.send(
+        json.dumps({"type": "private_message", "targetUserId": alice.user_id, "content": "psst"})
+    )
+    dot = alice.page.locator(f'#dm-list .dm[data-user-id="{peer["user"]["id"]}"] .presence')
+    expect(dot).to_have_class(re.compile(r"\bonline\b"))
+    socket.close()
+    expect(dot).to_have_class(re.compile(r"\boffline\b"))
+    alice.page.screenshot(path=str(screenshots / "dm-presence-offline.png"))
+    socket = connect()
+    expect(dot).to_have_class(re.compile(r"\bonline\b"))
+    socket.close()

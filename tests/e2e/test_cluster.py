@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_presence import bounce
 from tests.e2e.test_uploads import upload
 from tests.support.accounts import PASSWORD, create_account, register
 from tests.support.client import ChatClient
@@ -107,6 +108,28 @@ async def test_direct_messages_and_presence_cross_nodes(cluster):
     assert typing["userId"] == bob_account["user"]["id"]
     for client in (alice, bob):
         await client.close()
+
+
+async def test_dm_peers_sharing_no_room_see_presence_across_nodes(cluster):
+    a, b = cluster(), cluster()
+    alice_account, bob_account = register(a.base_url), register(b.base_url)
+    alice_id, bob_id = alice_account["user"]["id"], bob_account["user"]["id"]
+    alice = await ChatClient.connect(a.ws_url, alice_account["token"])  # in no room
+    bob = await ChatClient.connect(b.ws_url, bob_account["token"])
+    alice.send(type="private_message", targetUserId=bob_id, content="hi")
+    await bob.expect("private_message")
+    # Learned on bob's node from the message sent on alice's: her presence reaches him.
+    alice = await bounce(alice, alice_account, a.ws_url, bob)
+    # Learned at login from the stored conversations, the peer online on the other node.
+    await bob.close()
+    await alice.expect("user_status", userId=bob_id, status="offline")
+    bob = await ChatClient.connect(b.ws_url)
+    (conversation,) = (await bob.authenticate(bob_account["token"]))["conversations"]
+    assert conversation["user"]["id"] == alice_id and conversation["user"]["online"] is True
+    await alice.expect("user_status", userId=bob_id, status="online")
+    await alice.close()
+    await bob.expect("user_status", userId=alice_id, status="offline")
+    await bob.close()
 
 
 async def test_a_ban_on_one_node_closes_the_users_sockets_on_the_other(cluster):
@@ -219,10 +242,16 @@ async def test_private_rooms_invites_edits_deletes_and_replies_cross_nodes(clust
     assert (await bob.expect("new_message"))["message"]["content"] == "re"
     reply = (await alice.expect("new_message"))["message"]
     assert reply["content"] == "re" and reply["replyTo"] == first["id"]
+    assert (await alice.expect("thread_updated"))["replyCount"] == 1
     alice.send(type="edit_message", messageId=first["id"], content="first, edited")
     edited = (await bob.expect("message_edited"))["message"]
     assert edited["content"] == "first, edited"
+    assert edited["replyCount"] == 1  # the editing node's window counted the remote reply
     bob.send(type="delete_message", messageId=reply["id"])
     assert (await alice.expect("message_deleted"))["messageId"] == reply["id"]
+    assert (await alice.expect("thread_updated"))["replyCount"] == 0
+    alice.send(type="get_room_history", roomId=room_id)
+    (parent, _) = (await alice.expect("room_history"))["messages"]
+    assert parent["id"] == first["id"] and parent["replyCount"] == 0
     for client in (alice, bob):
         await client.close()

@@ -47,3 +47,69 @@ async def test_mentions_of_users_who_cannot_see_the_room_are_dropped(server):
     outsider.send(type="ping")
     await outsider.expect("pong")
     assert not [e for e in outsider.drain() if e["type"] == "mention"]
+
+
+async def _away_member(server, account) -> ChatClient:
+    """A client of a member of general who is not in the room now."""
+    client = await ChatClient.connect(server.ws_url, account["token"])
+    client.send(type="join_room", roomId="general")
+    await client.expect("room_joined")
+    client.send(type="leave_room", roomId="general")
+    await client.expect("room_left")
+    return client
+
+
+async def _mention_counts(server, account) -> tuple[int, int]:
+    fresh = await ChatClient.connect(server.ws_url)
+    rooms = {r["id"]: r for r in (await fresh.authenticate(account["token"]))["rooms"]}
+    await fresh.close()
+    return rooms["general"]["unread"], rooms["general"]["mentions"]
+
+
+async def _mentions_seen(client: ChatClient) -> int:
+    client.send(type="ping")
+    await client.expect("pong")
+    return sum(e["type"] == "mention" for e in client.seen)
+
+
+async def test_an_edit_re_resolves_mentions_notifies_the_new_ones_and_counts(make_server):
+    server = make_server()
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob_account, carol_account = register(server.base_url), register(server.base_url)
+    bob_id, bob_name = bob_account["user"]["id"], bob_account["user"]["username"]
+    carol_id, carol_name = carol_account["user"]["id"], carol_account["user"]["username"]
+    bob = await _away_member(server, bob_account)
+    carol = await _away_member(server, carol_account)
+    ack = await post(alice, "general", f"hi @{bob_name}")
+    await bob.expect("mention")
+
+    alice.send(
+        type="edit_message",
+        messageId=ack["messageId"],
+        content=f"hi @{bob_name}, @{carol_name} and @room",
+    )
+    edited = (await alice.expect("message_edited"))["message"]
+    assert edited["mentions"] == [bob_id, carol_id] and edited["mentionsRoom"] is True
+    await alice.expect("edit_ack")
+    mention = (await carol.expect("mention"))["message"]
+    assert mention["id"] == ack["messageId"] and mention["mentions"] == [bob_id, carol_id]
+    assert await _mentions_seen(bob) == 1  # already mentioned: not told again
+    assert await _mention_counts(server, bob_account) == (1, 1)
+    assert await _mention_counts(server, carol_account) == (1, 1)
+
+    alice.send(type="edit_message", messageId=ack["messageId"], content=f"only @{carol_name}")
+    edited = (await alice.expect("message_edited"))["message"]
+    assert edited["mentions"] == [carol_id] and edited["mentionsRoom"] is False
+    await alice.expect("edit_ack")
+    assert await _mentions_seen(carol) == 1
+    assert await _mention_counts(server, bob_account) == (1, 0)
+    assert await _mention_counts(server, carol_account) == (1, 1)
+
+    server.stop()  # what is stored: counts and history read from the database
+    server.start()
+    assert await _mention_counts(server, bob_account) == (1, 0)
+    assert await _mention_counts(server, carol_account) == (1, 1)
+    reader, _ = await joined(server.ws_url, server.base_url)
+    reader.send(type="get_room_history", roomId="general")
+    (message,) = (await reader.expect("room_history"))["messages"]
+    assert (message["mentions"], message["mentionsRoom"]) == ([carol_id], False)

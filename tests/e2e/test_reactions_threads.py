@@ -125,3 +125,32 @@ async def test_reply_counts_are_stored(make_server):
     client.send(type="get_room_history", roomId="general")
     history = (await client.expect("room_history"))["messages"]
     assert history[0]["replyCount"] == 1
+
+
+async def test_a_deleted_reply_leaves_its_parents_count_and_thread(make_server):
+    server = make_server()
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob, _ = await joined(server.ws_url, server.base_url)
+    parent = await post(alice, "general", "parent")
+    first = await post(bob, "general", "reply 0", replyTo=parent["messageId"])
+    await post(bob, "general", "reply 1", replyTo=parent["messageId"])
+    await alice.expect("thread_updated", replyCount=2)
+
+    bob.send(type="delete_message", messageId=first["messageId"])
+    await bob.expect("delete_ack")
+    updated = await alice.expect("thread_updated")
+    assert updated == {"messageId": parent["messageId"], "roomId": "general", "replyCount": 1}
+    alice.send(type="get_thread", messageId=parent["messageId"])
+    thread = await alice.expect("thread")
+    assert [m["content"] for m in thread["replies"]] == ["reply 1"]
+    bob.send(type="delete_message", messageId=first["messageId"])  # once only
+    await bob.expect_error("not_found")
+
+    server.stop()
+    server.start()
+    client, _ = await joined(server.ws_url, server.base_url)
+    client.send(type="get_room_history", roomId="general")
+    history = (await client.expect("room_history"))["messages"]
+    assert history[0]["replyCount"] == 1
+    client.send(type="get_thread", messageId=parent["messageId"])
+    assert [m["content"] for m in (await client.expect("thread"))["replies"]] == ["reply 1"]

@@ -102,3 +102,44 @@ async def test_unread_counts_survive_a_restart(make_server):
     assert rooms["general"]["unread"] == 1
     assert rooms["general"]["lastReadSeq"] == first["seq"]
     assert rooms["general"]["lastMessage"]["content"] == "two"
+
+
+async def test_opening_a_conversation_tells_how_far_the_others_have_read(make_server):
+    server = make_server()
+    alice, alice_account = await joined(server.ws_url, server.base_url)
+    bob, bob_account = await joined(server.ws_url, server.base_url)
+    alice_id, bob_id = alice_account["user"]["id"], bob_account["user"]["id"]
+    first = await post(alice, "general", "one")
+    await post(alice, "general", "two")
+    bob.send(type="mark_read", roomId="general", seq=first["seq"])
+    await bob.expect("read_marker")
+    alice.send(type="private_message", targetUserId=bob_id, content="dm", clientId="d1")
+    dm = await alice.expect("message_ack", clientId="d1")
+    bob.send(type="mark_read", userId=alice_id, seq=dm["seq"])
+    await bob.expect("read_marker", userId=alice_id)
+
+    async def receipts_on_opening() -> tuple[list[dict], list[dict]]:
+        """What a fresh connection of alice's is told on join_room and on the DM's history."""
+        client = await ChatClient.connect(server.ws_url, alice_account["token"])
+        client.send(type="join_room", roomId="general")
+        await client.expect("room_joined")
+        client.send(type="get_private_history", userId=bob_id)
+        await client.expect("private_history")
+        client.send(type="ping")
+        await client.expect("pong")
+        receipts = [e["data"] for e in client.seen if e["type"] == "read_receipt"]
+        await client.close()
+        return [r for r in receipts if "roomId" in r], [r for r in receipts if "roomId" not in r]
+
+    # bob is online: his markers in memory
+    room_receipts, dm_receipts = await receipts_on_opening()
+    assert room_receipts == [{"roomId": "general", "userId": bob_id, "seq": first["seq"]}]
+    assert dm_receipts == [{"userId": bob_id, "seq": dm["seq"]}]
+    # bob is gone, the server restarted: his markers from the database
+    await bob.close()
+    await alice.close()
+    server.stop()
+    server.start()
+    room_receipts, dm_receipts = await receipts_on_opening()
+    assert room_receipts == [{"roomId": "general", "userId": bob_id, "seq": first["seq"]}]
+    assert dm_receipts == [{"userId": bob_id, "seq": dm["seq"]}]

@@ -945,3 +945,26 @@ async def test_accounts_made_before_skeletons_get_them_and_are_found_by_them(
     found = await db.user_like(skeleton("aIice"), skeleton("x@y.z"))
     assert found is not None and found.id == "u9"
     assert (await db.user_like(skeleton("bob"), skeleton("A@B.C"))).id == "u9"  # type: ignore[union-attr]
+
+
+async def test_conversation_markers_and_reply_counts(
+    db: sqlite.SqliteStore, writer: sqlite.WriteBehind
+) -> None:
+    writer.submit(ops.set_read_marker("u2", "general", 5))
+    writer.submit(ops.set_read_marker("u2", "u1:u2", 1))
+    await writer.execute(ops.set_read_marker("u3", "general", 2))
+    assert await db.conversation_markers("general", ["u2", "u3", "u4"]) == {"u2": 5, "u3": 2}
+    assert await db.conversation_markers("u1:u2", ["u1"]) == {}
+
+    writer.submit(msg(1))
+    for seq in (2, 3, 4):
+        writer.submit(msg(seq, reply_to="general-1"))
+        writer.submit(ops.count_reply("general-1", 1))
+    writer.submit(ops.delete_message("general-3", T0))
+    await writer.execute(ops.count_reply("general-1", -1))
+    assert (await db.message_by_id("general-1")).reply_count == 2  # type: ignore[union-attr]
+    assert [m.seq for m in await db.replies_page("general-1", limit=5)] == [2, 4]  # live only
+    for _ in range(3):
+        writer.submit(ops.count_reply("general-1", -1))
+    await writer.execute(ops.count_reply("general-1", 1))
+    assert (await db.message_by_id("general-1")).reply_count == 1  # never below 0

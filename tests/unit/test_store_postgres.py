@@ -489,6 +489,9 @@ async def test_read_markers_unread_and_mentions(
     await writer.execute(ops.set_read_marker("u2", "general", 3))  # never moved back
     await writer.execute(ops.set_read_marker("u2", "u1:u2", 1))
     assert await db.read_markers("u2") == {"general": 5, "u1:u2": 1}
+    await writer.execute(ops.set_read_marker("u3", "general", 2))
+    assert await db.conversation_markers("general", ["u2", "u3", "u4"]) == {"u2": 5, "u3": 2}
+    assert await db.conversation_markers("u1:u2", ["u1"]) == {}
     for seq in range(1, 9):
         writer.submit(msg(seq, user="u2" if seq == 7 else "u1"))
     writer.submit(ops.set_mentions("general-6", ["u2", "u3"], False))
@@ -527,7 +530,7 @@ async def test_conversations_reactions_replies_and_dm_parity(
     await writer.execute(msg(1))
     for seq in (2, 3, 4):
         writer.submit(msg(seq, reply_to="general-1"))
-        writer.submit(ops.count_reply("general-1"))
+        writer.submit(ops.count_reply("general-1", 1))
     writer.submit(ops.add_reaction("general-1", "👍", "u2", T0))
     writer.submit(ops.add_reaction("general-1", "👍", "u2", T0))  # already there
     writer.submit(ops.add_reaction("general-1", "🎉", "u3", "2026-01-01T00:00:01.000Z"))
@@ -540,6 +543,12 @@ async def test_conversations_reactions_replies_and_dm_parity(
     page = await db.replies_page("general-1", limit=2)
     assert [m.seq for m in page] == [3, 4]
     assert [m.seq for m in await db.replies_page("general-1", before=3, limit=2)] == [2]
+    writer.submit(ops.delete_message("general-3", T0))
+    for _ in range(4):  # never below 0
+        writer.submit(ops.count_reply("general-1", -1))
+    await writer.execute(ops.count_reply("general-1", 1))
+    assert (await db.message_by_id("general-1")).reply_count == 1  # type: ignore[union-attr]
+    assert [m.seq for m in await db.replies_page("general-1", limit=5)] == [2, 4]  # live only
 
 
 async def test_search_ranks_marks_pages_and_follows_edits(

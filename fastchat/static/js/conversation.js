@@ -22,6 +22,7 @@ export class Conversation {
     this.lastReadSeq = 0; // the user's read marker: every seq up to it is read
     this.dividerSeq = null; // "new messages" go after this seq (set when opened with unread)
     this.peerReadSeq = null; // in a DM: the other user has read up to this seq
+    this.readers = new Map(); // in a room: userId -> the seq that member has read up to
   }
 
   /** Messages in display order: stored ones by seq, then pending ones as sent. */

@@ -10,6 +10,14 @@ export function typingText(names) {
   return 'Several people are typing…';
 }
 
+/** "Seen by Alice", "Seen by Alice, Bob and Carol", "Seen by Alice, Bob, Carol and 2 others". */
+export function seenByText(names) {
+  if (names.length === 1) return `Seen by ${names[0]}`;
+  if (names.length <= 3) return `Seen by ${names.slice(0, -1).join(', ')} and ${names.at(-1)}`;
+  const others = names.length - 3;
+  return `Seen by ${names.slice(0, 3).join(', ')} and ${others} ${others === 1 ? 'other' : 'others'}`;
+}
+
 /** Local calendar day of an ISO timestamp, as a comparable key. */
 export function dayKey(iso) {
   const d = new Date(iso);

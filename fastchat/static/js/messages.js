@@ -2,7 +2,7 @@
 // changed, keeps focus in an inline edit, and keeps the scroll position steady.
 import { blobUrl } from './api.js';
 import { el } from './dom.js';
-import { dayKey, dayLabel, fileSize, sameGroup, timeLabel } from './format.js';
+import { dayKey, dayLabel, fileSize, sameGroup, seenByText, timeLabel } from './format.js';
 import { render as renderMarkdown } from './markdown.js';
 
 const STICK_PX = 48;
@@ -12,7 +12,8 @@ const TOUCH = matchMedia('(hover: none)');
  * Renders one conversation into `container`. `ctx` supplies the view's knowledge:
  * me, token, isPending(msg), isEditing(msg), findMessage(id), canEdit(msg),
  * canDelete(msg), canReply, canReact, isMentionOfMe(name), dividerSeq ("new messages" after
- * it, or null), seenSeq (the DM peer has read up to it, or null), and the actions onReply, onEdit, onDelete, onAuthor, onSaveEdit(msg, text),
+ * it, or null), seenSeq (the DM peer has read up to it, or null), readers (in a room: userId ->
+ * the seq they have read up to, or null), nameOf(userId), and the actions onReply, onEdit, onDelete, onAuthor, onSaveEdit(msg, text),
  * onCancelEdit(), onReact(msg, emoji, add), onPickReaction(msg, event), onOpenThread(msg).
  */
 export class MessageList {
@@ -20,6 +21,7 @@ export class MessageList {
     this.container = container;
     this.nodes = new Map();
     this.separators = new Map();
+    this.receipts = new Map(); // message id -> its "Seen by …" line
     this.empty = el('p', { class: 'empty-state', text: 'No messages yet. Say hello!' });
     this.divider = el('div', { class: 'new-divider', role: 'separator' }, el('span', { text: 'New messages' }));
     // Whether the view follows the newest message: kept across content that grows later
@@ -50,6 +52,7 @@ export class MessageList {
   reset() {
     this.nodes.clear();
     this.separators.clear();
+    this.receipts.clear();
     this.container.replaceChildren();
     this.pinned = true;
   }
@@ -77,6 +80,7 @@ export class MessageList {
     let focusEdit = null;
     let dividerDue = ctx.dividerSeq != null;
     let seen = null; // the newest own message the DM peer has read
+    const readBy = readersByMessage(messages, ctx);
     for (const msg of messages) {
       const day = dayKey(msg.timestamp);
       if (!prev || dayKey(prev.timestamp) !== day) {
@@ -106,12 +110,15 @@ export class MessageList {
       if (ctx.seenSeq != null && msg.userId === ctx.me.id && msg.seq <= ctx.seenSeq) seen = node.element;
       liveKeys.add(key);
       desired.push(node.element);
+      const readers = readBy.get(key);
+      if (readers) desired.push(this.receipt(key, seenByText(readers)));
       prev = msg;
     }
     seen?.classList.add('seen');
     if (desired.length === 0 && loaded) desired.push(this.empty);
     for (const key of this.nodes.keys()) if (!liveKeys.has(key)) this.nodes.delete(key);
     for (const day of this.separators.keys()) if (!liveDays.has(day)) this.separators.delete(day);
+    for (const key of this.receipts.keys()) if (!readBy.has(key)) this.receipts.delete(key);
 
     let cursor = c.firstChild;
     for (const node of desired) {
@@ -130,6 +137,38 @@ export class MessageList {
     this.pinned = this.nearBottom;
     focusEdit?.focus();
   }
+
+  /** The "Seen by …" line under message `key`, made once and kept. */
+  receipt(key, text) {
+    let line = this.receipts.get(key);
+    if (!line) {
+      line = el('div', { class: 'read-by' });
+      this.receipts.set(key, line);
+    }
+    if (line.textContent !== text) line.textContent = text;
+    return line;
+  }
+}
+
+/**
+ * Where room read receipts go: message id -> the names of the members whose newest read
+ * message it is (not counting a member under their own message: that they read it is plain).
+ */
+function readersByMessage(messages, ctx) {
+  const placed = new Map();
+  if (!ctx.readers) return placed;
+  const stored = messages.filter((m) => m.seq != null && m.id);
+  for (const [userId, seq] of ctx.readers) {
+    let at = null;
+    for (const m of stored) {
+      if (m.seq > seq) break;
+      at = m;
+    }
+    if (!at || at.userId === userId) continue;
+    if (!placed.has(at.id)) placed.set(at.id, []);
+    placed.get(at.id).push(ctx.nameOf(userId));
+  }
+  return placed;
 }
 
 function quoteOf(msg, ctx) {

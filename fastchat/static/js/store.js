@@ -422,9 +422,13 @@ export class ChatStore {
     return c.key;
   }
 
-  /** read_receipt: the key of a DM conversation whose peer read further, or null (rooms). */
+  /** read_receipt: the key of the conversation (a DM's peer, or a room's member) read further. */
   readReceipt({ roomId, userId, seq }) {
-    if (roomId) return null;
+    if (roomId) {
+      const c = this.conv(roomKey(roomId));
+      if (userId !== this.me.id) c.readers.set(userId, Math.max(c.readers.get(userId) ?? 0, seq));
+      return c.key;
+    }
     const c = this.conv(dmKey(userId));
     c.peerReadSeq = Math.max(c.peerReadSeq ?? 0, seq);
     return c.key;
@@ -587,6 +591,8 @@ export class ChatStore {
    * or null for a message not held here.
    */
   messageDeleted({ messageId, roomId }) {
+    // A deleted reply leaves the open thread (the server no longer lists it there).
+    if (this.thread && this.thread.id !== messageId) this.thread.messages.delete(messageId);
     const holders = this.holders(messageId);
     if (!holders.length) return null;
     for (const c of holders) {

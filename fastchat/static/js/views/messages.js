@@ -27,6 +27,8 @@ export class MessagesView {
       get canReact() { return Boolean(store.view); },
       get dividerSeq() { return store.current?.dividerSeq ?? null; },
       get seenSeq() { return store.current?.peerReadSeq ?? null; },
+      get readers() { return store.current?.readers.size ? store.current.readers : null; },
+      nameOf: (userId) => store.nameOf(userId),
       isPending: (m) => store.isPending(m),
       isEditing: (m) => store.isEditing(m),
       findMessage: (id) => store.findMessage(id),
