@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -20,7 +21,15 @@ from fastchat.storage import base, ops, postgres, sqlite
 from loadtest import store_postgres as bench
 from tests.support.postgres import PostgresCluster
 from tests.support.waiting import wait_until
-from tests.unit.test_store import T0, Results, check_account_changes_and_sessions, dm, msg
+from tests.unit.test_store import (
+    NOW,
+    T0,
+    Results,
+    check_account_changes_and_sessions,
+    dm,
+    iso,
+    msg,
+)
 
 
 @pytest.fixture
@@ -82,6 +91,47 @@ def test_migrations_are_idempotent_and_numbered_like_sqlite(config: StorageConfi
     assert state.max_dm_seq == 0 and state.clean
 
 
+def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
+    config: StorageConfig,
+) -> None:
+    # A database of the schema before the clientId window (migration 4), as servers have it.
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        for script in postgres.MIGRATIONS[:4]:
+            conn.execute(script)  # type: ignore[arg-type]
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '4')")
+    now = time.time()
+    stamps = [T0, iso(now - 7200), iso(now - 3600), NOW]  # the last two: in the window
+    for seq, stamp in enumerate(stamps, start=1):
+        sql(
+            config,
+            postgres.STATEMENTS["insert_message"],
+            msg(seq, client_id=f"c{seq}", created_at=stamp)[1],
+        )
+        sql(
+            config,
+            postgres.STATEMENTS["insert_dm"],
+            dm(seq, client_id=f"k{seq}", created_at=stamp)[1],
+        )
+
+    s = postgres.PostgresStore(config)
+    state = s.open()
+    assert state.max_room_seq["general"] == 4 and state.max_dm_seq == 4
+    page = asyncio.run(s.messages_page("general", limit=10))
+    assert [(m.seq, m.client_id, m.created_at) for m in page] == [
+        (seq, f"c{seq}", stamp) for seq, stamp in enumerate(stamps, start=1)
+    ]
+    found = [asyncio.run(s.message_by_client_id("u1", f"c{seq}")) for seq in (1, 2, 3, 4)]
+    assert [row.seq if row else None for row in found] == [None, None, 3, 4]
+    found_dms = [asyncio.run(s.dm_by_client_id("u0", f"k{seq}")) for seq in (1, 2, 3, 4)]
+    assert [row.seq if row else None for row in found_dms] == [None, None, 3, 4]
+    assert sorted(s.client_keys()) == ["u0\0dm:k3", "u0\0dm:k4", "u1\0c3", "u1\0c4"]
+    s.close()
+    assert sql(config, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(len(postgres.MIGRATIONS)),)
+    ]
+
+
 def test_newer_schema_is_refused(config: StorageConfig) -> None:
     postgres.PostgresStore(config).open()
     sql(config, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
@@ -114,16 +164,18 @@ async def test_startup_state_client_keys_and_mutes(
     db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind, config: StorageConfig
 ) -> None:
     for seq in (1, 2, 7):
-        await writer.execute(msg(seq, client_id=f"c{seq}"))
+        await writer.execute(msg(seq, client_id=f"c{seq}", created_at=NOW))
+    await writer.execute(msg(8, client_id="c8"))  # T0: outside the clientId window
     await writer.execute(msg(3, room="tech"))
     for seq in (4, 9):
-        await writer.execute(dm(seq, client_id=f"k{seq}"))
+        await writer.execute(dm(seq, client_id=f"k{seq}", created_at=NOW))
+    await writer.execute(dm(10, client_id="k10"))
     await writer.execute(ops.set_mute("general", "u1", 4e9))
     await writer.execute(ops.set_mute("general", "u2", 1.0))  # long over
     reopened = postgres.PostgresStore(config)
     state = reopened.open()
-    assert state.max_room_seq == {"general": 7, "random": 0, "tech": 3}
-    assert state.max_dm_seq == 9
+    assert state.max_room_seq == {"general": 8, "random": 0, "tech": 3}
+    assert state.max_dm_seq == 10
     assert sorted(reopened.client_keys()) == [
         "u0\0dm:k4", "u0\0dm:k9", "u1\0c1", "u1\0c2", "u1\0c7",
     ]  # fmt: skip
@@ -192,7 +244,7 @@ async def test_messages_pages_lookups_and_dms(
     db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind
 ) -> None:
     for seq in range(1, 11):
-        writer.submit(msg(seq, client_id=f"c{seq}"))
+        writer.submit(msg(seq, client_id=f"c{seq}", created_at=NOW))
     await writer.execute(msg(1, room="tech"))
 
     async def seqs(**kw: int | None) -> list[int]:
@@ -212,9 +264,12 @@ async def test_messages_pages_lookups_and_dms(
     assert deleted is not None and (deleted.content, deleted.deleted_at) == ("", T0)
     assert await db.message_by_client_id("u1", "c4") == await db.message_by_id("general-4")
     assert await db.message_by_client_id("u2", "c4") is None
+    with pytest.raises(base.Duplicate):  # same user, same client id, same hour
+        await writer.execute(msg(11, client_id="c4", created_at=NOW))
+    await writer.execute(msg(11, client_id="c4"))  # another hour: outside the window
 
     for seq in (1, 2, 3):
-        await writer.execute(dm(seq, client_id=f"d{seq}"))
+        await writer.execute(dm(seq, client_id=f"d{seq}", created_at=NOW))
     await writer.execute(dm(4, sender="u1", recipient="u9"))
     assert [m.seq for m in await db.dm_page("u1", "u0", limit=10)] == [1, 2, 3]
     assert [m.seq for m in await db.dm_page("u0", "u1", before=3, limit=1)] == [2]
