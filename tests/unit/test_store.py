@@ -23,16 +23,10 @@ from fastchat.errors import Overloaded, StorageUnavailable
 from fastchat.names import skeleton
 from fastchat.storage import base, ops, sqlite
 from tests.support.server import ROOT
+from tests.support.stamps import in_window, iso, out_of_window
 from tests.support.waiting import wait_until
 
 T0 = "2026-01-01T00:00:00.000Z"
-
-
-def iso(at: float) -> str:
-    """``at`` (Unix seconds) as the server stamps ``created_at``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(at))
-
-
 NOW = iso(time.time())
 """Within the clientId window (base.dedupe_hours) for the next hour at least; T0 is not."""
 
@@ -221,7 +215,7 @@ def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
     old = apsw.Connection(str(config.path))
     old.pragma("journal_mode", "wal")
     now = time.time()
-    stamps = [T0, iso(now - 7200), iso(now - 3600), NOW]  # the last two: in the window
+    stamps = [T0, iso(out_of_window(now)), iso(in_window(now)), NOW]  # the last two: in it
     with old:
         for number, script in enumerate(sqlite.MIGRATIONS[:4], start=1):
             old.execute(script)

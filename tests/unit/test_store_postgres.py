@@ -20,6 +20,7 @@ from fastchat.names import skeleton
 from fastchat.storage import base, ops, postgres, sqlite
 from loadtest import store_postgres as bench
 from tests.support.postgres import PostgresCluster
+from tests.support.stamps import in_window, iso, out_of_window
 from tests.support.waiting import wait_until
 from tests.unit.test_store import (
     NOW,
@@ -27,7 +28,6 @@ from tests.unit.test_store import (
     Results,
     check_account_changes_and_sessions,
     dm,
-    iso,
     msg,
 )
 
@@ -101,7 +101,7 @@ def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
             conn.execute(script)  # type: ignore[arg-type]
         conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '4')")
     now = time.time()
-    stamps = [T0, iso(now - 7200), iso(now - 3600), NOW]  # the last two: in the window
+    stamps = [T0, iso(out_of_window(now)), iso(in_window(now)), NOW]  # the last two: in it
     for seq, stamp in enumerate(stamps, start=1):
         sql(
             config,
