@@ -131,7 +131,8 @@ def _template(prefill: int, client_ids: str, content_bytes: int, cache: Path = C
     """The pre-filled database for this schema and fill, built once in ``cache``.
 
     Its messages were sent over the :data:`PREFILL_DAYS` before the build, in order, as on
-    a server that has run for a while (so none is in the current clientId hour).
+    a server that has run for a while, and up to two hours before it: none is in the
+    clientId window of the run (``base.dedupe_hours``), whose writes are the measured ones.
     """
     cache.mkdir(parents=True, exist_ok=True)
     building = cache / "store-template.building"
@@ -156,8 +157,8 @@ def _template(prefill: int, client_ids: str, content_bytes: int, cache: Path = C
     conn.pragma("cache_size", -4_000_000)  # KiB: the whole fill stays in memory
     seqs = dict.fromkeys(ROOMS, 0)
     sql = sqlite.STATEMENTS["insert_message"]
-    gap = PREFILL_DAYS * 86400 / max(prefill, 1)
     since = time.time() - PREFILL_DAYS * 86400
+    gap = (PREFILL_DAYS * 86400 - 2 * 3600) / max(prefill, 1)  # ending 2 h ago
     for first in range(0, prefill, PREFILL_CHUNK):
         ops = _messages(
             min(PREFILL_CHUNK, prefill - first),
