@@ -127,12 +127,20 @@ def _messages(
     return ops
 
 
+def prefill_sent_at(now: float, first: int, prefill: int) -> Callable[[int], str]:
+    """``created_at`` of the prefilled messages from the ``first``-th on: ``prefill`` of them
+    spread over the :data:`PREFILL_DAYS` before ``now``, the last two hours before it, so
+    that none is in the clientId window of the run (``base.dedupe_hours``)."""
+    since = now - PREFILL_DAYS * 86400
+    gap = (PREFILL_DAYS * 86400 - 2 * 3600) / max(prefill, 1)
+    return lambda i: _iso(since + (first + i) * gap)
+
+
 def _template(prefill: int, client_ids: str, content_bytes: int, cache: Path = CACHE) -> Path:
     """The pre-filled database for this schema and fill, built once in ``cache``.
 
-    Its messages were sent over the :data:`PREFILL_DAYS` before the build, in order, as on
-    a server that has run for a while, and up to two hours before it: none is in the
-    clientId window of the run (``base.dedupe_hours``), whose writes are the measured ones.
+    Its messages are dated as on a server that has run for a while
+    (:func:`prefill_sent_at`).
     """
     cache.mkdir(parents=True, exist_ok=True)
     building = cache / "store-template.building"
@@ -157,16 +165,11 @@ def _template(prefill: int, client_ids: str, content_bytes: int, cache: Path = C
     conn.pragma("cache_size", -4_000_000)  # KiB: the whole fill stays in memory
     seqs = dict.fromkeys(ROOMS, 0)
     sql = sqlite.STATEMENTS["insert_message"]
-    since = time.time() - PREFILL_DAYS * 86400
-    gap = (PREFILL_DAYS * 86400 - 2 * 3600) / max(prefill, 1)  # ending 2 h ago
+    since = time.time()
     for first in range(0, prefill, PREFILL_CHUNK):
+        count = min(PREFILL_CHUNK, prefill - first)
         ops = _messages(
-            min(PREFILL_CHUNK, prefill - first),
-            seqs,
-            client_ids,
-            content_bytes,
-            first,
-            lambda i, first=first: _iso(since + (first + i) * gap),  # type: ignore[misc]
+            count, seqs, client_ids, content_bytes, first, prefill_sent_at(since, first, prefill)
         )
         with conn:
             conn.executemany(sql, [params for _, params in ops])

@@ -446,8 +446,10 @@ async def test_server_down_is_retried_until_it_returns(
 
 def test_the_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     bench.main(["--prefill", "300", "--messages", "500", "--warmup", "100", "--batch-max", "50",
-                "--window", "200", "--rate", "200", "--seconds", "0.5"])  # fmt: skip
+                "--window", "200", "--rate", "200", "--seconds", "0.5",
+                "--client-ids", "random"])  # fmt: skip
     out = capsys.readouterr().out
+    assert "(random clientIds)" in out
     assert "saturated: " in out and "messages/s" in out
     assert "200 msg/s for 0.5 s: ack p50" in out
 
