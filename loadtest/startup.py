@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from loadtest.reads import evict
-from tests.support.server import ServerProcess
+from tests.support.server import ROOT, ServerProcess, write_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,15 +31,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", default=None, help="folder for the copy (a disk!)")
     parser.add_argument("--repeat", type=int, default=3, help="starts, one after the other")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per start")
+    parser.add_argument(
+        "--code", type=Path, default=ROOT, help="the checkout whose fastchat runs (A/B runs)"
+    )
     args = parser.parse_args(argv)
     if not args.db.exists():
         parser.error(f"{args.db}: no such database")
     with tempfile.TemporaryDirectory(prefix="fastchat-startup-", dir=args.dir) as folder:
-        server = ServerProcess.configured(Path(folder))
+        server = ServerProcess(write_config(Path(folder)), Path(folder) / "data", cwd=args.code)
         path = server.data_dir / "chat.db"
         path.parent.mkdir(parents=True)
         shutil.copyfile(args.db, path)
-        print(f"{args.db} ({path.stat().st_size / 2**30:.1f} GiB), copied to {path}")
+        size = path.stat().st_size / 2**30
+        print(f"{args.db} ({size:.1f} GiB), copied to {path}; fastchat of {args.code}")
         for run in range(1, args.repeat + 1):
             evict(path)
             started = time.perf_counter()
