@@ -207,6 +207,35 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
     conn.close()
 
 
+def window_rows() -> list[base.Op]:
+    """A message and a DM from T0, two hours ago, an hour ago and now (the last two in the
+    clientId window): what a database upgraded to the window holds."""
+    now = time.time()
+    stamps = [T0, iso(out_of_window(now)), iso(in_window(now)), NOW]
+    return [
+        op
+        for seq, stamp in enumerate(stamps, start=1)
+        for op in (
+            msg(seq, client_id=f"c{seq}", created_at=stamp),
+            dm(seq, client_id=f"k{seq}", created_at=stamp),
+        )
+    ]
+
+
+def check_window_upgrade(store: base.Store, rows: list[base.Op]) -> None:
+    """``store`` (opened on a migration-4 database holding :func:`window_rows`) kept every
+    message and finds by clientId those of the window only."""
+    page = asyncio.run(store.messages_page("general", limit=10))
+    assert [(m.seq, m.client_id, m.created_at) for m in page] == [
+        (params[2], params[7], params[9]) for name, params in rows if name == "insert_message"
+    ]
+    found = [asyncio.run(store.message_by_client_id("u1", f"c{seq}")) for seq in (1, 2, 3, 4)]
+    assert [row.seq if row else None for row in found] == [None, None, 3, 4]
+    found_dms = [asyncio.run(store.dm_by_client_id("u0", f"k{seq}")) for seq in (1, 2, 3, 4)]
+    assert [row.seq if row else None for row in found_dms] == [None, None, 3, 4]
+    assert sorted(store.client_keys()) == ["u0\0dm:k3", "u0\0dm:k4", "u1\0c3", "u1\0c4"]
+
+
 def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
     config: StorageConfig,
 ) -> None:
@@ -214,40 +243,23 @@ def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
     config.path.parent.mkdir(parents=True)
     old = apsw.Connection(str(config.path))
     old.pragma("journal_mode", "wal")
-    now = time.time()
-    stamps = [T0, iso(out_of_window(now)), iso(in_window(now)), NOW]  # the last two: in it
+    rows = window_rows()
     with old:
         for number, script in enumerate(sqlite.MIGRATIONS[:4], start=1):
             old.execute(script)
             old.pragma("user_version", number)
-        for seq, stamp in enumerate(stamps, start=1):
-            old.execute(
-                sqlite.STATEMENTS["insert_message"],
-                msg(seq, client_id=f"c{seq}", created_at=stamp)[1],
-            )
-            old.execute(
-                sqlite.STATEMENTS["insert_dm"], dm(seq, client_id=f"k{seq}", created_at=stamp)[1]
-            )
+        for name, params in rows:
+            old.execute(sqlite.STATEMENTS[name], params)
     old.close()
 
     s = sqlite.SqliteStore(config)
     state = s.open()
     assert state.max_room_seq["general"] == 4 and state.max_dm_seq == 4
-    page = asyncio.run(s.messages_page("general", limit=10))
-    assert [(m.seq, m.client_id, m.created_at) for m in page] == [
-        (seq, f"c{seq}", stamp) for seq, stamp in enumerate(stamps, start=1)
-    ]
-    # found by clientId: the messages of the current and the previous hour only
-    found = [asyncio.run(s.message_by_client_id("u1", f"c{seq}")) for seq in (1, 2, 3, 4)]
-    assert [row.seq if row else None for row in found] == [None, None, 3, 4]
-    found_dms = [asyncio.run(s.dm_by_client_id("u0", f"k{seq}")) for seq in (1, 2, 3, 4)]
-    assert [row.seq if row else None for row in found_dms] == [None, None, 3, 4]
-    assert sorted(s.client_keys()) == ["u0\0dm:k3", "u0\0dm:k4", "u1\0c3", "u1\0c4"]
+    check_window_upgrade(s, rows)
     s.close()
     conn = apsw.Connection(str(config.path))
     assert conn.pragma("user_version") == len(sqlite.MIGRATIONS)
     conn.close()
-
 
 
 def test_default_rooms(db: sqlite.SqliteStore) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -20,15 +19,16 @@ from fastchat.names import skeleton
 from fastchat.storage import base, ops, postgres, sqlite
 from loadtest import store_postgres as bench
 from tests.support.postgres import PostgresCluster
-from tests.support.stamps import in_window, iso, out_of_window
 from tests.support.waiting import wait_until
 from tests.unit.test_store import (
     NOW,
     T0,
     Results,
     check_account_changes_and_sessions,
+    check_window_upgrade,
     dm,
     msg,
+    window_rows,
 )
 
 
@@ -100,32 +100,14 @@ def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
         for script in postgres.MIGRATIONS[:4]:
             conn.execute(script)  # type: ignore[arg-type]
         conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '4')")
-    now = time.time()
-    stamps = [T0, iso(out_of_window(now)), iso(in_window(now)), NOW]  # the last two: in it
-    for seq, stamp in enumerate(stamps, start=1):
-        sql(
-            config,
-            postgres.STATEMENTS["insert_message"],
-            msg(seq, client_id=f"c{seq}", created_at=stamp)[1],
-        )
-        sql(
-            config,
-            postgres.STATEMENTS["insert_dm"],
-            dm(seq, client_id=f"k{seq}", created_at=stamp)[1],
-        )
+    rows = window_rows()
+    for name, params in rows:
+        sql(config, postgres.STATEMENTS[name], params)
 
     s = postgres.PostgresStore(config)
     state = s.open()
     assert state.max_room_seq["general"] == 4 and state.max_dm_seq == 4
-    page = asyncio.run(s.messages_page("general", limit=10))
-    assert [(m.seq, m.client_id, m.created_at) for m in page] == [
-        (seq, f"c{seq}", stamp) for seq, stamp in enumerate(stamps, start=1)
-    ]
-    found = [asyncio.run(s.message_by_client_id("u1", f"c{seq}")) for seq in (1, 2, 3, 4)]
-    assert [row.seq if row else None for row in found] == [None, None, 3, 4]
-    found_dms = [asyncio.run(s.dm_by_client_id("u0", f"k{seq}")) for seq in (1, 2, 3, 4)]
-    assert [row.seq if row else None for row in found_dms] == [None, None, 3, 4]
-    assert sorted(s.client_keys()) == ["u0\0dm:k3", "u0\0dm:k4", "u1\0c3", "u1\0c4"]
+    check_window_upgrade(s, rows)
     s.close()
     assert sql(config, "SELECT value FROM meta WHERE key = 'schema_version'") == [
         (str(len(postgres.MIGRATIONS)),)
