@@ -54,6 +54,7 @@ CACHE = Path.home() / ".cache" / "fastchat-loadtest"
 ROOMS = ("general", "random", "tech")
 USERS = [str(uuid.UUID(int=random.Random(i).getrandbits(128), version=4)) for i in range(10)]
 PREFILL_CHUNK = 100_000
+PREFILL_DAYS = 30
 _getrandbits = random.Random().getrandbits
 _VARIANT = "89ab"
 
@@ -90,15 +91,26 @@ def _content(rng: random.Random, size: int) -> str:
     return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz  ") for _ in range(size))
 
 
+def _iso(at: float) -> str:
+    """``at`` (Unix seconds) as chat/messages.py stamps ``created_at``."""
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(at))}.{int(at * 1000) % 1000:03d}Z"
+
+
 def _messages(
-    count: int, seqs: dict[str, int], client_ids: str, content_bytes: int, seed: int
+    count: int,
+    seqs: dict[str, int],
+    client_ids: str,
+    content_bytes: int,
+    seed: int,
+    sent_at: Callable[[int], str] | None = None,
 ) -> list[base.Op]:
-    """``count`` insert_message ops as chat/messages.py makes them; advances ``seqs``."""
+    """``count`` insert_message ops as chat/messages.py makes them; advances ``seqs``.
+    ``sent_at(i)`` stamps the ``i``-th (now, by default)."""
     rng = random.Random(seed)
     contents = [_content(rng, content_bytes) for _ in range(64)]
     make_client_id = CLIENT_IDS[client_ids]
     ops = []
-    for _ in range(count):
+    for i in range(count):
         room = rng.choice(ROOMS)
         seqs[room] += 1
         ops.append(
@@ -109,17 +121,30 @@ def _messages(
                 user_id=rng.choice(USERS),
                 content=rng.choice(contents),
                 client_id=make_client_id(),
-                created_at=utc_now_iso(),
+                created_at=utc_now_iso() if sent_at is None else sent_at(i),
             )
         )
     return ops
 
 
-def _template(prefill: int, client_ids: str, content_bytes: int) -> Path:
-    """The pre-filled database for this schema and fill, built once."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    building = CACHE / "store-template.building"
-    for stale in CACHE.glob(building.name + "*"):
+def prefill_sent_at(now: float, first: int, prefill: int) -> Callable[[int], str]:
+    """``created_at`` of the prefilled messages from the ``first``-th on: ``prefill`` of them
+    spread over the :data:`PREFILL_DAYS` before ``now``, the last two hours before it, so
+    that none is in the clientId window of the run (``base.dedupe_hours``)."""
+    since = now - PREFILL_DAYS * 86400
+    gap = (PREFILL_DAYS * 86400 - 2 * 3600) / max(prefill, 1)
+    return lambda i: _iso(since + (first + i) * gap)
+
+
+def _template(prefill: int, client_ids: str, content_bytes: int, cache: Path = CACHE) -> Path:
+    """The pre-filled database for this schema and fill, built once in ``cache``.
+
+    Its messages are dated as on a server that has run for a while
+    (:func:`prefill_sent_at`).
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    building = cache / "store-template.building"
+    for stale in cache.glob(building.name + "*"):
         stale.unlink()
     reader = sqlite.SqliteStore(StorageConfig(path=building))
     reader.open()
@@ -128,9 +153,9 @@ def _template(prefill: int, client_ids: str, content_bytes: int) -> Path:
     schema = repr((sqlite.MIGRATIONS, conn.pragma("page_size")))
     conn.close()
     key = hashlib.sha256(schema.encode()).hexdigest()[:12]
-    path = CACHE / f"store-{key}-{client_ids}-{prefill}-{content_bytes}.db"
+    path = cache / f"store-{key}-{client_ids}-{prefill}-{content_bytes}.db"
     if path.exists():
-        for stale in CACHE.glob(building.name + "*"):
+        for stale in cache.glob(building.name + "*"):
             stale.unlink()
         return path
     print(f"pre-filling {prefill:,} messages ({client_ids} clientIds) into {path} ...")
@@ -140,8 +165,12 @@ def _template(prefill: int, client_ids: str, content_bytes: int) -> Path:
     conn.pragma("cache_size", -4_000_000)  # KiB: the whole fill stays in memory
     seqs = dict.fromkeys(ROOMS, 0)
     sql = sqlite.STATEMENTS["insert_message"]
+    since = time.time()
     for first in range(0, prefill, PREFILL_CHUNK):
-        ops = _messages(min(PREFILL_CHUNK, prefill - first), seqs, client_ids, content_bytes, first)
+        count = min(PREFILL_CHUNK, prefill - first)
+        ops = _messages(
+            count, seqs, client_ids, content_bytes, first, prefill_sent_at(since, first, prefill)
+        )
         with conn:
             conn.executemany(sql, [params for _, params in ops])
     conn.pragma("wal_checkpoint(TRUNCATE)")
@@ -319,7 +348,7 @@ async def _run_once(path: Path, args: argparse.Namespace) -> Result:
 
 def run(args: argparse.Namespace) -> Result:
     """Copy the template into a fresh folder and measure one run."""
-    template = _template(args.prefill, args.client_ids, args.content_bytes)
+    template = _template(args.prefill, args.client_ids, args.content_bytes, args.cache_dir)
     with tempfile.TemporaryDirectory(prefix="fastchat-store-", dir=args.dir) as folder:
         path = Path(folder) / "fastchat.db"
         shutil.copyfile(template, path)
@@ -350,6 +379,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per clientId kind")
     parser.add_argument("--dir", default=None, help="folder for the run's database (a disk!)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=CACHE, help="folder of the pre-filled templates"
+    )
     parser.add_argument("--json", type=Path, default=None, help="append results as JSON lines")
     args = parser.parse_args(argv)
     if args.messages < 1 or args.warmup < 1:

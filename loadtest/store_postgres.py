@@ -3,7 +3,8 @@
 The real :class:`fastchat.storage.postgres.PostgresWriteBehind` against a throwaway
 PostgreSQL cluster started for the run (``tests/support/postgres.py``, fsync on: durable
 commits), its database first filled with ``--prefill`` messages. The ops are built as
-``loadtest/store.py`` builds them (time-ordered clientIds, 10 users, 3 rooms).
+``loadtest/store.py`` builds them (``--client-ids``: time-ordered or random, 10 users,
+3 rooms; the prefill dated over the month before, as ``loadtest.store`` dates it).
 
 * ``saturated``: ``--window`` messages in flight, as fast as the writer commits them
   (``loadtest.store``'s producer); the clock runs from the ``--warmup``-th ack.
@@ -28,7 +29,7 @@ import uvloop
 
 from fastchat.config import StorageConfig
 from fastchat.storage import base, postgres
-from loadtest.store import ROOMS, _messages, _produce
+from loadtest.store import ROOMS, _messages, _produce, prefill_sent_at
 from tests.support.postgres import PostgresCluster, bin_dir
 
 
@@ -38,7 +39,7 @@ def _percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered) * 1000:.2f} / p99 {p99 * 1000:.2f} ms"
 
 
-def _prefill(config: StorageConfig, count: int) -> dict[str, int]:
+def _prefill(config: StorageConfig, count: int, client_ids: str) -> dict[str, int]:
     """``count`` messages COPYed in; returns each room's last seq."""
     store = postgres.PostgresStore(config)
     store.open()
@@ -46,9 +47,11 @@ def _prefill(config: StorageConfig, count: int) -> dict[str, int]:
     seqs = dict.fromkeys(ROOMS, 0)
     columns = "id, room_id, seq, user_id, content, message_type, reply_to, client_id,"
     columns += " attachment_id, created_at"
+    now = time.time()
     with psycopg.connect(config.dsn, autocommit=True) as conn:
         for first in range(0, count, 100_000):
-            ops = _messages(min(100_000, count - first), seqs, "v7", 100, first)
+            sent_at = prefill_sent_at(now, first, count)
+            ops = _messages(min(100_000, count - first), seqs, client_ids, 100, first, sent_at)
             with (
                 conn.transaction(),
                 conn.cursor() as cursor,
@@ -61,7 +64,7 @@ def _prefill(config: StorageConfig, count: int) -> dict[str, int]:
 
 
 async def _saturated(config: StorageConfig, seqs: dict[str, int], args: argparse.Namespace):
-    ops = _messages(args.warmup + args.messages, seqs, "v7", 100, seed=-1)
+    ops = _messages(args.warmup + args.messages, seqs, args.client_ids, 100, seed=-1)
     writer = postgres.PostgresWriteBehind(config, asyncio.get_running_loop())
     writer.start()
     low = max(args.window - config.batch_max, 0)
@@ -79,7 +82,7 @@ async def _saturated(config: StorageConfig, seqs: dict[str, int], args: argparse
 
 async def _at_rate(config: StorageConfig, seqs: dict[str, int], args: argparse.Namespace):
     total = int(args.rate * args.seconds)
-    ops = _messages(total, seqs, "v7", 100, seed=-2)
+    ops = _messages(total, seqs, args.client_ids, 100, seed=-2)
     loop = asyncio.get_running_loop()
     writer = postgres.PostgresWriteBehind(config, loop)
     writer.start()
@@ -114,6 +117,7 @@ async def _at_rate(config: StorageConfig, seqs: dict[str, int], args: argparse.N
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.store_postgres", description=__doc__)
     parser.add_argument("--prefill", type=int, default=1_000_000, help="messages stored first")
+    parser.add_argument("--client-ids", choices=("v7", "random"), default="v7")
     parser.add_argument("--messages", type=int, default=500_000, help="messages measured")
     parser.add_argument("--warmup", type=int, default=50_000)
     parser.add_argument("--window", type=int, default=10_000, help="messages in flight")
@@ -141,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
             flush_interval_ms=args.flush_interval_ms,
             queue_max=max(args.window * 2, StorageConfig().queue_max),
         )
-        print(f"prefilling {args.prefill:,} messages ...", flush=True)
-        seqs = _prefill(config, args.prefill)
+        print(f"prefilling {args.prefill:,} messages ({args.client_ids} clientIds) ...", flush=True)
+        seqs = _prefill(config, args.prefill, args.client_ids)
         uvloop.run(_saturated(config, seqs, args))
         uvloop.run(_at_rate(config, seqs, args))
     finally:

@@ -8,6 +8,7 @@ start-up state) and :class:`Writer` (the write-behind queue). Nothing outside
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +21,22 @@ OnDone = Callable[[BaseException | None], None]
 
 FOREVER = 253402300799.0
 """A ban/mute deadline meaning "permanent" (9999-12-31T23:59:59Z as a Unix time)."""
+
+
+DEDUPE_HOUR_SQL = "substr(created_at, 1, 13)"
+"""A message's clientId hour: the first 13 characters of ``created_at``
+(``2026-11-25T20``), the first column of the clientId indexes of both backends. A new
+hour starts a new part of the index, so only the current hour's part takes random inserts."""
+
+
+def dedupe_hours(now: float | None = None) -> tuple[str, str]:
+    """The current and the previous clientId hour: the window in which a resent clientId is
+    found (docs/durability.md, "Resending after a reconnect")."""
+    now = time.time() if now is None else now
+    return (
+        time.strftime("%Y-%m-%dT%H", time.gmtime(now)),
+        time.strftime("%Y-%m-%dT%H", time.gmtime(now - 3600)),
+    )
 
 
 class StorageError(Exception):

@@ -40,6 +40,7 @@ from psycopg import errors as pg_errors
 from fastchat.config import StorageConfig
 from fastchat.errors import StorageUnavailable
 from fastchat.storage.base import (
+    DEDUPE_HOUR_SQL,
     AuditRow,
     ConversationRow,
     DirectMessageRow,
@@ -52,6 +53,7 @@ from fastchat.storage.base import (
     StartupState,
     StorageError,
     UserRow,
+    dedupe_hours,
 )
 from fastchat.storage.ops import dm_pair
 from fastchat.storage.writebehind import BatchWriter, Entry, entry_name
@@ -289,6 +291,16 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX direct_messages_attachment ON direct_messages (attachment_id)
         WHERE attachment_id IS NOT NULL;
     """,
+    # As SQLite's: clientIds unique per user within an hour of created_at (base.DEDUPE_HOUR_SQL).
+    """
+    DROP INDEX messages_client_user;
+    CREATE UNIQUE INDEX messages_client_hour
+        ON messages (substr(created_at, 1, 13), client_id, user_id) WHERE client_id IS NOT NULL;
+    DROP INDEX direct_messages_client_sender;
+    CREATE UNIQUE INDEX direct_messages_client_hour
+        ON direct_messages (substr(created_at, 1, 13), client_id, sender_id)
+        WHERE client_id IS NOT NULL;
+    """,
 ]
 """Schema scripts; script ``i`` brings the database to schema version ``i + 1`` (the same
 numbers as :data:`fastchat.storage.sqlite.MIGRATIONS`, kept in the ``meta`` table)."""
@@ -317,6 +329,13 @@ _FILE_SELECT = (
     " (SELECT d.id FROM direct_messages d WHERE d.attachment_id = f.id)"
     " FROM files f WHERE f.id = %s"
 )
+
+# The clientIds of the window (read once at start for the filter of acks.Acks).
+_WINDOW_KEYS_SQL = {
+    table: f"SELECT {sender}, client_id FROM {table}"
+    f" WHERE {DEDUPE_HOUR_SQL} = ANY(%s) AND client_id IS NOT NULL"
+    for table, sender in (("messages", "user_id"), ("direct_messages", "sender_id"))
+}
 
 PAGE_SQL: dict[str, str] = {
     "latest": f"{_MESSAGE_SELECT} WHERE room_id = %s ORDER BY seq DESC LIMIT %s",
@@ -472,18 +491,18 @@ class PostgresStore:
         return {row[0] for row in rows.fetchall()}
 
     def client_keys(self) -> Iterator[str]:
-        """``user \0 clientId`` of every stored message and (``user \0 dm:clientId``) DM."""
+        """``user \0 clientId`` of every message and (``user \0 dm:clientId``) DM stored in
+        the clientId window (:func:`~fastchat.storage.base.dedupe_hours`)."""
         db = self._startup_db()
+        hours = list(dedupe_hours())
         with db.transaction(), db.cursor(name="client_keys") as cursor:
             cursor.itersize = 10_000
-            cursor.execute("SELECT user_id, client_id FROM messages WHERE client_id IS NOT NULL")
+            cursor.execute(_WINDOW_KEYS_SQL["messages"], (hours,))
             for user_id, client_id in cursor:
                 yield f"{user_id}\0{client_id}"
         with db.transaction(), db.cursor(name="dm_client_keys") as cursor:
             cursor.itersize = 10_000
-            cursor.execute(
-                "SELECT sender_id, client_id FROM direct_messages WHERE client_id IS NOT NULL"
-            )
+            cursor.execute(_WINDOW_KEYS_SQL["direct_messages"], (hours,))
             for sender_id, client_id in cursor:
                 yield f"{sender_id}\0dm:{client_id}"
 
@@ -583,9 +602,12 @@ class PostgresStore:
         return MessageRow(*row) if row else None
 
     async def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
-        """The message ``user_id`` sent with this client id (for idempotent retries)."""
+        """The message ``user_id`` sent with this client id in the clientId window (for
+        idempotent retries)."""
         row = await self._one(
-            f"{_MESSAGE_SELECT} WHERE client_id = %s AND user_id = %s", (client_id, user_id)
+            f"{_MESSAGE_SELECT} WHERE {DEDUPE_HOUR_SQL} = ANY(%s) AND client_id = %s"
+            " AND user_id = %s",
+            (list(dedupe_hours()), client_id, user_id),
         )
         return MessageRow(*row) if row else None
 
@@ -604,9 +626,10 @@ class PostgresStore:
         return [DirectMessageRow(*row) for row in reversed(rows)]
 
     async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
-        """The direct message ``sender_id`` sent with this client id."""
+        """The direct message ``sender_id`` sent with this client id in the clientId window."""
         row = await self._one(
-            f"{_DM_SELECT} WHERE client_id = %s AND sender_id = %s", (client_id, sender_id)
+            f"{_DM_SELECT} WHERE {DEDUPE_HOUR_SQL} = ANY(%s) AND client_id = %s AND sender_id = %s",
+            (list(dedupe_hours()), client_id, sender_id),
         )
         return DirectMessageRow(*row) if row else None
 

@@ -35,6 +35,7 @@ import orjson
 from fastchat.config import StorageConfig
 from fastchat.errors import StorageUnavailable
 from fastchat.storage.base import (
+    DEDUPE_HOUR_SQL,
     AuditRow,
     ConversationRow,
     DirectMessageRow,
@@ -47,6 +48,7 @@ from fastchat.storage.base import (
     StartupState,
     StorageError,
     UserRow,
+    dedupe_hours,
 )
 from fastchat.storage.ops import dm_pair
 from fastchat.storage.writebehind import BatchWriter, Entry, entry_name
@@ -272,6 +274,17 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX direct_messages_attachment ON direct_messages (attachment_id)
         WHERE attachment_id IS NOT NULL;
     """,
+    # Issue 18: clientIds are unique per user within an hour of created_at (base.DEDUPE_HOUR_SQL),
+    # so random clientIds take random inserts only in the current hour's part of the index.
+    """
+    DROP INDEX messages_client_user;
+    CREATE UNIQUE INDEX messages_client_hour
+        ON messages (substr(created_at, 1, 13), client_id, user_id) WHERE client_id IS NOT NULL;
+    DROP INDEX direct_messages_client_sender;
+    CREATE UNIQUE INDEX direct_messages_client_hour
+        ON direct_messages (substr(created_at, 1, 13), client_id, sender_id)
+        WHERE client_id IS NOT NULL;
+    """,
 ]
 """Schema scripts; script ``i`` brings the database to ``PRAGMA user_version = i + 1``."""
 
@@ -296,6 +309,13 @@ _FILE_SELECT = (
     " (SELECT d.id FROM direct_messages d WHERE d.attachment_id = f.id)"
     " FROM files f WHERE f.id = ?"
 )
+
+# The clientIds of the window (read once at start for the filter of acks.Acks).
+_WINDOW_KEYS_SQL = {
+    table: f"SELECT {sender}, client_id FROM {table}"
+    f" WHERE {DEDUPE_HOUR_SQL} IN (?, ?) AND client_id IS NOT NULL"
+    for table, sender in (("messages", "user_id"), ("direct_messages", "sender_id"))
+}
 
 # The history queries, kept apart so tests can check their plans use the (room_id, seq)
 # and (pair, seq) indexes: O(log n + page) whatever the history length.
@@ -490,21 +510,22 @@ class SqliteStore:
         return MessageRow(*row) if row else None
 
     def client_keys(self) -> Iterator[str]:
-        """``user \0 clientId`` of every stored message and (``user \0 dm:clientId``) DM."""
-        for user_id, client_id in self._db.execute(
-            "SELECT user_id, client_id FROM messages WHERE client_id IS NOT NULL"
-        ):
+        """``user \0 clientId`` of every message and (``user \0 dm:clientId``) DM stored in
+        the clientId window (:func:`~fastchat.storage.base.dedupe_hours`)."""
+        hours = dedupe_hours()
+        for user_id, client_id in self._db.execute(_WINDOW_KEYS_SQL["messages"], hours):
             yield f"{user_id}\0{client_id}"
-        for sender_id, client_id in self._db.execute(
-            "SELECT sender_id, client_id FROM direct_messages WHERE client_id IS NOT NULL"
-        ):
+        for sender_id, client_id in self._db.execute(_WINDOW_KEYS_SQL["direct_messages"], hours):
             yield f"{sender_id}\0dm:{client_id}"
 
     @_read
     async def message_by_client_id(self, user_id: str, client_id: str) -> MessageRow | None:
-        """The message ``user_id`` sent with this client id (for idempotent retries)."""
+        """The message ``user_id`` sent with this client id in the clientId window (for
+        idempotent retries)."""
         row = self._one(
-            f"{_MESSAGE_SELECT} WHERE user_id = ? AND client_id = ?", (user_id, client_id)
+            f"{_MESSAGE_SELECT} WHERE {DEDUPE_HOUR_SQL} IN (?, ?) AND client_id = ?"
+            " AND user_id = ?",
+            (*dedupe_hours(), client_id, user_id),
         )
         return MessageRow(*row) if row else None
 
@@ -531,9 +552,11 @@ class SqliteStore:
 
     @_read
     async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
-        """The direct message ``sender_id`` sent with this client id."""
+        """The direct message ``sender_id`` sent with this client id in the clientId window."""
         row = self._one(
-            f"{_DM_SELECT} WHERE sender_id = ? AND client_id = ?", (sender_id, client_id)
+            f"{_DM_SELECT} WHERE {DEDUPE_HOUR_SQL} IN (?, ?) AND client_id = ?"
+            " AND sender_id = ?",
+            (*dedupe_hours(), client_id, sender_id),
         )
         return DirectMessageRow(*row) if row else None
 

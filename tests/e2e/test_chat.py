@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import orjson
@@ -12,6 +13,7 @@ from tests.support.accounts import PASSWORD, register
 from tests.support.client import ChatClient, joined
 from tests.support.frames import OP_TEXT, client_frame
 from tests.support.rawws import RawWS
+from tests.support.stamps import in_window, iso, out_of_window
 
 
 async def test_accounts_register_login_me_and_rooms(server):
@@ -147,6 +149,61 @@ async def test_idempotent_resend_is_not_stored_twice(server):
     alice.send(type="get_room_history", roomId="general")
     history = await alice.expect("room_history")
     assert sum(1 for m in history["messages"] if m["clientId"] == "same-id") == 1
+    await alice.close()
+
+
+async def test_resend_is_deduplicated_within_the_client_id_window_only(server):
+    # docs/durability.md: a resend finds its original if that was stored in the current or
+    # the previous UTC hour (by created_at); an older one is stored again, as a new message.
+    alice, alice_account = await joined(server.ws_url, server.base_url)
+    bob, bob_account = await joined(server.ws_url, server.base_url)
+    first: dict[str, dict] = {}
+    for client_id in ("room-1h", "room-2h"):
+        alice.send(type="send_message", roomId="general", content=client_id, clientId=client_id)
+        first[client_id] = await alice.expect("message_ack", clientId=client_id)
+    for client_id in ("dm-1h", "dm-2h"):
+        alice.send(
+            type="private_message",
+            targetUserId=bob_account["user"]["id"],
+            content=client_id,
+            clientId=client_id,
+        )
+        first[client_id] = await alice.expect("message_ack", clientId=client_id)
+    await alice.close()
+    await bob.close()
+    assert server.stop() == 0
+    now = time.time()
+    for table in ("messages", "direct_messages"):
+        for suffix, at in (("-1h", in_window(now)), ("-2h", out_of_window(now))):
+            server.execute_sql(
+                f"UPDATE {table} SET created_at = ? WHERE client_id LIKE ?", (iso(at), f"%{suffix}")
+            )
+    server.start()  # the restarted server knows the window's clientIds from the database only
+
+    alice = await ChatClient.connect(server.ws_url, alice_account["token"])
+    alice.send(type="join_room", roomId="general")
+    await alice.expect("room_joined", roomId="general")
+    for client_id in first:
+        if client_id.startswith("room"):
+            alice.send(type="send_message", roomId="general", content="again", clientId=client_id)
+        else:
+            alice.send(
+                type="private_message",
+                targetUserId=bob_account["user"]["id"],
+                content="again",
+                clientId=client_id,
+            )
+        again = await alice.expect("message_ack", clientId=client_id)
+        inside = client_id.endswith("-1h")
+        assert (again["messageId"] == first[client_id]["messageId"]) is inside, client_id
+    alice.send(type="get_room_history", roomId="general")
+    history = (await alice.expect("room_history"))["messages"]
+    assert sorted((m["clientId"], m["content"]) for m in history) == [
+        ("room-1h", "room-1h"), ("room-2h", "again"), ("room-2h", "room-2h"),
+    ]  # fmt: skip
+    alice.send(type="get_private_history", userId=bob_account["user"]["id"])
+    private = (await alice.expect("private_history"))["messages"]
+    assert sorted(m["content"] for m in private) == ["again", "dm-1h", "dm-2h"]
     await alice.close()
 
 

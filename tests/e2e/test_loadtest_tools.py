@@ -15,7 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from loadtest import fanout, wsraw
+from loadtest import fanout, startup, wsraw
+from loadtest import store as store_bench
 from tests.support.frames import frame_bytes, split_frames
 from tests.support.server import ROOT
 
@@ -207,3 +208,15 @@ async def test_fanrecv_counts_split_frames_and_answers_pings(deflate):
             proc.kill()
             await proc.wait()
         server.close()
+
+
+def test_startup_tool_times_real_starts_on_a_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = store_bench._template(300, "random", 100, tmp_path / "cache")
+    before = template.read_bytes()
+    startup.main(["--db", str(template), "--dir", str(tmp_path), "--repeat", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[-2:]] == ["start 1", "start 2"]
+    assert all(line.endswith("(exit code 0)") for line in lines[-2:])
+    assert template.read_bytes() == before  # the server ran on a copy

@@ -23,9 +23,12 @@ from fastchat.errors import Overloaded, StorageUnavailable
 from fastchat.names import skeleton
 from fastchat.storage import base, ops, sqlite
 from tests.support.server import ROOT
+from tests.support.stamps import in_window, iso, out_of_window
 from tests.support.waiting import wait_until
 
 T0 = "2026-01-01T00:00:00.000Z"
+NOW = iso(time.time())
+"""Within the clientId window (base.dedupe_hours) for the next hour at least; T0 is not."""
 
 
 @pytest.fixture
@@ -60,17 +63,21 @@ async def start_writer(
     return w
 
 
-def msg(seq: int, *, room: str = "general", user: str = "u1", **kw: str | None) -> base.Op:
+def msg(
+    seq: int, *, room: str = "general", user: str = "u1", created_at: str = T0, **kw: str | None
+) -> base.Op:
     return ops.insert_message(
         id=f"{room}-{seq}", room_id=room, seq=seq, user_id=user, content=f"m{seq}",
-        created_at=T0, **kw,
+        created_at=created_at, **kw,
     )  # fmt: skip
 
 
-def dm(seq: int, *, sender: str = "u0", recipient: str = "u1", **kw: str | None) -> base.Op:
+def dm(
+    seq: int, *, sender: str = "u0", recipient: str = "u1", created_at: str = T0, **kw: str | None
+) -> base.Op:
     return ops.insert_dm(
         id=f"d{seq}", seq=seq, sender_id=sender, recipient_id=recipient, content=f"d{seq}",
-        created_at=T0, **kw,
+        created_at=created_at, **kw,
     )  # fmt: skip
 
 
@@ -147,9 +154,12 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
         old.pragma("user_version", 1)
         old.executemany(
             sqlite.STATEMENTS["insert_message"],
-            [msg(seq, user=f"u{seq % 2}", client_id=f"c{seq}")[1] for seq in range(1, 6)],
+            [
+                msg(seq, user=f"u{seq % 2}", client_id=f"c{seq}", created_at=NOW)[1]
+                for seq in range(1, 6)
+            ],
         )
-        old.execute(sqlite.STATEMENTS["insert_dm"], dm(1, client_id="c1")[1])
+        old.execute(sqlite.STATEMENTS["insert_dm"], dm(1, client_id="c1", created_at=NOW)[1])
     old.close()
 
     s = sqlite.SqliteStore(config)
@@ -171,19 +181,84 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
     plans = [
         row[3]
         for sql in (
-            "SELECT id FROM messages WHERE user_id = 'u1' AND client_id = 'c3'",
-            "SELECT id FROM direct_messages WHERE sender_id = 'u0' AND client_id = 'c1'",
+            f"SELECT id FROM messages WHERE {base.DEDUPE_HOUR_SQL} IN ('a', 'b')"
+            " AND user_id = 'u1' AND client_id = 'c3'",
+            f"SELECT id FROM direct_messages WHERE {base.DEDUPE_HOUR_SQL} IN ('a', 'b')"
+            " AND sender_id = 'u0' AND client_id = 'c1'",
         )
         for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")
     ]
-    assert any("messages_client_user" in plan for plan in plans), plans
-    assert any("direct_messages_client_sender" in plan for plan in plans), plans
-    # clientIds stay unique per user (and per sender for DMs) for good
+    assert any("messages_client_hour" in plan for plan in plans), plans
+    assert any("direct_messages_client_hour" in plan for plan in plans), plans
+    # clientIds stay unique per user (and per sender for DMs) within their hour
     with pytest.raises(apsw.ConstraintError):
-        conn.execute(sqlite.STATEMENTS["insert_message"], msg(6, user="u1", client_id="c3")[1])
-    conn.execute(sqlite.STATEMENTS["insert_message"], msg(6, user="u0", client_id="c3")[1])
+        conn.execute(
+            sqlite.STATEMENTS["insert_message"],
+            msg(6, user="u1", client_id="c3", created_at=NOW)[1],
+        )
+    conn.execute(
+        sqlite.STATEMENTS["insert_message"], msg(6, user="u0", client_id="c3", created_at=NOW)[1]
+    )
     with pytest.raises(apsw.ConstraintError):
-        conn.execute(sqlite.STATEMENTS["insert_dm"], dm(2, recipient="u2", client_id="c1")[1])
+        conn.execute(
+            sqlite.STATEMENTS["insert_dm"],
+            dm(2, recipient="u2", client_id="c1", created_at=NOW)[1],
+        )
+    conn.close()
+
+
+def window_rows() -> list[base.Op]:
+    """A message and a DM from T0, two hours ago, an hour ago and now (the last two in the
+    clientId window): what a database upgraded to the window holds."""
+    now = time.time()
+    stamps = [T0, iso(out_of_window(now)), iso(in_window(now)), NOW]
+    return [
+        op
+        for seq, stamp in enumerate(stamps, start=1)
+        for op in (
+            msg(seq, client_id=f"c{seq}", created_at=stamp),
+            dm(seq, client_id=f"k{seq}", created_at=stamp),
+        )
+    ]
+
+
+def check_window_upgrade(store: base.Store, rows: list[base.Op]) -> None:
+    """``store`` (opened on a migration-4 database holding :func:`window_rows`) kept every
+    message and finds by clientId those of the window only."""
+    page = asyncio.run(store.messages_page("general", limit=10))
+    assert [(m.seq, m.client_id, m.created_at) for m in page] == [
+        (params[2], params[7], params[9]) for name, params in rows if name == "insert_message"
+    ]
+    found = [asyncio.run(store.message_by_client_id("u1", f"c{seq}")) for seq in (1, 2, 3, 4)]
+    assert [row.seq if row else None for row in found] == [None, None, 3, 4]
+    found_dms = [asyncio.run(store.dm_by_client_id("u0", f"k{seq}")) for seq in (1, 2, 3, 4)]
+    assert [row.seq if row else None for row in found_dms] == [None, None, 3, 4]
+    assert sorted(store.client_keys()) == ["u0\0dm:k3", "u0\0dm:k4", "u1\0c3", "u1\0c4"]
+
+
+def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
+    config: StorageConfig,
+) -> None:
+    # A database of the schema before the clientId window (migration 4), as servers have it.
+    config.path.parent.mkdir(parents=True)
+    old = apsw.Connection(str(config.path))
+    old.pragma("journal_mode", "wal")
+    rows = window_rows()
+    with old:
+        for number, script in enumerate(sqlite.MIGRATIONS[:4], start=1):
+            old.execute(script)
+            old.pragma("user_version", number)
+        for name, params in rows:
+            old.execute(sqlite.STATEMENTS[name], params)
+    old.close()
+
+    s = sqlite.SqliteStore(config)
+    state = s.open()
+    assert state.max_room_seq["general"] == 4 and state.max_dm_seq == 4
+    check_window_upgrade(s, rows)
+    s.close()
+    conn = apsw.Connection(str(config.path))
+    assert conn.pragma("user_version") == len(sqlite.MIGRATIONS)
     conn.close()
 
 
@@ -343,19 +418,20 @@ async def test_messages_page_edges(db: sqlite.SqliteStore, writer: sqlite.WriteB
 async def test_message_lookup_edit_delete_and_client_id(
     db: sqlite.SqliteStore, writer: sqlite.WriteBehind
 ) -> None:
-    await writer.execute(msg(1, client_id="c1", reply_to="x", attachment_id="f1"))
+    await writer.execute(msg(1, client_id="c1", reply_to="x", attachment_id="f1", created_at=NOW))
     await writer.execute(msg(2))
     await writer.execute(msg(3))  # several messages without client_id are fine
     first = await db.message_by_id("general-1")
     assert first == base.MessageRow(
-        "general-1", "general", 1, "u1", "m1", "text", "x", "c1", "f1", T0, None, None
+        "general-1", "general", 1, "u1", "m1", "text", "x", "c1", "f1", NOW, None, None
     )
     assert await db.message_by_client_id("u1", "c1") == first
     assert await db.message_by_client_id("u2", "c1") is None
 
-    with pytest.raises(base.Duplicate):  # same user, same client id
-        await writer.execute(msg(4, client_id="c1"))
-    await writer.execute(msg(4, user="u2", client_id="c1"))  # another user may reuse it
+    with pytest.raises(base.Duplicate):  # same user, same client id, same hour
+        await writer.execute(msg(4, client_id="c1", created_at=NOW))
+    await writer.execute(msg(4, user="u2", client_id="c1", created_at=NOW))  # another user may
+    await writer.execute(msg(5, client_id="c1"))  # another hour: outside the window
     with pytest.raises(base.Duplicate):  # seq taken in the room
         await writer.execute(
             ops.insert_message(
@@ -384,7 +460,7 @@ async def test_direct_messages(db: sqlite.SqliteStore, writer: sqlite.WriteBehin
         await writer.execute(
             ops.insert_dm(
                 id=f"d{seq}", seq=seq, sender_id=sender, recipient_id=recipient,
-                content=f"hi {seq}", client_id=f"c{seq}", created_at=T0,
+                content=f"hi {seq}", client_id=f"c{seq}", created_at=NOW,
             )
         )  # fmt: skip
     await writer.execute(
@@ -396,12 +472,12 @@ async def test_direct_messages(db: sqlite.SqliteStore, writer: sqlite.WriteBehin
     assert await db.dm_page("a", "b", limit=0) == []
     assert [m.id for m in await db.dm_page("c", "a", limit=10)] == ["d8"]
     row = await db.dm_by_client_id("b", "c2")
-    assert row == base.DirectMessageRow("d2", 2, "a:b", "b", "a", "hi 2", "c2", T0)
+    assert row == base.DirectMessageRow("d2", 2, "a:b", "b", "a", "hi 2", "c2", NOW)
     assert await db.dm_by_client_id("a", "c2") is None
-    with pytest.raises(base.Duplicate):  # same sender, same client id
+    with pytest.raises(base.Duplicate):  # same sender, same client id, same hour
         await writer.execute(ops.insert_dm(
             id="d9", seq=9, sender_id="b", recipient_id="c", content="x", client_id="c2",
-            created_at=T0))  # fmt: skip
+            created_at=NOW))  # fmt: skip
     with pytest.raises(base.Duplicate):  # seq is global
         await writer.execute(
             ops.insert_dm(

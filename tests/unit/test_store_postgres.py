@@ -21,12 +21,15 @@ from loadtest import store_postgres as bench
 from tests.support.postgres import PostgresCluster
 from tests.support.waiting import wait_until
 from tests.unit.test_store import (
+    NOW,
     T0,
     Results,
     check_account_changes_and_sessions,
     check_direct_message_files,
+    check_window_upgrade,
     dm,
     msg,
+    window_rows,
 )
 
 
@@ -89,6 +92,29 @@ def test_migrations_are_idempotent_and_numbered_like_sqlite(config: StorageConfi
     assert state.max_dm_seq == 0 and state.clean
 
 
+def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
+    config: StorageConfig,
+) -> None:
+    # A database of the schema before the clientId window (migration 4), as servers have it.
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        for script in postgres.MIGRATIONS[:4]:
+            conn.execute(script)  # type: ignore[arg-type]
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '4')")
+    rows = window_rows()
+    for name, params in rows:
+        sql(config, postgres.STATEMENTS[name], params)
+
+    s = postgres.PostgresStore(config)
+    state = s.open()
+    assert state.max_room_seq["general"] == 4 and state.max_dm_seq == 4
+    check_window_upgrade(s, rows)
+    s.close()
+    assert sql(config, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(len(postgres.MIGRATIONS)),)
+    ]
+
+
 def test_newer_schema_is_refused(config: StorageConfig) -> None:
     postgres.PostgresStore(config).open()
     sql(config, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
@@ -121,16 +147,18 @@ async def test_startup_state_client_keys_and_mutes(
     db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind, config: StorageConfig
 ) -> None:
     for seq in (1, 2, 7):
-        await writer.execute(msg(seq, client_id=f"c{seq}"))
+        await writer.execute(msg(seq, client_id=f"c{seq}", created_at=NOW))
+    await writer.execute(msg(8, client_id="c8"))  # T0: outside the clientId window
     await writer.execute(msg(3, room="tech"))
     for seq in (4, 9):
-        await writer.execute(dm(seq, client_id=f"k{seq}"))
+        await writer.execute(dm(seq, client_id=f"k{seq}", created_at=NOW))
+    await writer.execute(dm(10, client_id="k10"))
     await writer.execute(ops.set_mute("general", "u1", 4e9))
     await writer.execute(ops.set_mute("general", "u2", 1.0))  # long over
     reopened = postgres.PostgresStore(config)
     state = reopened.open()
-    assert state.max_room_seq == {"general": 7, "random": 0, "tech": 3}
-    assert state.max_dm_seq == 9
+    assert state.max_room_seq == {"general": 8, "random": 0, "tech": 3}
+    assert state.max_dm_seq == 10
     assert sorted(reopened.client_keys()) == [
         "u0\0dm:k4", "u0\0dm:k9", "u1\0c1", "u1\0c2", "u1\0c7",
     ]  # fmt: skip
@@ -199,7 +227,7 @@ async def test_messages_pages_lookups_and_dms(
     db: postgres.PostgresStore, writer: postgres.PostgresWriteBehind
 ) -> None:
     for seq in range(1, 11):
-        writer.submit(msg(seq, client_id=f"c{seq}"))
+        writer.submit(msg(seq, client_id=f"c{seq}", created_at=NOW))
     await writer.execute(msg(1, room="tech"))
 
     async def seqs(**kw: int | None) -> list[int]:
@@ -219,9 +247,12 @@ async def test_messages_pages_lookups_and_dms(
     assert deleted is not None and (deleted.content, deleted.deleted_at) == ("", T0)
     assert await db.message_by_client_id("u1", "c4") == await db.message_by_id("general-4")
     assert await db.message_by_client_id("u2", "c4") is None
+    with pytest.raises(base.Duplicate):  # same user, same client id, same hour
+        await writer.execute(msg(11, client_id="c4", created_at=NOW))
+    await writer.execute(msg(11, client_id="c4"))  # another hour: outside the window
 
     for seq in (1, 2, 3):
-        await writer.execute(dm(seq, client_id=f"d{seq}"))
+        await writer.execute(dm(seq, client_id=f"d{seq}", created_at=NOW))
     await writer.execute(dm(4, sender="u1", recipient="u9"))
     assert [m.seq for m in await db.dm_page("u1", "u0", limit=10)] == [1, 2, 3]
     assert [m.seq for m in await db.dm_page("u0", "u1", before=3, limit=1)] == [2]
@@ -404,8 +435,10 @@ async def test_server_down_is_retried_until_it_returns(
 
 def test_the_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     bench.main(["--prefill", "300", "--messages", "500", "--warmup", "100", "--batch-max", "50",
-                "--window", "200", "--rate", "200", "--seconds", "0.5"])  # fmt: skip
+                "--window", "200", "--rate", "200", "--seconds", "0.5",
+                "--client-ids", "random"])  # fmt: skip
     out = capsys.readouterr().out
+    assert "(random clientIds)" in out
     assert "saturated: " in out and "messages/s" in out
     assert "200 msg/s for 0.5 s: ack p50" in out
 
