@@ -129,10 +129,10 @@ def _messages(
 
 def prefill_sent_at(now: float, first: int, prefill: int) -> Callable[[int], str]:
     """``created_at`` of the prefilled messages from the ``first``-th on: ``prefill`` of them
-    spread over the :data:`PREFILL_DAYS` before ``now``, the last two hours before it, so
-    that none is in the clientId window of the run (``base.dedupe_hours``)."""
+    spread over the :data:`PREFILL_DAYS` before ``now``, the last an hour before the clientId
+    window of the run (``base.dedupe_hours``), so that none is in it."""
     since = now - PREFILL_DAYS * 86400
-    gap = (PREFILL_DAYS * 86400 - 2 * 3600) / max(prefill, 1)
+    gap = (PREFILL_DAYS * 86400 - (base.DEDUPE_WINDOW_HOURS + 2) * 3600) / max(prefill, 1)
     return lambda i: _iso(since + (first + i) * gap)
 
 

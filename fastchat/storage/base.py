@@ -29,13 +29,22 @@ DEDUPE_HOUR_SQL = "substr(created_at, 1, 13)"
 hour starts a new part of the index, so only the current hour's part takes random inserts."""
 
 
-def dedupe_hours(now: float | None = None) -> tuple[str, str]:
-    """The current and the previous clientId hour: the window in which a resent clientId is
-    found (docs/durability.md, "Resending after a reconnect")."""
+DEDUPE_WINDOW_HOURS = 24
+"""How many hours back from the current one a resent clientId is looked for."""
+
+DEDUPE_HOURS_IN = "IN (" + ", ".join("?" * (DEDUPE_WINDOW_HOURS + 1)) + ")"
+"""SQLite's ``IN`` list for :func:`dedupe_hours`: one index probe per hour (a range on the
+hour would scan the whole window's entries)."""
+
+
+def dedupe_hours(now: float | None = None) -> tuple[str, ...]:
+    """The current clientId hour and the :data:`DEDUPE_WINDOW_HOURS` before it, newest
+    first: the window in which a resent clientId is found (docs/durability.md, "Resending
+    after a reconnect")."""
     now = time.time() if now is None else now
-    return (
-        time.strftime("%Y-%m-%dT%H", time.gmtime(now)),
-        time.strftime("%Y-%m-%dT%H", time.gmtime(now - 3600)),
+    return tuple(
+        time.strftime("%Y-%m-%dT%H", time.gmtime(now - 3600 * back))
+        for back in range(DEDUPE_WINDOW_HOURS + 1)
     )
 
 

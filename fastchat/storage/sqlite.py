@@ -36,6 +36,7 @@ from fastchat.config import StorageConfig
 from fastchat.errors import StorageUnavailable
 from fastchat.storage.base import (
     DEDUPE_HOUR_SQL,
+    DEDUPE_HOURS_IN,
     AuditRow,
     ConversationRow,
     DirectMessageRow,
@@ -313,7 +314,7 @@ _FILE_SELECT = (
 # The clientIds of the window (read once at start for the filter of acks.Acks).
 _WINDOW_KEYS_SQL = {
     table: f"SELECT {sender}, client_id FROM {table}"
-    f" WHERE {DEDUPE_HOUR_SQL} IN (?, ?) AND client_id IS NOT NULL"
+    f" WHERE {DEDUPE_HOUR_SQL} {DEDUPE_HOURS_IN} AND client_id IS NOT NULL"
     for table, sender in (("messages", "user_id"), ("direct_messages", "sender_id"))
 }
 
@@ -523,7 +524,7 @@ class SqliteStore:
         """The message ``user_id`` sent with this client id in the clientId window (for
         idempotent retries)."""
         row = self._one(
-            f"{_MESSAGE_SELECT} WHERE {DEDUPE_HOUR_SQL} IN (?, ?) AND client_id = ?"
+            f"{_MESSAGE_SELECT} WHERE {DEDUPE_HOUR_SQL} {DEDUPE_HOURS_IN} AND client_id = ?"
             " AND user_id = ?",
             (*dedupe_hours(), client_id, user_id),
         )
@@ -554,7 +555,7 @@ class SqliteStore:
     async def dm_by_client_id(self, sender_id: str, client_id: str) -> DirectMessageRow | None:
         """The direct message ``sender_id`` sent with this client id in the clientId window."""
         row = self._one(
-            f"{_DM_SELECT} WHERE {DEDUPE_HOUR_SQL} IN (?, ?) AND client_id = ?"
+            f"{_DM_SELECT} WHERE {DEDUPE_HOUR_SQL} {DEDUPE_HOURS_IN} AND client_id = ?"
             " AND sender_id = ?",
             (*dedupe_hours(), client_id, sender_id),
         )

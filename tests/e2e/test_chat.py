@@ -153,8 +153,8 @@ async def test_idempotent_resend_is_not_stored_twice(server):
 
 
 async def test_resend_is_deduplicated_within_the_client_id_window_only(server):
-    # docs/durability.md: a resend finds its original if that was stored in the current or
-    # the previous UTC hour (by created_at); an older one is stored again, as a new message.
+    # docs/durability.md: a resend finds its original if that was stored in the current UTC
+    # hour or the 24 before (by created_at); an older one is stored again, as a new message.
     alice, alice_account = await joined(server.ws_url, server.base_url)
     bob, bob_account = await joined(server.ws_url, server.base_url)
     first: dict[str, dict] = {}

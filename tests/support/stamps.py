@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from fastchat.storage.base import DEDUPE_WINDOW_HOURS
+
 
 def iso(at: float) -> str:
     """``at`` (Unix seconds) as the server stamps ``created_at``."""
@@ -11,11 +13,10 @@ def iso(at: float) -> str:
 
 
 def in_window(now: float) -> float:
-    """A time of the previous hour that stays in the window for a minute at least (of the
-    current hour when this one ends sooner than that)."""
-    return now - 3600 if now % 3600 < 3540 else now
+    """A time an hour back: in the window for many hours more."""
+    return now - 3600
 
 
 def out_of_window(now: float) -> float:
-    """A time two hours back: outside the window from now on."""
-    return now - 7200
+    """A time just past the window's oldest hour: outside the window from now on."""
+    return now - (DEDUPE_WINDOW_HOURS + 1) * 3600

@@ -50,7 +50,7 @@ def test_prefill_is_dated_before_the_client_id_window_and_reads_run_on_it(
     ).fetchall()[0]
     conn.close()
     assert count == 600
-    assert newest[:13] < base.dedupe_hours()[1]  # no prefilled clientId is in the window
+    assert newest[:13] < base.dedupe_hours()[-1]  # no prefilled clientId is in the window
     assert oldest[:10] <= stamps.iso(time.time() - (bench.PREFILL_DAYS - 1) * 86400)[:10]
 
     reads.main(["--db", str(template), "--samples", "50", "--limit", "10"])

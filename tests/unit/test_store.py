@@ -208,8 +208,8 @@ def test_version_1_database_is_upgraded_and_keeps_its_messages_and_client_ids(
 
 
 def window_rows() -> list[base.Op]:
-    """A message and a DM from T0, two hours ago, an hour ago and now (the last two in the
-    clientId window): what a database upgraded to the window holds."""
+    """A message and a DM from T0, just before the clientId window, an hour ago and now (the
+    last two in the window): what a database upgraded to the window holds."""
     now = time.time()
     stamps = [T0, iso(out_of_window(now)), iso(in_window(now)), NOW]
     return [
