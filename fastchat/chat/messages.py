@@ -1,10 +1,11 @@
 """Room messages: sending (with attachments and replies), editing, deleting; file access.
 
 Sending is the hot path and stays synchronous: a message without a reply or attachment
-whose clientId is proven new (:meth:`Acks.known`) is stamped, broadcast and queued for
-the writer without a task or an await. Only a message that needs a storage read (a
-clientId the filter may have seen, a reply target, an attachment) takes the awaitable
-path, which runs the same checks in the same order and ends in the same :meth:`_accept`.
+whose clientId is proven new (:meth:`Acks.known`) and whose ``@names`` the user cache
+knows is stamped, broadcast and queued for the writer without a task or an await. Only a
+message that needs a storage read (a clientId the filter may have seen, a reply target, an
+attachment, a name not looked up yet) takes the awaitable path, which runs the same checks
+in the same order and ends in the same :meth:`_accept`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
 from fastchat.chat.acks import PendingAck
+from fastchat.chat.mentions import Mentions, resolve_from_memory
 from fastchat.chat.mentions import resolve as resolve_mentions
 from fastchat.chat.moderation import can_moderate
 from fastchat.clock import utc_now_iso
@@ -80,12 +82,18 @@ class Messages:
         if (
             cmd.reply_to is not None
             or cmd.file_id is not None
-            or "@" in cmd.content
             or (key is not None and self._acks.known(key))
         ):
             return self._send_checked(conn, user, room, cmd, key)
-        self._check_may_send(room, user, cmd)
-        self._accept(conn, user, room, cmd, key, None, None)
+        mentions = None
+        if "@" in cmd.content:
+            mentions = resolve_from_memory(cmd.content, room, self._users)
+            if mentions is None:  # a name only storage knows
+                return self._send_checked(conn, user, room, cmd, key)
+            if not mentions[0] and not mentions[1]:
+                mentions = None
+        self._check_may_send(room, user, cmd, 1 + (mentions is not None))
+        self._accept(conn, user, room, cmd, key, None, mentions)
         return None
 
     async def _send_checked(
@@ -102,7 +110,7 @@ class Messages:
             cmd.TYPE,
         ):
             return
-        self._check_may_send(room, user, cmd)
+        self._check_may_send(room, user, cmd, 1 + (cmd.file_id is not None))
         original = None
         if cmd.reply_to is not None:
             original = await self._history.find(cmd.reply_to)
@@ -130,9 +138,9 @@ class Messages:
         if original is not None:
             self._threads.count_reply(room, original[1])
 
-    def _check_may_send(self, room: Room, user: User, cmd: p.SendMessage) -> None:
+    def _check_may_send(self, room: Room, user: User, cmd: p.SendMessage, writes: int) -> None:
         self._moderation.check_not_muted(room, user, cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE, 1 if cmd.file_id is None else 2)
+        self._writes.check_capacity(cmd.TYPE, writes)
 
     def _accept(
         self,
@@ -142,7 +150,7 @@ class Messages:
         cmd: p.SendMessage,
         key: str | None,
         attachment: dict[str, Any] | None,
-        mentions: tuple[list[str], bool] | None,
+        mentions: Mentions | None,
     ) -> None:
         """Stamp and publish a message that passed every check (the broker gives its seq)."""
         message = p.message_json(
