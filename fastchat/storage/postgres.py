@@ -281,6 +281,8 @@ MIGRATIONS: list[str] = [
         GENERATED ALWAYS AS (to_tsvector('simple', {_FOLDED})) STORED;
     CREATE INDEX direct_messages_search ON direct_messages USING GIN (search);
     """,
+    # As SQLite's migration 5, which changes only its FTS5 tables: nothing to do here.
+    "SELECT 1",
 ]
 """Schema scripts; script ``i`` brings the database to schema version ``i + 1`` (the same
 numbers as :data:`fastchat.storage.sqlite.MIGRATIONS`, kept in the ``meta`` table)."""
