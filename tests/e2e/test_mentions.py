@@ -47,3 +47,24 @@ async def test_mentions_of_users_who_cannot_see_the_room_are_dropped(server):
     outsider.send(type="ping")
     await outsider.expect("pong")
     assert not [e for e in outsider.drain() if e["type"] == "mention"]
+
+
+async def test_a_name_resolved_before_is_resolved_from_memory_with_the_same_outcome(server):
+    # The first "@bob" reads storage; the next ones are answered by the user cache, on
+    # the synchronous send path: they must still be stored, delivered and notified.
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob_account = register(server.base_url)
+    bob_id, bob_name = bob_account["user"]["id"], bob_account["user"]["username"]
+    bob = await ChatClient.connect(server.ws_url, bob_account["token"])
+    for text in (f"@{bob_name} first", f"@{bob_name} again, @nobody_here", f"@{bob_name}. third"):
+        ack = await post(alice, "general", text)
+        (live,) = [
+            e["data"]["message"]
+            for e in alice.seen  # the broadcast comes before the ack
+            if e["type"] == "new_message" and e["data"]["message"]["id"] == ack["messageId"]
+        ]
+        assert live["mentions"] == [bob_id]
+        assert (await bob.expect("mention"))["message"]["id"] == ack["messageId"]
+    alice.send(type="get_room_history", roomId="general")
+    messages = (await alice.expect("room_history"))["messages"]
+    assert [m["mentions"] for m in messages] == [[bob_id]] * 3
