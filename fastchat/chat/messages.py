@@ -153,6 +153,7 @@ class Messages:
         mentions: Mentions | None,
     ) -> None:
         """Stamp and publish a message that passed every check (the broker gives its seq)."""
+        mentioned, mentions_room = ((), False) if mentions is None else mentions
         message = p.message_json(
             new_id(),
             0,
@@ -166,11 +167,11 @@ class Messages:
             cmd.client_id,
             utc_now_iso(),
             False,
+            mentions=mentioned,
+            mentions_room=mentions_room,
         )
         if attachment is not None:
             message["attachment"] = attachment
-        if mentions is not None:
-            message["mentions"], message["mentionsRoom"] = mentions
         if user.id in room.typing:
             self._typing.stop(room, user)
         self._broker.publish_message(room.channel, message, self._published, conn, room, cmd, key)
@@ -236,7 +237,8 @@ class Messages:
             ),
             committed,
         )
-        mentions, mentions_room = message["mentions"], message["mentionsRoom"]
+        mentions = message.get("mentions", ())
+        mentions_room = message.get("mentionsRoom", False)
         if mentions or mentions_room:
             self._writes.submit(ops.set_mentions(message_id, list(mentions), mentions_room))
             if not resent:

@@ -64,7 +64,7 @@ class Threads:
 
         The caller checked capacity for this op.
         """
-        reply_count = parent["replyCount"] + 1
+        reply_count = parent.get("replyCount", 0) + 1
         self._history.replace(room, {**parent, "replyCount": reply_count})
         self._writes.submit(ops.count_reply(parent["id"]))
         self._broker.publish(
