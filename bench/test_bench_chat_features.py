@@ -15,7 +15,7 @@ import pytest
 
 from bench.support import CONTENT, ROOM_ID, USER_ID, make_members
 from fastchat.auth import TokenService
-from fastchat.chat.mentions import resolve
+from fastchat.chat.mentions import resolve, resolve_from_memory
 from fastchat.chat.rooms import Room
 from fastchat.chat.users import Users
 from fastchat.clock import utc_now_iso
@@ -74,6 +74,17 @@ def test_resolve_two_mentions(benchmark, loop: asyncio.AbstractEventLoop, users:
         raise AssertionError("resolve suspended")
 
     assert benchmark(resolve_now) == (["alice_wonder", "bob_builder"], False)
+
+
+@pytest.mark.benchmark(group="mentions")
+def test_resolve_from_memory_a_name_nobody_has(
+    benchmark, loop: asyncio.AbstractEventLoop, users: Users
+) -> None:
+    # The load generator's "@<scheduled ns>:" once it was looked up: the synchronous path.
+    room = _room(loop.run_until_complete(_hub()))
+    content = "@1764630000123456789:3:12 " + "x" * 74
+    assert loop.run_until_complete(resolve(content, room, users)) == ([], False)
+    assert benchmark(resolve_from_memory, content, room, users) == ([], False)
 
 
 @pytest.mark.benchmark(group="reaction-fanout-1000")

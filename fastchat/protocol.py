@@ -746,10 +746,11 @@ def message_json(
 ) -> dict[str, Any]:
     """A room message as events carry it (``attachment`` and ``deleted`` are added apart).
 
-    The empty defaults are shared tuples (encoded as ``[]``): a plain message allocates
-    nothing for them.
+    ``replyCount``, ``reactions``, ``mentions`` and ``mentionsRoom`` are left out at their
+    defaults (0, [], [], false): a plain message's frame is ~60 bytes smaller, which every
+    recipient's copy pays (docs/protocol.md, "Message objects").
     """
-    return {
+    message: dict[str, Any] = {
         "id": message_id,
         "seq": seq,
         "roomId": room_id,
@@ -762,11 +763,16 @@ def message_json(
         "clientId": client_id,
         "timestamp": timestamp,
         "edited": edited,
-        "replyCount": reply_count,
-        "reactions": reactions,
-        "mentions": mentions,
-        "mentionsRoom": mentions_room,
     }
+    if reply_count:
+        message["replyCount"] = reply_count
+    if reactions:
+        message["reactions"] = reactions
+    if mentions:
+        message["mentions"] = mentions
+    if mentions_room:
+        message["mentionsRoom"] = True
+    return message
 
 
 def attachment_json(file_id: str, name: str, size: int, content_type: str) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Room messages: sending (with attachments and replies), editing, deleting.
 
 Sending is the hot path and stays synchronous: a message without a reply or attachment
-whose clientId is proven new (:meth:`Acks.known`) is stamped, broadcast and queued for
-the writer without a task or an await. Only a message that needs a storage read (a
-clientId the filter may have seen, a reply target, an attachment) takes the awaitable
-path, which runs the same checks in the same order and ends in the same :meth:`_accept`.
+whose clientId is proven new (:meth:`Acks.known`) and whose ``@names`` the user cache
+knows is stamped, broadcast and queued for the writer without a task or an await. Only a
+message that needs a storage read (a clientId the filter may have seen, a reply target, an
+attachment, a name not looked up yet) takes the awaitable path, which runs the same checks
+in the same order and ends in the same :meth:`_accept`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastchat import protocol as p
 from fastchat.chat.acks import PendingAck
+from fastchat.chat.mentions import Mentions, resolve_from_memory
 from fastchat.chat.mentions import resolve as resolve_mentions
 from fastchat.chat.moderation import can_moderate
 from fastchat.clock import utc_now_iso
@@ -82,12 +84,18 @@ class Messages:
         if (
             cmd.reply_to is not None
             or cmd.file_id is not None
-            or "@" in cmd.content
             or (key is not None and self._acks.known(key))
         ):
             return self._send_checked(conn, user, room, cmd, key)
-        self._check_may_send(room, user, cmd)
-        self._accept(conn, user, room, cmd, key, None, None)
+        mentions = None
+        if "@" in cmd.content:
+            mentions = resolve_from_memory(cmd.content, room, self._users)
+            if mentions is None:  # a name only storage knows
+                return self._send_checked(conn, user, room, cmd, key)
+            if not mentions[0] and not mentions[1]:
+                mentions = None
+        self._check_may_send(room, user, cmd, 1 + (mentions is not None))
+        self._accept(conn, user, room, cmd, key, None, mentions)
         return None
 
     async def _send_checked(
@@ -104,7 +112,7 @@ class Messages:
             cmd.TYPE,
         ):
             return
-        self._check_may_send(room, user, cmd)
+        self._check_may_send(room, user, cmd, 1 + (cmd.file_id is not None))
         original = None
         if cmd.reply_to is not None:
             original = await self._history.find(cmd.reply_to)
@@ -136,9 +144,9 @@ class Messages:
         if original is not None:
             self._threads.count_reply(room, original[1])
 
-    def _check_may_send(self, room: Room, user: User, cmd: p.SendMessage) -> None:
+    def _check_may_send(self, room: Room, user: User, cmd: p.SendMessage, writes: int) -> None:
         self._moderation.check_not_muted(room, user, cmd.TYPE)
-        self._writes.check_capacity(cmd.TYPE, 1 if cmd.file_id is None else 2)
+        self._writes.check_capacity(cmd.TYPE, writes)
 
     def _accept(
         self,
@@ -148,9 +156,10 @@ class Messages:
         cmd: p.SendMessage,
         key: str | None,
         attachment: dict[str, Any] | None,
-        mentions: tuple[list[str], bool] | None,
+        mentions: Mentions | None,
     ) -> None:
         """Stamp and publish a message that passed every check (the broker gives its seq)."""
+        mentioned, mentions_room = ((), False) if mentions is None else mentions
         message = p.message_json(
             new_id(),
             0,
@@ -164,11 +173,11 @@ class Messages:
             cmd.client_id,
             utc_now_iso(),
             False,
+            mentions=mentioned,
+            mentions_room=mentions_room,
         )
         if attachment is not None:
             message["attachment"] = attachment
-        if mentions is not None:
-            message["mentions"], message["mentionsRoom"] = mentions
         if user.id in room.typing:
             self._typing.stop(room, user)
         self._broker.publish_message(room.channel, message, self._published, conn, room, cmd, key)
@@ -234,7 +243,8 @@ class Messages:
             ),
             committed,
         )
-        mentions, mentions_room = message["mentions"], message["mentionsRoom"]
+        mentions = message.get("mentions", ())
+        mentions_room = message.get("mentionsRoom", False)
         if mentions or mentions_room:
             self._writes.submit(ops.set_mentions(message_id, list(mentions), mentions_room))
             if not resent:
@@ -242,7 +252,6 @@ class Messages:
                 for user_id in mentions:
                     if user_id != message["userId"]:
                         self._broker.send_user(user_id, mentioned)
-        attachment = message.get("attachment")
         attachment = message.get("attachment")
         if attachment is not None:
             self._attachments.attach_to_room(self._writes, attachment["id"], room.id, message_id)
@@ -261,20 +270,23 @@ class Messages:
             else ([], False)
         )
         writes = [ops.edit_message(message["id"], cmd.content, utc_now_iso())]
-        before = message["mentions"]
-        if mentions != list(before) or mentions_room != message["mentionsRoom"]:
+        before = message.get("mentions", ())
+        if mentions != list(before) or mentions_room != message.get("mentionsRoom", False):
             writes.append(ops.set_mentions(message["id"], mentions, mentions_room))
         self._writes.check_capacity(cmd.TYPE, len(writes))
         await self._writes.commit(*writes)
         # Read again: a delete may have committed while this edit waited (then it did nothing).
         room, message = await self._history.visible_message(cmd.message_id, user, cmd.TYPE)
         edited = {
-            **message,
-            "content": cmd.content,
-            "edited": True,
-            "mentions": mentions or (),
-            "mentionsRoom": mentions_room,
+            key: value
+            for key, value in message.items()
+            if key != "mentions" and key != "mentionsRoom"
         }
+        edited["content"], edited["edited"] = cmd.content, True
+        if mentions:
+            edited["mentions"] = mentions
+        if mentions_room:
+            edited["mentionsRoom"] = True
         self._history.replace(room, edited)
         self._broker.publish(room.channel, event("message_edited", {"message": edited}))
         self._acks.confirm(conn, "edit_ack", {"messageId": message["id"], "roomId": room.id})

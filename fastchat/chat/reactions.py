@@ -66,7 +66,7 @@ class Reactions:
             await self._react_direct(user, cmd)
             return
         room, message = await self._history.visible_message(cmd.message_id, user, cmd.TYPE)
-        reactions = toggled(message["reactions"], cmd, user.id)
+        reactions = toggled(message.get("reactions", ()), cmd, user.id)
         if reactions is None:
             return
         self._writes.check_capacity(cmd.TYPE)

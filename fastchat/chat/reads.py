@@ -107,7 +107,7 @@ class Reads:
                 break
             if message["userId"] != user.id and not message.get("deleted"):
                 unread += 1
-                if message["mentionsRoom"] or user.id in message["mentions"]:
+                if message.get("mentionsRoom") or user.id in message.get("mentions", ()):
                     mentions += 1
         return unread, mentions
 

@@ -67,7 +67,7 @@ class Threads:
         The caller checked capacity for this op.
         """
         self._writes.submit(ops.count_reply(parent["id"], 1))
-        self._show_count(room, parent, parent["replyCount"] + 1)
+        self._show_count(room, parent, parent.get("replyCount", 0) + 1)
 
     async def uncount_reply(self, room: Room, parent_id: str) -> None:
         """A reply to ``parent_id`` was deleted, ``ops.count_reply(parent_id, -1)`` committed
@@ -75,7 +75,7 @@ class Threads:
         found = await self._history.find(parent_id)
         if found is not None:
             parent = found[1]
-            self._show_count(room, parent, max(parent["replyCount"] - 1, 0))
+            self._show_count(room, parent, max(parent.get("replyCount", 0) - 1, 0))
 
     def _show_count(self, room: Room, parent: dict[str, Any], reply_count: int) -> None:
         self._history.replace(room, {**parent, "replyCount": reply_count})

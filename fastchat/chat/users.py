@@ -87,23 +87,31 @@ class Users:
         """The user with this username (case-insensitive); one found is kept by name too,
         until the account is removed or renamed, and a name nobody has is remembered as such
         for :data:`NO_SUCH_NAME_SECONDS` (so a new account is found by name within that)."""
-        key = username.lower()
-        user = self._by_name.get(key)
-        if user is not None and user.username.lower() == key:
+        known, user = self.by_name_in_memory(username)
+        if known:
             return user
-        now = time.monotonic()
-        if self._no_such_name.get(key, 0.0) > now:
-            return None
+        key = username.lower()
         row = await self._store.user_by_name(username)
         if row is None:
             self._by_name.pop(key, None)
             if len(self._no_such_name) >= _NO_SUCH_NAME_MAX:
                 self._no_such_name.clear()
-            self._no_such_name[key] = now + NO_SUCH_NAME_SECONDS
+            self._no_such_name[key] = time.monotonic() + NO_SUCH_NAME_SECONDS
             return None
         self._no_such_name.pop(key, None)
         user = self._by_name[key] = self._cache.setdefault(row.id, User.from_row(row))
         return user
+
+    def by_name_in_memory(self, username: str) -> tuple[bool, User | None]:
+        """What :meth:`by_name` answers without a storage read: ``(True, user)``, ``(True,
+        None)`` for a name remembered as nobody's, or ``(False, None)`` when only storage knows."""
+        key = username.lower()
+        user = self._by_name.get(key)
+        if user is not None and user.username.lower() == key:
+            return True, user
+        if self._no_such_name.get(key, 0.0) > time.monotonic():
+            return True, None
+        return False, None
 
     def last_change(self) -> int:
         """Where the account change log stands (read once, at start)."""

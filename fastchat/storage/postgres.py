@@ -301,6 +301,8 @@ MIGRATIONS: list[str] = [
         ON direct_messages (substr(created_at, 1, 13), client_id, sender_id)
         WHERE client_id IS NOT NULL;
     """,
+    # As SQLite's migration 7, which changes only its FTS5 tables: nothing to do here.
+    "SELECT 1",
 ]
 """Schema scripts; script ``i`` brings the database to schema version ``i + 1`` (the same
 numbers as :data:`fastchat.storage.sqlite.MIGRATIONS`, kept in the ``meta`` table)."""

@@ -19,7 +19,7 @@ async def test_mentions_resolve_notify_and_count(server):
     ack = await post(alice, "general", f"hey @{bob_name.upper()}, and @nobody_here too")
     mention = (await bob.expect("mention"))["message"]
     assert mention["id"] == ack["messageId"]
-    assert mention["mentions"] == [bob_id] and mention["mentionsRoom"] is False
+    assert mention["mentions"] == [bob_id] and "mentionsRoom" not in mention  # absent = false
     await post(alice, "general", "attention @room")
     await post(alice, "general", "mail me at x@bob.example")
 
@@ -28,10 +28,11 @@ async def test_mentions_resolve_notify_and_count(server):
     assert rooms["general"]["unread"] == 3 and rooms["general"]["mentions"] == 2
     alice.send(type="get_room_history", roomId="general")
     messages = (await alice.expect("room_history"))["messages"]
-    assert [(m["mentions"], m["mentionsRoom"]) for m in messages] == [
-        ([bob_id], False),
-        ([], True),
-        ([], False),
+    # A default value is left out: no "mentions" is [], no "mentionsRoom" is false.
+    assert [(m.get("mentions"), m.get("mentionsRoom")) for m in messages] == [
+        ([bob_id], None),
+        (None, True),
+        (None, None),
     ]
 
 
@@ -43,7 +44,7 @@ async def test_mentions_of_users_who_cannot_see_the_room_are_dropped(server):
     await post(alice, secret, f"@{outsider_account['user']['username']} cannot see this")
     alice.send(type="get_room_history", roomId=secret)
     (message,) = (await alice.expect("room_history"))["messages"]
-    assert message["mentions"] == []
+    assert "mentions" not in message
     outsider.send(type="ping")
     await outsider.expect("pong")
     assert not [e for e in outsider.drain() if e["type"] == "mention"]
@@ -99,7 +100,7 @@ async def test_an_edit_re_resolves_mentions_notifies_the_new_ones_and_counts(mak
 
     alice.send(type="edit_message", messageId=ack["messageId"], content=f"only @{carol_name}")
     edited = (await alice.expect("message_edited"))["message"]
-    assert edited["mentions"] == [carol_id] and edited["mentionsRoom"] is False
+    assert edited["mentions"] == [carol_id] and "mentionsRoom" not in edited
     await alice.expect("edit_ack")
     assert await _mentions_seen(carol) == 1
     assert await _mention_counts(server, bob_account) == (1, 0)
@@ -112,4 +113,25 @@ async def test_an_edit_re_resolves_mentions_notifies_the_new_ones_and_counts(mak
     reader, _ = await joined(server.ws_url, server.base_url)
     reader.send(type="get_room_history", roomId="general")
     (message,) = (await reader.expect("room_history"))["messages"]
-    assert (message["mentions"], message["mentionsRoom"]) == ([carol_id], False)
+    assert message["mentions"] == [carol_id] and "mentionsRoom" not in message
+
+
+async def test_a_name_resolved_before_is_resolved_from_memory_with_the_same_outcome(server):
+    # The first "@bob" reads storage; the next ones are answered by the user cache, on
+    # the synchronous send path: they must still be stored, delivered and notified.
+    alice, _ = await joined(server.ws_url, server.base_url)
+    bob_account = register(server.base_url)
+    bob_id, bob_name = bob_account["user"]["id"], bob_account["user"]["username"]
+    bob = await ChatClient.connect(server.ws_url, bob_account["token"])
+    for text in (f"@{bob_name} first", f"@{bob_name} again, @nobody_here", f"@{bob_name}. third"):
+        ack = await post(alice, "general", text)
+        (live,) = [
+            e["data"]["message"]
+            for e in alice.seen  # the broadcast comes before the ack
+            if e["type"] == "new_message" and e["data"]["message"]["id"] == ack["messageId"]
+        ]
+        assert live["mentions"] == [bob_id]
+        assert (await bob.expect("mention"))["message"]["id"] == ack["messageId"]
+    alice.send(type="get_room_history", roomId="general")
+    messages = (await alice.expect("room_history"))["messages"]
+    assert [m["mentions"] for m in messages] == [[bob_id]] * 3

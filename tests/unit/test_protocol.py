@@ -710,3 +710,18 @@ def test_search_query_length_is_capped() -> None:
     with pytest.raises(ValidationError) as info:
         p.parse(enc({"type": "search", "query": "q" * (p.MAX_QUERY_CHARS + 1)}))
     assert info.value.field == "query"
+
+
+def test_message_objects_leave_default_values_out() -> None:
+    args = ("m1", 1, "general", "u1", "alice", None, "hi", "text", None, None, "t", False)
+    plain = p.message_json(*args)
+    assert not {"replyCount", "reactions", "mentions", "mentionsRoom"} & plain.keys()
+    assert plain["edited"] is False and plain["replyTo"] is None  # these stay
+    reactions = [{"emoji": "👍", "count": 1, "userIds": ["u2"]}]
+    full = p.message_json(*args, 2, reactions, ["u2"], True)
+    assert (full["replyCount"], full["reactions"], full["mentions"], full["mentionsRoom"]) == (
+        2,
+        reactions,
+        ["u2"],
+        True,
+    )

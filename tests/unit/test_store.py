@@ -262,6 +262,45 @@ def test_current_schema_is_upgraded_to_the_client_id_window_with_every_message(
     conn.close()
 
 
+def test_full_text_indexes_are_rebuilt_without_token_counts_and_keep_indexing(
+    config: StorageConfig,
+) -> None:
+    # A database of schema version 4: messages indexed by the first full-text tables.
+    config.path.parent.mkdir(parents=True)
+    old = apsw.Connection(str(config.path))
+    with old:
+        for script in sqlite.MIGRATIONS[:4]:
+            old.execute(script)
+        old.pragma("user_version", 4)
+        old.execute(sqlite.STATEMENTS["insert_message"], msg(1)[1])
+        old.execute(sqlite.STATEMENTS["insert_dm"], dm(1)[1])
+    old.close()
+
+    s = sqlite.SqliteStore(config)
+    s.open()
+    conn = apsw.Connection(str(config.path))
+    with conn:
+        again = ops.insert_message(
+            id="general-2", room_id="general", seq=2, user_id="u1", content="m1 again",
+            created_at=T0,
+        )  # fmt: skip
+        conn.execute(sqlite.STATEMENTS["insert_message"], again[1])
+    ((schema,),) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_fts'")
+    assert "columnsize=0" in schema
+    conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+    conn.execute("INSERT INTO direct_messages_fts (direct_messages_fts) VALUES ('integrity-check')")
+    conn.close()
+    hits = asyncio.run(s.search_messages(["m1"], ["general"], before_id=None, limit=5))
+    assert [(h.message.id, h.snippet) for h in hits] == [
+        ("general-2", f"{sqlite.SNIPPET_OPEN}m1{sqlite.SNIPPET_CLOSE} again"),
+        ("general-1", f"{sqlite.SNIPPET_OPEN}m1{sqlite.SNIPPET_CLOSE}"),
+    ]
+    assert all(h.rank < 0 for h in hits)
+    (direct,) = asyncio.run(s.search_direct(["d1"], "u1", before_id=None, limit=5))
+    assert direct.message.id == "d1"
+    s.close()
+
+
 def test_default_rooms(db: sqlite.SqliteStore) -> None:
     rooms = db.all_rooms()
     assert [(r.id, r.name, r.description) for r in rooms] == [

@@ -48,3 +48,16 @@ async def test_a_found_user_is_kept_and_a_new_account_is_found_once_the_miss_exp
     assert found is not None and found.id == "id-bob"
     reads = store.reads
     assert (await users.by_name("bob")) is found and store.reads == reads
+
+
+async def test_by_name_in_memory_answers_only_what_by_name_would_without_a_read():
+    store = NamesOnlyStore()
+    store.rows["bob"] = row("bob")
+    users = Users(store, tokens=None)  # type: ignore[arg-type]
+    assert users.by_name_in_memory("bob") == (False, None)
+    assert users.by_name_in_memory("nobody") == (False, None)
+    found = await users.by_name("Bob")
+    assert await users.by_name("nobody") is None
+    assert users.by_name_in_memory("BOB") == (True, found)
+    assert users.by_name_in_memory("nobody") == (True, None)
+    assert store.reads == 2
