@@ -76,6 +76,7 @@ class StorageConfig:
     flush_interval_ms: int = 2
     queue_max: int = 100_000
     history_cache: int = 500
+    history_cache_total: int = 20_000
     backend: Backend = "sqlite"
     dsn: str = "postgresql://fastchat@127.0.0.1:5432/fastchat"
 

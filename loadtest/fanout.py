@@ -701,6 +701,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     await asyncio.sleep(args.seconds)
     after = await _snapshot(target, receivers, pubs, children, fanrecv, reach)
     rss = procs.rss_kib(target.pid) if target.pid else None
+    peak_rss = procs.rss_kib(target.pid, peak=True) if target.pid else None
     stop.set()
     await asyncio.gather(*tasks)
     deadline = time.monotonic() + DRAIN_SECONDS
@@ -770,6 +771,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         if after.server_system_cpu is not None and before.server_system_cpu is not None
         else None,
         "server_rss_mib": round(rss / 1024, 1) if rss else None,
+        "server_peak_rss_mib": round(peak_rss / 1024, 1) if peak_rss else None,
         # CPU and write calls per delivery: what a delivery costs, however loaded the machine
         "server_cpu_us_per_delivery": round(
             1e6 * (after.server_cpu - before.server_cpu) / (after.frames - before.frames), 3
@@ -875,7 +877,7 @@ def describe(result: dict[str, Any]) -> str:
                 if r.get("server_system_cpu_pct") is not None
                 else ""
             )
-            + f"  rss {rss} MiB  generator cpu % "
+            + f"  rss {rss} MiB (peak {r.get('server_peak_rss_mib')})  generator cpu % "
             + " ".join(f"{name} {pct}" for name, pct in r["generator_cpu_pct"].items())
             + f"  ({r['receivers']} receivers)",
             f"  per delivery: server cpu {r.get('server_cpu_us_per_delivery')} µs, "

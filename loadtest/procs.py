@@ -53,12 +53,13 @@ def write_calls(pid: int) -> int:
     raise RuntimeError(f"no syscw for pid {pid}")
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (VmRSS)."""
+def rss_kib(pid: int, *, peak: bool = False) -> int:
+    """Resident set size of ``pid`` in KiB: now (VmRSS), or its peak so far (VmHWM)."""
+    field = "VmHWM:" if peak else "VmRSS:"
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def pin(cpus: set[int], pid: int = 0) -> set[int]:

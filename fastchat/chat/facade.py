@@ -76,7 +76,14 @@ class Chat:
         self.users = Users(store, tokens)
         self.directory = RoomDirectory()
         writes = self._writes = Writes(writer, config.queue_max)
-        self.history = History(self.directory, hub, store, self.users, config.history_cache)
+        self.history = History(
+            self.directory,
+            hub,
+            store,
+            self.users,
+            config.history_cache,
+            config.history_cache_total,
+        )
         typing = Typing(self.directory, hub, broker)
         acks = Acks(hub, metrics, store.client_keys())
         self.rooms = Rooms(

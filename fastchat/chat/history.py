@@ -3,14 +3,16 @@
 Memory holds the newest ``history_cache`` messages of a room, among them every one not yet
 on disk, so read-your-writes holds; pages past that window are read from storage and
 merged. A page that memory can answer is answered synchronously (:meth:`History.cached_page`);
-only a page that needs storage awaits it.
+only a page that needs storage awaits it. All windows together hold at most
+``history_cache_total`` messages: past that, the least recently active rooms' windows lose
+their oldest stored messages (each keeps its newest one and every one not yet stored).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from itertools import islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -64,14 +66,21 @@ class History:
         store: Store,
         users: Users,
         history_cache: int,
+        history_cache_total: int,
     ):
         self._directory = directory
         self._hub = hub
         self._store = store
         self._users = users
         self._history_cache = history_cache
+        self._total = history_cache_total
+        # messages the windows may still gain before their sizes are summed again
+        self._headroom = history_cache_total
+        self._trimmed: set[str] = set()  # rooms whose window lost messages to the total
         # message id -> (room, message) for messages handed to the writer, until committed
         self.pending: dict[str, tuple[Room, dict[str, Any]]] = {}
+        # message id -> (room, message) changed by a write not stored yet (a reaction)
+        self._changed: dict[str, tuple[Room, dict[str, Any]]] = {}
 
     async def load(self, room: Room) -> None:
         """Read the room's newest messages into memory, once."""
@@ -81,6 +90,9 @@ class History:
         messages = await self.from_rows(rows)
         if room.history is None:  # another join may have loaded it while this one waited
             room.history = deque(messages, maxlen=self._history_cache)
+            self._headroom -= len(messages)
+            if self._headroom < 0:
+                self._trim()
 
     def remember(self, room: Room, message: dict[str, Any]) -> None:
         """Add a new message (its room was loaded when its sender joined), in seq order."""
@@ -91,6 +103,47 @@ class History:
             history.insert(bisect_left(history, message["seq"], key=_seq), message)
         else:
             history.append(message)
+        self._headroom -= 1
+        if self._headroom < 0:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Bring the windows' total back to 90 % of ``history_cache_total``, least recently
+        active rooms first, and leave headroom enough that this runs once per tenth of it."""
+        rooms = [room for room in self._directory.by_id.values() if room.history]
+        held = sum(len(room.history) for room in rooms)  # type: ignore[arg-type]
+        target = self._total - self._total // 10
+        if held > target:
+            pending, changed = self.pending, self._changed
+            rooms.sort(key=lambda room: room.history[-1]["timestamp"])  # type: ignore[index]
+            for room in rooms:
+                history: deque[dict[str, Any]] = room.history  # type: ignore[assignment]
+                before = held
+                while (
+                    held > target
+                    and len(history) > 1
+                    and history[0]["id"] not in pending
+                    and history[0]["id"] not in changed
+                ):
+                    history.popleft()
+                    held -= 1
+                if held < before:
+                    self._trimmed.add(room.id)
+                if held <= target:
+                    break
+        self._headroom = max(self._total - held, self._total // 10)
+
+    def holds_after(self, room: Room, seq: int) -> bool:
+        """Whether the room's window holds every message of the room newer than ``seq``."""
+        history = room.history
+        if history is None:
+            return False
+        return (bool(history) and history[0]["seq"] <= seq + 1) or self._complete(room)
+
+    def _complete(self, room: Room) -> bool:
+        """Whether the room's (loaded) window holds every message the room has."""
+        history: deque[dict[str, Any]] = room.history  # type: ignore[assignment]
+        return len(history) < self._history_cache and room.id not in self._trimmed
 
     def apply_remote(self, channel: Channel, payload: bytes) -> None:
         """Keep the window true to what another node published in the room (messages,
@@ -127,10 +180,26 @@ class History:
                     break
         if message["id"] in self.pending:
             self.pending[message["id"]] = (room, message)
+        if message["id"] in self._changed:
+            self._changed[message["id"]] = (room, message)
+
+    def change(self, room: Room, message: dict[str, Any]) -> Callable[[object], None]:
+        """Apply a change that is written behind (a reaction): until the write is stored,
+        the message is found with it, in pages and look-ups, whether or not its room's
+        window still holds it. Returns the write's callback."""
+        message_id = message["id"]
+        self._changed[message_id] = (room, message)
+        self.replace(room, message)
+
+        def stored(_error: object) -> None:
+            if self._changed.get(message_id, (None, None))[1] is message:
+                del self._changed[message_id]
+
+        return stored
 
     async def find(self, message_id: str) -> tuple[Room, dict[str, Any]] | None:
         """A message and its room, as clients see it: from memory first, else storage."""
-        pending = self.pending.get(message_id)
+        pending = self._changed.get(message_id) or self.pending.get(message_id)
         if pending is not None:
             return pending
         row = await self._store.message_by_id(message_id)
@@ -160,7 +229,13 @@ class History:
         if not rows:
             return []
         reactions = await self._store.reactions([row.id for row in rows])
-        return [await self._from_row(row, reactions.get(row.id)) for row in rows]
+        changed = self._changed
+        return [
+            changed[row.id][1]
+            if row.id in changed
+            else await self._from_row(row, reactions.get(row.id))
+            for row in rows
+        ]
 
     async def _from_row(
         self, row: MessageRow, reactions: list[tuple[str, str]] | None
@@ -225,17 +300,15 @@ class History:
         """Up to ``limit`` messages from memory; None when the range reaches past it."""
         history = room.history
         assert history is not None
-        # A cache that never filled up holds every message the room has.
-        complete = len(history) < self._history_cache
         if after is not None:
-            if not complete and not (history and history[0]["seq"] <= after + 1):
+            if not self.holds_after(room, after):
                 return None
             start = bisect_right(history, after, key=_seq)
             newer = list(islice(history, start, start + limit + 1))
             return newer[:limit], len(newer) > limit
         end = len(history) if before is None else bisect_left(history, before, key=_seq)
         older = list(islice(history, max(0, end - limit - 1), end))
-        if len(older) <= limit and not complete:
+        if len(older) <= limit and not self._complete(room):
             return None
         return older[-limit:], len(older) > limit
 

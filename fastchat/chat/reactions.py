@@ -70,8 +70,8 @@ class Reactions:
         if reactions is None:
             return
         self._writes.check_capacity(cmd.TYPE)
-        self._history.replace(room, {**message, "reactions": reactions})
-        self._writes.submit(self._op(cmd, user))
+        stored = self._history.change(room, {**message, "reactions": reactions})
+        self._writes.submit(self._op(cmd, user), stored)
         self._broker.publish(room.channel, self._event(cmd, user, {"roomId": room.id}))
 
     async def _react_direct(self, user: User, cmd: p.Reaction) -> None:

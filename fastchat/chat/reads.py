@@ -98,7 +98,7 @@ class Reads:
 
     async def _unread(self, room: Room, user: User, marker: int) -> tuple[int, int]:
         history = room.history
-        if history is None or (len(history) == history.maxlen and history[0]["seq"] > marker + 1):
+        if history is None or not self._history.holds_after(room, marker):
             # Not in memory (then nothing is waiting to be stored either), or past the window.
             return await self._store.room_unread(room.id, user.id, marker, UNREAD_CAP)
         unread = mentions = 0

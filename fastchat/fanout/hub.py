@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 from fastchat.config import WebSocketConfig
 from fastchat.metrics import Metrics
 from fastchat.ws.deflate import shared_deflater
-from fastchat.ws.frames import build_frame
+from fastchat.ws.frames import build_frame, frame_payload
 from fastchat.ws.peer import DEDICATED, PLAIN, SHARED
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ class Room:
         "_base",
         "_frames",
         "_last_joined",
-        "_payloads",
         "_queued",
         "_round",
         "_round_end",
@@ -79,8 +78,9 @@ class Room:
         self.n_shared = 0
         # The log: frames not yet written to every member; _frames[0] has index _base.
         self._frames: list[bytes] = []
-        self._zframes: list[bytes] = []  # the same, shared-deflated (while n_shared > 0)
-        self._payloads: list[bytes] = []
+        # The same, shared-deflated (while n_shared > 0). The payloads are not kept: orjson's
+        # output holds a buffer of several KiB whatever its length, the frame a copy of it.
+        self._zframes: list[bytes] = []
         self._base = 0
         # (start, end, plain, zplain) of the last _joined: members caught up together (the
         # publishers acked by one commit) share it instead of each joining the same frames.
@@ -210,7 +210,6 @@ class Hub:
         if droppable or excluded:
             room._special[room.log_end] = (droppable, excluded)
         room._frames.append(frame)
-        room._payloads.append(payload)
         if room.n_shared:
             room._zframes.append(self._compressed_frame(payload, frame))
         self._metrics.frames_out += 1
@@ -460,7 +459,7 @@ class Hub:
                     self._metrics.dropped_events += 1
                     continue
             if compress == DEDICATED:
-                payload = room._payloads[index - base]
+                payload = frame_payload(frames[index - base])
                 if len(payload) >= self._threshold:
                     parts.append(build_frame(conn.deflater.compress(payload), rsv1=True))
                     self._metrics.compressed_frames += 1
@@ -474,7 +473,6 @@ class Hub:
         if count <= 0:
             return
         del room._frames[:count]
-        del room._payloads[:count]
         if room._zframes:
             del room._zframes[:count]
         room._base = upto

@@ -60,6 +60,12 @@ def build_frame(
     return _pack_header64(first, 127, length) + payload
 
 
+def frame_payload(frame: bytes) -> memoryview:
+    """The payload of an unmasked frame made by :func:`build_frame`, without a copy."""
+    length = frame[1] & 0x7F
+    return memoryview(frame)[2 if length < 126 else 4 if length == 126 else 10 :]
+
+
 def build_close_frame(code: int, reason: str = "") -> bytes:
     """Return a Close frame with ``code`` and ``reason`` (RFC 6455 §5.5.1).
 

@@ -465,6 +465,30 @@ async def test_history_pages_across_memory_and_disk(make_server):
     await alice.close()
 
 
+async def test_a_room_trimmed_to_the_total_still_pages_and_edits_from_disk(make_server):
+    server = make_server(storage={"history_cache": 5, "history_cache_total": 5})
+    alice, _ = await joined(server.ws_url, server.base_url)
+    alice.send(type="join_room", roomId="random")
+    await alice.expect("room_joined", roomId="random")
+    for room in ("general", "random"):  # random's messages push general's out of memory
+        for i in range(5):
+            alice.send(
+                type="send_message", roomId=room, content=f"{room}{i}", clientId=f"{room}{i}"
+            )
+            await alice.expect("message_ack", clientId=f"{room}{i}")
+    alice.send(type="get_room_history", roomId="general", limit=10)
+    page = await alice.expect("room_history")
+    assert [m["content"] for m in page["messages"]] == [f"general{i}" for i in range(5)]
+    assert page["hasMore"] is False
+    oldest = page["messages"][0]["id"]
+    alice.send(type="edit_message", messageId=oldest, content="edited")
+    assert (await alice.expect("message_edited"))["message"]["content"] == "edited"
+    alice.send(type="get_room_history", roomId="general", before=2, limit=10)
+    first = (await alice.expect("room_history"))["messages"]
+    assert [(m["id"], m["content"], m["edited"]) for m in first] == [(oldest, "edited", True)]
+    await alice.close()
+
+
 async def test_user_left_only_when_the_last_tab_leaves_the_room(server):
     alice, _ = await joined(server.ws_url, server.base_url)
     bob_account = register(server.base_url)

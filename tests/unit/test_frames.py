@@ -20,6 +20,7 @@ from fastchat.ws.frames import (
     OP_TEXT,
     build_close_frame,
     build_frame,
+    frame_payload,
 )
 
 LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 70000]
@@ -82,6 +83,13 @@ def test_websockets_reads_our_frames(length: int) -> None:
     payload = b"x" * length
     frame = parse_with_websockets(build_frame(payload, OP_BINARY))
     assert (frame.opcode.value, frame.fin, bytes(frame.data)) == (OP_BINARY, True, payload)
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("rsv1", [False, True])
+def test_frame_payload_gives_back_what_was_framed(length: int, rsv1: bool) -> None:
+    payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    assert frame_payload(build_frame(payload, rsv1=rsv1)) == payload
 
 
 def test_default_is_final_text_frame() -> None:
