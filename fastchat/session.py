@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from fastchat.chat import Chat, User
     from fastchat.config import LimitsConfig
     from fastchat.fanout.hub import Hub
+    from fastchat.fanout.redis_broker import RedisBroker
     from fastchat.metrics import Metrics
     from fastchat.ws.connection import Connection
 
@@ -86,8 +87,16 @@ class Session:
 class Sessions:
     """Dispatches every connection's messages to the chat."""
 
-    def __init__(self, chat: Chat, hub: Hub, limits: LimitsConfig, metrics: Metrics):
+    def __init__(
+        self,
+        chat: Chat,
+        hub: Hub,
+        limits: LimitsConfig,
+        metrics: Metrics,
+        cluster: RedisBroker | None = None,
+    ):
         self._chat = chat
+        self._cluster = cluster  # counts each user's connections across the nodes
         self._hub = hub
         self._limits = limits
         self._metrics = metrics
@@ -144,7 +153,7 @@ class Sessions:
         user = session.user
         if user is not None:
             self._unexpire(conn, session)
-            self._per_user.release(user.id)
+            self._release(user.id)
             self._chat.disconnect(conn, user)
 
     def on_text(self, conn: Connection, text: str) -> None:
@@ -249,18 +258,40 @@ class Sessions:
             return
         if conn.closed:  # it closed while the account was read
             return
-        if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
-            conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
+        if not await self._admit(conn, user.id):
             return
         await self._chat.authenticate(conn, user)
         if conn.closed:
-            self._per_user.release(user.id)
+            self._release(user.id)
             return
         session.user = user
         self._authorize(conn, session, claims)
         if session.auth_timer is not None:
             session.auth_timer.cancel()
             session.auth_timer = None
+
+    async def _admit(self, conn: Connection, user_id: str) -> bool:
+        """Count the connection against the user's cap (on every node, with a cluster);
+        close it when the cap is reached, or when it closed meanwhile."""
+        limit = self._limits.max_connections_per_user
+        if not self._per_user.acquire(user_id, limit):
+            conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
+            return False
+        if self._cluster is None:
+            return True
+        if not await self._cluster.admit(user_id, limit):
+            self._per_user.release(user_id)
+            conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
+            return False
+        if conn.closed:
+            self._release(user_id)
+            return False
+        return True
+
+    def _release(self, user_id: str) -> None:
+        self._per_user.release(user_id)
+        if self._cluster is not None:
+            self._cluster.release(user_id)
 
     async def _renew(self, conn: Connection, user: User, cmd: p.Authenticate) -> None:
         """``authenticate`` on an authenticated connection: a fresh token renews it."""

@@ -4,11 +4,13 @@ uploads through either node, catch-up elsewhere, and a node killed under load.""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.e2e.test_uploads import upload
 from tests.support.accounts import PASSWORD, create_account, register
@@ -22,11 +24,12 @@ SECRET = "a-cluster-wide-jwt-secret-of-32-bytes-or-more"
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noqa: F811
-    """Factory of nodes sharing Redis, the database, the JWT secret and the uploads folder."""
+    """Factory of nodes sharing Redis, the database, the JWT secret and the uploads folder;
+    a node silent for 3 s is taken for dead."""
     dsn = postgres_cluster.new_database()
     nodes: list[ServerProcess] = []
 
-    def node() -> ServerProcess:
+    def node(**limits: object) -> ServerProcess:
         directory = tmp_path / f"node{len(nodes)}"
         directory.mkdir()
         server = ServerProcess.configured(
@@ -36,9 +39,14 @@ def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noq
                 "dsn": dsn,
                 "uploads_dir": str(tmp_path / "uploads"),
             },
-            broker={"kind": "redis", "url": redis_server.url},
+            broker={
+                "kind": "redis",
+                "url": redis_server.url,
+                "heartbeat_seconds": 0.5,
+                "node_timeout_seconds": 3.0,
+            },
             auth={"jwt_secret": SECRET},
-            limits={"messages_per_second": 1000.0, "burst": 1000},
+            limits={"messages_per_second": 1000.0, "burst": 1000, **limits},
         )
         nodes.append(server)
         return server.start()
@@ -225,4 +233,91 @@ async def test_private_rooms_invites_edits_deletes_and_replies_cross_nodes(clust
     bob.send(type="delete_message", messageId=reply["id"])
     assert (await alice.expect("message_deleted"))["messageId"] == reply["id"]
     for client in (alice, bob):
+        await client.close()
+
+
+async def room_joined(node: ServerProcess, token: str) -> dict:
+    """The ``room_joined`` of a fresh connection joining "general" on ``node``."""
+    client = await ChatClient.connect(node.ws_url, token)
+    try:
+        client.send(type="join_room", roomId="general")
+        return await client.expect("room_joined", roomId="general")
+    finally:
+        await client.close()
+
+
+async def member_statuses(node: ServerProcess, token: str) -> dict[str, str]:
+    """User id -> status of the members listed by a join of "general" on ``node``."""
+    return {m["id"]: m["status"] for m in (await room_joined(node, token))["members"]}
+
+
+async def test_a_node_killed_without_a_word_takes_its_users_offline_on_the_others(cluster):
+    a, b = cluster(), cluster()
+    alice_account, bob_account = register(a.base_url), register(b.base_url)
+    bob_id = bob_account["user"]["id"]
+    alice = await member(a, alice_account["token"])
+    bob = await member(b, bob_account["token"])
+    await alice.expect("user_joined", roomId="general")
+    bob.send(type="send_message", roomId="general", content="hi", clientId="hi")
+    await bob.expect("message_ack")  # stored, and his membership before it
+    b.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    await bob.closed(timeout=10)
+    # node B's heartbeat stops: node A reaps it within the timeout plus a beat
+    offline = await alice.expect("user_status", timeout=15, userId=bob_id, status="offline")
+
+    # the last seen is node B's last beat, written by the surviving node (write-behind: a
+    # join may come before it is stored)
+    for _ in range(100):
+        members = {m["id"]: m for m in (await room_joined(a, alice_account["token"]))["members"]}
+        assert members[bob_id]["status"] == "offline"
+        if members[bob_id]["last_seen"] == offline["timestamp"]:
+            break
+        await asyncio.sleep(0.05)
+    assert members[bob_id]["last_seen"] == offline["timestamp"]
+    await alice.close()
+
+
+async def test_room_joined_lists_the_members_online_on_every_node(cluster):
+    a = cluster()
+    bob_account = register(a.base_url)
+    bob_id = bob_account["user"]["id"]
+    bob = await member(a, bob_account["token"])
+    bob.send(type="send_message", roomId="general", content="hi", clientId="hi")
+    await bob.expect("message_ack")  # his membership is stored
+    b = cluster()  # started later: learns from Redis who is online on node A
+    alice_account = register(b.base_url)
+    statuses = await member_statuses(b, alice_account["token"])
+    assert statuses[bob_id] == statuses[alice_account["user"]["id"]] == "online"
+
+    alice = await member(b, alice_account["token"])
+    await bob.close()
+    await alice.expect("user_status", userId=bob_id, status="offline")
+    statuses = await member_statuses(b, alice_account["token"])
+    assert statuses[bob_id] == "offline"
+    await alice.close()
+
+
+def open_connections(redis_url: str, user_id: str) -> int:
+    """The user's connections counted in Redis over every node."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sum(int(client.hget(key, user_id) or 0) for key in client.scan_iter("fc:{p}:n:*"))
+    finally:
+        client.close()
+
+
+async def test_the_per_user_connection_cap_holds_across_nodes(cluster, redis_server):  # noqa: F811
+    a, b = cluster(max_connections_per_user=2), cluster(max_connections_per_user=2)
+    account = register(a.base_url)
+    user_id = account["user"]["id"]
+    first = await ChatClient.connect(a.ws_url, account["token"])
+    second = await ChatClient.connect(b.ws_url, account["token"])
+    third = await ChatClient.open(a.ws_url)
+    await third.expect("connection_established")
+    third.send(type="authenticate", token=account["token"])
+    assert await third.closed() == 1008  # one on each node: the cap of 2 is reached
+    await second.close()
+    await wait_until(lambda: open_connections(redis_server.url, user_id) == 1)
+    again = await ChatClient.connect(a.ws_url, account["token"])  # room again
+    for client in (first, again):
         await client.close()

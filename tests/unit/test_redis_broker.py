@@ -208,7 +208,7 @@ async def test_moderation_and_presence_reach_the_other_nodes_only(nodes):
     a.broker.control = controls["a"].append
     b.broker.control = controls["b"].append
     changes: list[tuple[str, bool]] = []
-    b.broker.presence = lambda user_id, online: changes.append((user_id, online))
+    b.broker.presence = lambda user_id, online, at: changes.append((user_id, online))
 
     a.broker.send_control(b'{"action":"ban","userId":"u1"}')
     a.broker.share_presence("u1", True)
