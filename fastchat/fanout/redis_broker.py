@@ -338,30 +338,55 @@ class RedisBroker:
 
     async def _join_nodes(self) -> None:
         """Count this node's connections in Redis again (Redis may have lost them, or reaped
-        a node that stalled), beat, and take who is online on the other nodes from theirs."""
+        this node when it stalled), beat, say hello (the others re-read this node's users),
+        and take who is online on the other nodes from their counts."""
         counts = {user_id: len(conns) for user_id, conns in self._hub.users.items()}
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._node_key)
             if counts:
                 pipe.hset(self._node_key, mapping=counts)
+            pipe.publish(_USERS_CHANNEL, b"!%s:h:" % self._node)
             await pipe.execute()
         await self._beat()
-        nodes = [node for node in await self._redis.zrange(_NODES, 0, -1) if node != self._node]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for node in nodes:
-                pipe.hkeys(_NODE_USERS + node.decode())
-            users = await pipe.execute()
-        elsewhere: dict[str, set[bytes]] = {}
-        for node, user_ids in zip(nodes, users, strict=True):
-            for user_id in user_ids:
-                elsewhere.setdefault(user_id.decode(), set()).add(node)
-        before, self._elsewhere = self._elsewhere, elsewhere
-        for user_id in before.keys() - elsewhere.keys():
-            if not self._hub.user_conns(user_id):
-                self.presence(user_id, False, None)
-        for user_id in elsewhere.keys() - before.keys():
-            if not self._hub.user_conns(user_id):
-                self.presence(user_id, True, None)
+        nodes = {node for node in await self._redis.zrange(_NODES, 0, -1) if node != self._node}
+        for node in nodes:
+            await self._read_node(node)
+        absent = {node for users in self._elsewhere.values() for node in users} - nodes
+        if absent:  # after Redis lost its data: until they beat again, or are dead
+            self._hub.loop.call_later(
+                self._config.node_timeout_seconds,
+                lambda: self._hub.loop.create_task(self._expire_absent(absent)),
+            )
+
+    async def _read_node(self, node: bytes) -> None:
+        """Take the users online on ``node`` from its counts."""
+        found = await self._redis.hkeys(_NODE_USERS + node.decode())
+        users = {user_id.decode() for user_id in found}
+        for user_id in [user_id for user_id, nodes in self._elsewhere.items() if node in nodes]:
+            if user_id not in users:
+                self._presence_entry(node, False, user_id)
+        for user_id in users:
+            self._presence_entry(node, True, user_id)
+
+    async def _expire_absent(self, absent: set[bytes]) -> None:
+        try:
+            live = set(await self._redis.zrange(_NODES, 0, -1))
+        except (OSError, RedisError, TimeoutError) as error:
+            log.warning("absent nodes not checked (until the next reconnect): %s", error)
+            return
+        for node in absent - live:
+            self._node_gone(node, b"")
+
+    def _hello(self, node: bytes) -> None:
+        """A node (re)joined: read its users (it may have had some before Redis restarted)."""
+        if node != self._node:
+            self._hub.loop.create_task(self._read_node_logged(node))
+
+    async def _read_node_logged(self, node: bytes) -> None:
+        try:
+            await self._read_node(node)
+        except (OSError, RedisError, TimeoutError) as error:
+            log.warning("users of node %s not read: %s", node.decode(), error)
 
     async def _beat(self) -> None:
         await self._beat_script(
@@ -407,9 +432,6 @@ class RedisBroker:
             await self._join_nodes()
         except (OSError, RedisError, TimeoutError) as error:
             log.warning("cannot rejoin the nodes (retried at the next reconnect): %s", error)
-            return
-        for user_id in self._hub.users:
-            self.share_presence(user_id, True)
 
     async def admit(self, user_id: str, limit: int) -> bool:
         """Count one more connection of ``user_id`` here, unless the user has ``limit``
@@ -785,6 +807,8 @@ class RedisBroker:
                 self._presence_entry(user_id[1:], payload[:1] == b"1", payload[1:].decode())
         elif kind == b"g":
             self._node_gone(user_id[1:], payload)
+        elif kind == b"h":
+            self._hello(user_id[1:])
         elif user_id == _EVERYONE:
             hub.send_to_all(payload)
         else:
