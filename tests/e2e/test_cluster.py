@@ -22,12 +22,9 @@ from tests.support.waiting import wait_until
 SECRET = "a-cluster-wide-jwt-secret-of-32-bytes-or-more"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noqa: F811
-    """Factory of nodes sharing Redis, the database, the JWT secret and the uploads folder;
-    a node silent for 3 s is taken for dead."""
-    dsn = postgres_cluster.new_database()
-    nodes: list[ServerProcess] = []
+def node_factory(tmp_path: Path, redis_url: str, dsn: str, nodes: list[ServerProcess]):
+    """Nodes sharing Redis, the database, the JWT secret and the uploads folder; a node
+    silent for 3 s is taken for dead."""
 
     def node(**limits: object) -> ServerProcess:
         directory = tmp_path / f"node{len(nodes)}"
@@ -41,7 +38,7 @@ def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noq
             },
             broker={
                 "kind": "redis",
-                "url": redis_server.url,
+                "url": redis_url,
                 "heartbeat_seconds": 0.5,
                 "node_timeout_seconds": 3.0,
             },
@@ -51,10 +48,29 @@ def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noq
         nodes.append(server)
         return server.start()
 
-    yield node
+    return node
+
+
+def stop_nodes(nodes: list[ServerProcess]) -> None:
     for number, server in enumerate(nodes):
         server.kill()
         print(f"--- node {number} log ---", *server.log[-40:], sep="\n")  # shown on failure
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noqa: F811
+    """Factory of nodes (:func:`node_factory`) on the session's PostgreSQL."""
+    nodes: list[ServerProcess] = []
+    yield node_factory(tmp_path, redis_server.url, postgres_cluster.new_database(), nodes)
+    stop_nodes(nodes)
+
+
+@pytest.fixture
+def cluster_on_own_postgres(tmp_path: Path, redis_server: RedisServer, own_postgres):  # noqa: F811
+    """Factory of nodes on a PostgreSQL of the test's own (to stop and start), and that."""
+    nodes: list[ServerProcess] = []
+    yield node_factory(tmp_path, redis_server.url, own_postgres.new_database(), nodes), own_postgres
+    stop_nodes(nodes)
 
 
 async def member(node: ServerProcess, token: str, room: str = "general") -> ChatClient:
@@ -320,4 +336,57 @@ async def test_the_per_user_connection_cap_holds_across_nodes(cluster, redis_ser
     await wait_until(lambda: open_connections(redis_server.url, user_id) == 1)
     again = await ChatClient.connect(a.ws_url, account["token"])  # room again
     for client in (first, again):
+        await client.close()
+
+
+async def test_a_postgres_restart_under_a_multi_node_load_delays_acks_and_loses_nothing(
+    cluster_on_own_postgres,
+):
+    node, postgres = cluster_on_own_postgres
+    a, b = node(), node()
+    alice = await member(a, register(a.base_url)["token"])
+    bob = await member(b, register(b.base_url)["token"])
+    senders = {"a": alice, "b": bob}
+    for name, client in senders.items():
+        client.send(type="send_message", roomId="general", content="x", clientId=f"{name}0")
+        await client.expect("message_ack", clientId=f"{name}0")
+
+    await asyncio.to_thread(postgres.stop)
+    during = [f"{name}{i}" for i in range(1, 11) for name in senders]
+    for client_id in during:
+        senders[client_id[0]].send(
+            type="send_message", roomId="general", content="x", clientId=client_id
+        )
+    # fan-out goes on without the database, in one order on both nodes
+    order: dict[str, list[tuple[int, str]]] = {}
+    for name, client in senders.items():
+        order[name] = []
+        while len(order[name]) < len(during):
+            message = (await client.expect("new_message"))["message"]
+            if message["clientId"] in during:
+                order[name].append((message["seq"], message["clientId"]))
+    assert order["a"] == order["b"]
+    for client in senders.values():
+        client.drain()  # into client.seen
+    acked = [
+        e["data"]["clientId"]
+        for c in senders.values()
+        for e in c.seen
+        if e["type"] == "message_ack"
+    ]
+    assert sorted(acked) == ["a0", "b0"]  # nothing acked while the database is down
+
+    await asyncio.to_thread(postgres.start)
+    seq_of = {client_id: seq for seq, client_id in order["a"]}
+    for name, client in senders.items():
+        mine = [f"{name}{i}" for i in range(1, 11)]
+        acks = [await client.expect("message_ack", timeout=20) for _ in mine]
+        assert [ack["clientId"] for ack in acks] == mine  # in the order sent
+        assert [ack["seq"] for ack in acks] == [seq_of[client_id] for client_id in mine]
+    alice.send(type="get_room_history", roomId="general", limit=100)
+    history = await alice.expect("room_history", roomId="general")
+    stored = [(m["seq"], m["clientId"]) for m in history["messages"]]
+    assert [client_id for _, client_id in stored[:2]] in (["a0", "b0"], ["b0", "a0"])
+    assert stored[2:] == order["a"]  # every message once, with the seq it was delivered with
+    for client in senders.values():
         await client.close()
