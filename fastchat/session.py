@@ -258,7 +258,10 @@ class Sessions:
             return
         if conn.closed:  # it closed while the account was read
             return
-        if not await self._admit(conn, user.id):
+        if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
+            conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
+            return
+        if self._cluster is not None and not await self._admit_across_nodes(conn, user.id):
             return
         await self._chat.authenticate(conn, user)
         if conn.closed:
@@ -270,16 +273,11 @@ class Sessions:
             session.auth_timer.cancel()
             session.auth_timer = None
 
-    async def _admit(self, conn: Connection, user_id: str) -> bool:
-        """Count the connection against the user's cap (on every node, with a cluster);
-        close it when the cap is reached, or when it closed meanwhile."""
-        limit = self._limits.max_connections_per_user
-        if not self._per_user.acquire(user_id, limit):
-            conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
-            return False
-        if self._cluster is None:
-            return True
-        if not await self._cluster.admit(user_id, limit):
+    async def _admit_across_nodes(self, conn: Connection, user_id: str) -> bool:
+        """Count the connection against the user's cap on every node; close it when the cap
+        is reached, or when it closed meanwhile."""
+        assert self._cluster is not None
+        if not await self._cluster.admit(user_id, self._limits.max_connections_per_user):
             self._per_user.release(user_id)
             conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
             return False
