@@ -273,11 +273,14 @@ class RedisBroker:
         self._heart = loop.create_task(self._heartbeat())
 
     async def close(self) -> None:
-        """Leave the nodes (the others take this one's users offline at once), stop the
-        subscription and the command connection."""
+        """Stop the subscription, leave the nodes (the others take this one's users offline
+        at once) and close the command connection."""
         for task in (self._runner, self._heart):
             if task is not None:
                 task.cancel()
+        # first, lest this node read its own "gone" and count itself in again
+        if self._subscription is not None and self._subscription.transport is not None:
+            self._subscription.transport.close()
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(_NODES, self.node_id).delete(self._node_key)
@@ -285,8 +288,6 @@ class RedisBroker:
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as error:
             log.warning("cannot leave the nodes (the others time this one out): %s", error)
-        if self._subscription is not None and self._subscription.transport is not None:
-            self._subscription.transport.close()
         await self._redis.aclose()
 
     async def _subscribe(self) -> _Subscription:

@@ -328,3 +328,18 @@ async def test_a_redis_restart_keeps_who_is_online_where(nodes, redis_server):  
     assert await b.connect(1, limit=2) is not None
     assert await b.connect(1, limit=2) is None  # A's connection is counted again
     assert b.presence == [("user-1", True, None)] and b.broker.online_elsewhere("user-1")
+
+
+async def test_a_node_stopped_cleanly_takes_its_users_offline_elsewhere_at_once(redis_server):  # noqa: F811
+    a, b = Node(redis_server.url), Node(redis_server.url)
+    for node in (a, b):
+        await node.broker.start()
+    try:
+        await a.connect(1)
+        await wait_until(lambda: b.presence == [("user-1", True, None)])
+        await a.broker.close()  # its connections still open: the goodbye says it all
+        await wait_until(lambda: len(b.presence) == 2)
+        assert b.presence[1] == ("user-1", False, None)  # said, not timed out (no last beat)
+        assert await b.connect(1, limit=1) is not None  # A's connection counts no more
+    finally:
+        await b.broker.close()
