@@ -58,6 +58,15 @@ WATCH_SECONDS = 0.5
 """How often token expiry and the account change log are looked at."""
 
 
+def _taken(yielded: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
+    """A future a request yielded, taken as a task takes one: marked no longer blocking, or
+    the next request to await the same pending future (a connection attempt that concurrent
+    reads share) would fail with "await wasn't used with future"."""
+    if yielded is not None:
+        yielded._asyncio_future_blocking = False
+    return yielded
+
+
 class Session:
     """What one connection knows about itself."""
 
@@ -209,7 +218,7 @@ class Sessions:
     def _run(self, conn: Connection, session: Session, request: Coroutine[Any, Any, None]) -> None:
         """Run ``request`` now; should it wait on storage, finish it in a task."""
         try:
-            waiting_on = request.send(None)
+            waiting_on = _taken(request.send(None))
         except StopIteration:
             return  # done without waiting: the common case, and always with SQLite
         session.backlog = deque()
@@ -231,7 +240,7 @@ class Sessions:
                     await asyncio.sleep(0)
                 else:  # the request reads the outcome (result or error) itself
                     await asyncio.wait((waiting_on,))
-                waiting_on = request.send(None)
+                waiting_on = _taken(request.send(None))
         except StopIteration:
             pass  # the request completed
         except Exception as exc:  # answered like a request that failed at once

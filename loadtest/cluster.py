@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.broker == "redis" and redis.process is not None:
                 extra.append(f"--redis-pid={redis.process.pid}")
             return fanout.main([*extra, *rest])
+        except BaseException:
+            for number, node in enumerate(nodes):
+                print(f"--- node {number} log ---", *node.log[-120:], sep="\n", file=sys.stderr)
+            raise
         finally:
             for node in nodes:
                 node.stop()

@@ -390,3 +390,16 @@ async def test_a_postgres_restart_under_a_multi_node_load_delays_acks_and_loses_
     assert stored[2:] == order["a"]  # every message once, with the seq it was delivered with
     for client in senders.values():
         await client.close()
+
+
+async def test_a_fresh_node_answers_concurrent_first_requests(cluster):
+    """Requests that wait on the same pending future (the first reads of a node share one
+    database connection attempt) each get their answer."""
+    a = cluster()
+    accounts = [register(a.base_url) for _ in range(10)]
+    b = cluster()  # nothing read yet: the ten authentications are its first reads
+    clients = await asyncio.gather(
+        *(ChatClient.connect(b.ws_url, account["token"]) for account in accounts)
+    )
+    for client in clients:
+        await client.close()
