@@ -49,7 +49,8 @@ FANRECV_SOURCE = Path(__file__).resolve().parent / "fanrecv.c"
 _NEW_MESSAGE = b'{"type":"new_message"'
 _ACK = b'{"type":"message_ack"'
 _ERROR = b'{"type":"error"'
-_SCHEDULED = b'"content":"@'
+# Not "@": a "@<digits>" is a mention of a username nobody has, a store read per message.
+_SCHEDULED = b'"content":"~'
 _ACK_NUMBER = re.compile(rb'\{"type":"message_ack","data":\{"clientId":"[^"]*-(\d+)"')
 _ERROR_CODE = re.compile(rb'\{"type":"error","data":\{"message":"(?:[^"\\]|\\.)*","code":"(\w+)"')
 
@@ -222,7 +223,7 @@ class Sampler:
     def on_message(self, payload: bytes, received_ns: int) -> None:
         if not payload.startswith(_NEW_MESSAGE):
             return
-        # The content starts with "@<scheduled ns>:"; found without decoding the JSON.
+        # The content starts with "~<scheduled ns>:"; found without decoding the JSON.
         at = payload.find(_SCHEDULED)
         if at < 0:
             return
@@ -325,7 +326,7 @@ class Publisher:
             if self.window[0] <= at < self.window[1]:
                 self.sent_in_window += 1
                 self._sent_at[self.sent] = now
-            head = f"@{at}:{self.index}:{self.sent} "
+            head = f"~{at}:{self.index}:{self.sent} "
             message = {
                 "type": "send_message",
                 "roomId": self.room_id,
