@@ -61,7 +61,9 @@ class App:
         if self.redis is not None:
             self.redis.remote_entry = self.chat.apply_remote
             self.redis.presence = self.chat.presence_elsewhere
-        self.sessions = Sessions(self.chat, self.hub, config.limits, self.metrics)
+        self.sessions = Sessions(
+            self.chat, self.hub, config.limits, self.metrics, cluster=self.redis
+        )
         self.sessions.start()
         self.writer.submit(ops.prune_user_changes(time.time() - _CHANGE_LOG_DAYS * 86400))
         for user_id, username, email in self.store.users_without_keys():

@@ -20,3 +20,9 @@ def utc_now_iso() -> str:
     if cached[0] != sec:
         cached = _second_cache = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
     return f"{cached[1]}.{ns // 1_000_000:03d}Z"
+
+
+def iso_from_unix_ms(unix_ms: int) -> str:
+    """A Unix time in milliseconds as ``2026-11-25T20:11:18.123Z``."""
+    sec, ms = divmod(unix_ms, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(sec))}.{ms:03d}Z"

@@ -118,6 +118,8 @@ class BrokerConfig:
     url: str = "redis://127.0.0.1:6379/0"
     stream_max: int = 10_000
     timeout_seconds: float = 2.0
+    heartbeat_seconds: float = 1.0
+    node_timeout_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +301,10 @@ def _check(config: Config, where: str) -> None:
         )
     if config.broker.kind == "redis" and not config.broker.url.startswith("redis://"):
         raise ConfigError(f"{where}: 'broker.url' must be a redis://[:password@]host:port/db URL")
+    if config.broker.node_timeout_seconds <= config.broker.heartbeat_seconds:
+        raise ConfigError(
+            f"{where}: 'broker.node_timeout_seconds' must exceed broker.heartbeat_seconds"
+        )
     if config.storage.backend == "postgres" and not config.storage.dsn.startswith(
         ("postgresql://", "postgres://")
     ):

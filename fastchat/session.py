@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from fastchat.chat import Chat, User
     from fastchat.config import LimitsConfig
     from fastchat.fanout.hub import Hub
+    from fastchat.fanout.redis_broker import RedisBroker
     from fastchat.metrics import Metrics
     from fastchat.ws.connection import Connection
 
@@ -55,6 +56,15 @@ log = logging.getLogger("fastchat.session")
 
 WATCH_SECONDS = 0.5
 """How often token expiry and the account change log are looked at."""
+
+
+def _taken(yielded: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
+    """A future a request yielded, taken as a task takes one: marked no longer blocking, or
+    the next request to await the same pending future (a connection attempt that concurrent
+    reads share) would fail with "await wasn't used with future"."""
+    if yielded is not None:
+        yielded._asyncio_future_blocking = False
+    return yielded
 
 
 class Session:
@@ -86,8 +96,16 @@ class Session:
 class Sessions:
     """Dispatches every connection's messages to the chat."""
 
-    def __init__(self, chat: Chat, hub: Hub, limits: LimitsConfig, metrics: Metrics):
+    def __init__(
+        self,
+        chat: Chat,
+        hub: Hub,
+        limits: LimitsConfig,
+        metrics: Metrics,
+        cluster: RedisBroker | None = None,
+    ):
         self._chat = chat
+        self._cluster = cluster  # counts each user's connections across the nodes
         self._hub = hub
         self._limits = limits
         self._metrics = metrics
@@ -144,7 +162,7 @@ class Sessions:
         user = session.user
         if user is not None:
             self._unexpire(conn, session)
-            self._per_user.release(user.id)
+            self._release(user.id)
             self._chat.disconnect(conn, user)
 
     def on_text(self, conn: Connection, text: str) -> None:
@@ -200,7 +218,7 @@ class Sessions:
     def _run(self, conn: Connection, session: Session, request: Coroutine[Any, Any, None]) -> None:
         """Run ``request`` now; should it wait on storage, finish it in a task."""
         try:
-            waiting_on = request.send(None)
+            waiting_on = _taken(request.send(None))
         except StopIteration:
             return  # done without waiting: the common case, and always with SQLite
         session.backlog = deque()
@@ -222,7 +240,7 @@ class Sessions:
                     await asyncio.sleep(0)
                 else:  # the request reads the outcome (result or error) itself
                     await asyncio.wait((waiting_on,))
-                waiting_on = request.send(None)
+                waiting_on = _taken(request.send(None))
         except StopIteration:
             pass  # the request completed
         except Exception as exc:  # answered like a request that failed at once
@@ -252,15 +270,35 @@ class Sessions:
         if not self._per_user.acquire(user.id, self._limits.max_connections_per_user):
             conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
             return
+        if self._cluster is not None and not await self._admit_across_nodes(conn, user.id):
+            return
         await self._chat.authenticate(conn, user)
         if conn.closed:
-            self._per_user.release(user.id)
+            self._release(user.id)
             return
         session.user = user
         self._authorize(conn, session, claims)
         if session.auth_timer is not None:
             session.auth_timer.cancel()
             session.auth_timer = None
+
+    async def _admit_across_nodes(self, conn: Connection, user_id: str) -> bool:
+        """Count the connection against the user's cap on every node; close it when the cap
+        is reached, or when it closed meanwhile."""
+        assert self._cluster is not None
+        if not await self._cluster.admit(user_id, self._limits.max_connections_per_user):
+            self._per_user.release(user_id)
+            conn.close(CloseCode.POLICY_VIOLATION, "too many connections for this user")
+            return False
+        if conn.closed:
+            self._release(user_id)
+            return False
+        return True
+
+    def _release(self, user_id: str) -> None:
+        self._per_user.release(user_id)
+        if self._cluster is not None:
+            self._cluster.release(user_id)
 
     async def _renew(self, conn: Connection, user: User, cmd: p.Authenticate) -> None:
         """``authenticate`` on an authenticated connection: a fresh token renews it."""

@@ -30,7 +30,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,7 +49,8 @@ FANRECV_SOURCE = Path(__file__).resolve().parent / "fanrecv.c"
 _NEW_MESSAGE = b'{"type":"new_message"'
 _ACK = b'{"type":"message_ack"'
 _ERROR = b'{"type":"error"'
-_SCHEDULED = b'"content":"@'
+# Not "@": a "@<digits>" is a mention of a username nobody has, a store read per message.
+_SCHEDULED = b'"content":"~'
 _ACK_NUMBER = re.compile(rb'\{"type":"message_ack","data":\{"clientId":"[^"]*-(\d+)"')
 _ERROR_CODE = re.compile(rb'\{"type":"error","data":\{"message":"(?:[^"\\]|\\.)*","code":"(\w+)"')
 
@@ -66,6 +67,24 @@ class Target:
     url: str
     pid: int | None
     auth: bool  # fastchat needs accounts; the relay ignores authenticate
+    nodes: tuple[str, ...] = ()  # every node's URL when a room spans several (url: the first)
+    pids: tuple[int, ...] = ()  # every node's server processes, for CPU (pid: the first)
+    redis_pid: int | None = None  # the Redis of the nodes, for its CPU
+
+    def node(self, index: int) -> Target:
+        """The node client ``index`` connects to: the nodes in turn."""
+        if len(self.nodes) < 2:
+            return self
+        return replace(self, url=self.nodes[index % len(self.nodes)])
+
+    def cpu_seconds(self, *, main_thread: bool = False, system: bool = False) -> float | None:
+        """CPU seconds of every server process (only their main threads, or in the kernel)."""
+        pids = self.pids or ((self.pid,) if self.pid else ())
+        if not pids:
+            return None
+        return sum(
+            procs.cpu_seconds(pid, pid if main_thread else None, system=system) for pid in pids
+        )
 
     @property
     def host(self) -> str:
@@ -138,7 +157,9 @@ async def open_client(
     compression: bool = False,
     count: int = 1,
 ) -> tuple[RawClient, dict]:
-    """Connect, authenticate, send ``first`` and wait for ``count`` ``expect`` events."""
+    """Connect (to the node of ``index``), authenticate, send ``first`` and wait for
+    ``count`` ``expect`` events."""
+    target = target.node(index)
     source = source_address(target.host, index)
     client = await connect(
         target.host,
@@ -202,7 +223,7 @@ class Sampler:
     def on_message(self, payload: bytes, received_ns: int) -> None:
         if not payload.startswith(_NEW_MESSAGE):
             return
-        # The content starts with "@<scheduled ns>:"; found without decoding the JSON.
+        # The content starts with "~<scheduled ns>:"; found without decoding the JSON.
         at = payload.find(_SCHEDULED)
         if at < 0:
             return
@@ -305,7 +326,7 @@ class Publisher:
             if self.window[0] <= at < self.window[1]:
                 self.sent_in_window += 1
                 self._sent_at[self.sent] = now
-            head = f"@{at}:{self.index}:{self.sent} "
+            head = f"~{at}:{self.index}:{self.sent} "
             message = {
                 "type": "send_message",
                 "roomId": self.room_id,
@@ -360,6 +381,7 @@ class Snapshot:
     server_main_thread_cpu: float | None
     server_system_cpu: float | None
     server_writes: int | None
+    redis_cpu: float | None
     generator_cpu: dict[str, float]  # CPU seconds per generator process
     closed: int  # receivers outside this process that were closed
 
@@ -389,6 +411,7 @@ class Children:
             )
             spec = {
                 "url": target.url,
+                "nodes": target.nodes,
                 "tokens": tokens,
                 "rooms": rooms,
                 "compression": args.compression,
@@ -426,7 +449,7 @@ async def child_main() -> None:
     loop = asyncio.get_running_loop()
     spec = orjson.loads(await loop.run_in_executor(None, sys.stdin.readline))
     procs.pin(set(spec["cpus"]))
-    target = Target("child", spec["url"], None, True)
+    target = Target("child", spec["url"], None, True, tuple(spec["nodes"]))
     receivers = await open_receivers(
         target, spec["tokens"], spec["rooms"], spec["compression"], spec["first_index"]
     )
@@ -542,31 +565,34 @@ async def _snapshot(
     receivers: list[RawClient],
     pubs: list[Publisher],
     children: Children,
-    fanrecv: CReceivers | None,
+    fanrecvs: list[CReceivers],
     reach: list[int],
 ) -> Snapshot:
     replies = await children.ask(b"snap")
-    counts = await fanrecv.tick() if fanrecv is not None else {"frames": 0, "closed": 0}
-    recv_cpu = fanrecv.cpu_seconds() if fanrecv is not None else None
+    counts = [await fanrecv.tick() for fanrecv in fanrecvs]
+    recv_cpu = [fanrecv.cpu_seconds() for fanrecv in fanrecvs]
     return Snapshot(
         at=time.monotonic(),
         frames=sum(r.frames for r in receivers)
         + sum(c["frames"] for c in replies)
-        + counts["frames"],
+        + sum(c["frames"] for c in counts),
         sent=sum(p.sent for p in pubs),
         echoed=sum(p.echoed for p in pubs),
         reached=sum(p.echoed * n for p, n in zip(pubs, reach, strict=True)),
         acked=sum(p.acked for p in pubs),
-        server_cpu=procs.cpu_seconds(target.pid) if target.pid else None,
-        server_main_thread_cpu=procs.cpu_seconds(target.pid, target.pid) if target.pid else None,
-        server_system_cpu=procs.cpu_seconds(target.pid, system=True) if target.pid else None,
-        server_writes=procs.write_calls(target.pid) if target.pid else None,
+        server_cpu=target.cpu_seconds(),
+        server_main_thread_cpu=target.cpu_seconds(main_thread=True),
+        server_system_cpu=target.cpu_seconds(system=True),
+        server_writes=sum(map(procs.write_calls, target.pids or (target.pid,)))
+        if target.pid
+        else None,
+        redis_cpu=procs.cpu_seconds(target.redis_pid) if target.redis_pid else None,
         generator_cpu={
             "python": time.process_time(),
             **{f"child{i}": c["cpu"] for i, c in enumerate(replies, 1)},
-            **({"fanrecv": recv_cpu} if recv_cpu is not None else {}),
+            **({"fanrecv": sum(filter(None, recv_cpu))} if fanrecvs else {}),
         },
-        closed=sum(c["closed"] for c in replies) + counts["closed"],
+        closed=sum(c["closed"] for c in replies) + sum(c["closed"] for c in counts),
     )
 
 
@@ -644,10 +670,15 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     # A publisher's message reaches the receivers of its room.
     reach = [members[room_ids.index(pub.room_id)] for pub in pubs]
 
-    fanrecv = CReceivers(args.fanrecv) if args.fanrecv else None
-    # With the C receiver, Python keeps only the latency samplers (at most half the room).
-    sample = min(args.sample, args.clients // 2) if fanrecv else args.sample
-    python_count = sample if fanrecv else args.clients
+    # With the C receiver, Python keeps only the latency samplers (at most half the room),
+    # and one C process per node holds that node's share of the rest.
+    sample = min(args.sample, args.clients // 2) if args.fanrecv else args.sample
+    python_count = sample if args.fanrecv else args.clients
+    nodes = target.nodes or (target.url,)
+    counted = math.ceil((args.clients - sample) / len(nodes))
+    firsts = [sample + number * counted for number in range(len(nodes))]
+    fanrecvs = [CReceivers(args.fanrecv) for first in firsts if first < args.clients]
+    fanrecvs = fanrecvs if args.fanrecv else []
     share = math.ceil(python_count / args.procs) if python_count else 1
     starts = range(0, python_count, share)
     shares = [receiver_tokens[i : min(i + share, python_count)] for i in starts] or [[]]
@@ -664,15 +695,18 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     )
     children = Children()
     await children.start(target, shares[1:], room_shares[1:], args)
-    if fanrecv is not None:
+    # connections per node: the publishers and Python receivers in turn, then the C ones
+    per_node = collections.Counter(target.node(i).url for i in range(len(pubs) + python_count))
+    for fanrecv, node, first in zip(fanrecvs, nodes, firsts, strict=False):
         await fanrecv.start(
-            target,
-            receiver_tokens[sample:],
-            receiver_room_ids[sample:],
+            replace(target, url=node),
+            receiver_tokens[first : first + counted],
+            receiver_room_ids[first : first + counted],
             args.compression,
-            args.publishers + sample,
+            args.publishers + first,
             args.generator_cpus,
         )
+        per_node[node] += len(receiver_tokens[first : first + counted])
     room_id = room_ids[0]
     stalled = []
     for i in range(args.stalled):  # members that stop reading right after they joined
@@ -697,9 +731,9 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     else:
         tasks = [asyncio.create_task(p.saturate(stop, args.window)) for p in pubs]
     await asyncio.sleep(args.warmup)
-    before = await _snapshot(target, receivers, pubs, children, fanrecv, reach)
+    before = await _snapshot(target, receivers, pubs, children, fanrecvs, reach)
     await asyncio.sleep(args.seconds)
-    after = await _snapshot(target, receivers, pubs, children, fanrecv, reach)
+    after = await _snapshot(target, receivers, pubs, children, fanrecvs, reach)
     rss = procs.rss_kib(target.pid) if target.pid else None
     peak_rss = procs.rss_kib(target.pid, peak=True) if target.pid else None
     stop.set()
@@ -716,7 +750,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     for client in [*receivers, *clients, *stalled]:
         client.close()
     await children.stop()
-    if fanrecv is not None:
+    for fanrecv in fanrecvs:
         await fanrecv.stop()
 
     elapsed = after.at - before.at
@@ -728,6 +762,8 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
     return {
         "target": target.name,
         "clients": args.clients,
+        "nodes": len(nodes),
+        "connections_per_node": [per_node[node] for node in nodes],
         "publishers": args.publishers,
         "offered_per_s": args.rate or "saturate",
         "gate": args.gate if not args.rate else None,
@@ -772,6 +808,17 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         else None,
         "server_rss_mib": round(rss / 1024, 1) if rss else None,
         "server_peak_rss_mib": round(peak_rss / 1024, 1) if peak_rss else None,
+        "redis_cpu_pct": round(100 * (after.redis_cpu - before.redis_cpu) / elapsed, 1)
+        if after.redis_cpu is not None and before.redis_cpu is not None
+        else None,
+        # Redis' CPU per message it sequenced (each also published to every node)
+        "redis_cpu_us_per_message": round(
+            1e6 * (after.redis_cpu - before.redis_cpu) / (after.echoed - before.echoed), 2
+        )
+        if after.redis_cpu is not None
+        and before.redis_cpu is not None
+        and after.echoed > before.echoed
+        else None,
         # CPU and write calls per delivery: what a delivery costs, however loaded the machine
         "server_cpu_us_per_delivery": round(
             1e6 * (after.server_cpu - before.server_cpu) / (after.frames - before.frames), 3
@@ -881,7 +928,16 @@ def describe(result: dict[str, Any]) -> str:
             + " ".join(f"{name} {pct}" for name, pct in r["generator_cpu_pct"].items())
             + f"  ({r['receivers']} receivers)",
             f"  per delivery: server cpu {r.get('server_cpu_us_per_delivery')} µs, "
-            f"write calls {r.get('server_writes_per_delivery')}",
+            f"write calls {r.get('server_writes_per_delivery')}"
+            + (f"  (over {r['nodes']} nodes)" if r.get("nodes", 1) > 1 else ""),
+            *(
+                [
+                    f"  redis cpu {r['redis_cpu_pct']}%, "
+                    f"{r['redis_cpu_us_per_message']} µs per message"
+                ]
+                if r.get("redis_cpu_pct") is not None
+                else []
+            ),
             f"  errors {r['errors'] or 'none'}  receiver closes {r['receiver_closes'] or 'none'}"
             + (
                 f"  stalled members {r['stalled']}, slow-consumer closes "
@@ -918,8 +974,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add(
         "--url",
-        default="ws://127.0.0.1:3000/ws",
-        help="fastchat WebSocket URL (HTTP base is derived)",
+        action="append",
+        help="fastchat WebSocket URL (HTTP base is derived; default ws://127.0.0.1:3000/ws); "
+        "repeat for the nodes of a cluster: the members are spread over them",
     )
     add("--clients", type=int, default=100, help="receivers in the room")
     add("--publishers", type=int, default=10)
@@ -964,7 +1021,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start fastchat pinned to CPU 0 (persistence on)",
     )
-    add("--server-pid", type=int, help="pid of an already running server, for CPU and RSS")
+    add(
+        "--server-pid",
+        type=int,
+        action="append",
+        help="pid of an already running server, for CPU and RSS (repeat: one per node/worker)",
+    )
+    add("--redis-pid", type=int, help="pid of the nodes' redis-server, for its CPU")
     add(
         "--relay",
         action="append",
@@ -987,6 +1050,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.relay = list(dict.fromkeys(args.relay))  # each relay once, in the order given
+    args.url = args.url or ["ws://127.0.0.1:3000/ws"]
+    if len(args.url) > 1 and (args.spawn_server or args.relay):
+        parser.error("several --url: the nodes are started outside (loadtest/cluster.py)")
     if args.rooms:
         if args.room:
             parser.error("--rooms creates its rooms: drop --room")
@@ -1011,7 +1077,16 @@ def _targets(args: argparse.Namespace, compression: str) -> list[Callable[[], tu
                 args.server_cpu, compression=compression, overrides=args.set
             )
             return Target("fastchat", spawned.url, spawned.pid, True), spawned
-        return Target("fastchat", args.url, args.server_pid, True), None
+        pids = tuple(args.server_pid or ())
+        return Target(
+            "fastchat",
+            args.url[0],
+            pids[0] if pids else None,
+            True,
+            tuple(args.url) if len(args.url) > 1 else (),
+            pids,
+            args.redis_pid,
+        ), None
 
     def relay(kind: str) -> Callable[[], tuple[Target, Any]]:
         def start() -> tuple[Target, Any]:

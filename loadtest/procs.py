@@ -120,11 +120,16 @@ def _start(name: str, argv: list[str], pattern: re.Pattern[str], cpu: int | None
 
 
 def spawn_fastchat(
-    cpu: int | None, *, compression: str = "shared", overrides: list[str] = ()
+    cpu: int | None,
+    *,
+    compression: str = "shared",
+    overrides: list[str] = (),
+    run_args: tuple[str, ...] = (),
 ) -> Spawned:
     """``python -m fastchat run`` on port 0 with a temporary data folder (persistence on).
 
-    ``overrides`` are ``section.key=value`` strings (value in TOML syntax).
+    ``overrides`` are ``section.key=value`` strings (value in TOML syntax); ``run_args``
+    go to ``fastchat run`` (``--workers N``).
     """
     directory = tempfile.TemporaryDirectory(prefix="fastchat-load-")
     sections: dict[str, dict[str, object]] = {
@@ -136,7 +141,7 @@ def spawn_fastchat(
         section, _, key = name.partition(".")
         sections.setdefault(section, {})[key] = TomlText(value)
     config = write_config(Path(directory.name), **sections)
-    argv = [sys.executable, "-m", "fastchat", "run", "-c", str(config)]
+    argv = [sys.executable, "-m", "fastchat", "run", "-c", str(config), *run_args]
     spawned = _start("fastchat", argv, _FASTCHAT_URL, cpu)
     spawned.url = f"ws://{spawned.url}/ws"
     spawned.directory = directory

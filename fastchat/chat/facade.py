@@ -282,17 +282,20 @@ class Chat:
             return []
         return self.moderation.apply_control(control)
 
-    def presence_elsewhere(self, user_id: str, online: bool) -> None:
-        """A user with no connection here came online on other nodes, or left the last."""
-        task = asyncio.ensure_future(self._announce_elsewhere(user_id, online))
+    def presence_elsewhere(self, user_id: str, online: bool, at: str | None) -> None:
+        """A user with no connection here came online on other nodes, or left the last;
+        ``at``: the last beat of the user's node when it died (then also the last seen)."""
+        task = asyncio.ensure_future(self._announce_elsewhere(user_id, online, at))
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
 
-    async def _announce_elsewhere(self, user_id: str, online: bool) -> None:
+    async def _announce_elsewhere(self, user_id: str, online: bool, at: str | None) -> None:
         user = await self.users.get(user_id)
         if user is not None and not self._hub.user_conns(user_id):
             status = "online" if online else "offline"
-            self.rooms.announce_presence(user, status, self._peers.watchers(user.id))
+            self.rooms.announce_presence(user, status, self._peers.watchers(user.id), at)
+            if at is not None:  # its node died without writing it
+                self._writes.offer(ops.touch_last_seen(user_id, at))
 
     async def ban_user(self, conn: Connection, user: User, cmd: p.BanUser) -> list[Connection]:
         """Ban an account; returns its live connections, for the session layer to close."""

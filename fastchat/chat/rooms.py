@@ -154,6 +154,7 @@ class Rooms:
             room.member_ids.add(user.id)
             self._writes.submit(ops.add_member(room.id, user.id, "member", utc_now_iso()))
         offline = await self._store.members_by_last_seen(room.id, limit=OFFLINE_MEMBERS_LISTED)
+        elsewhere = await self._members_elsewhere(room)
         already_present = user.id in room.channel.online_user_ids()
         self._hub.enter(room.channel, conn)
         online = room.channel.online_user_ids()
@@ -162,6 +163,13 @@ class Rooms:
             for member in map(self._users.cached, online)
             if member is not None
         ]
+        if elsewhere:
+            members.extend(
+                {**member.public(), "role": member.role, "status": "online"}
+                for member in elsewhere
+                if member.id not in online
+            )
+            online = online | {member.id for member in elsewhere}
         members.extend(
             {
                 "id": row.id,
@@ -319,9 +327,26 @@ class Rooms:
         self._broker.send_user(target.id, event("room_invited", {"room": room.summary()}))
         self._hub.send(conn, event("member_added", {"roomId": room.id, "userId": target.id}))
 
-    def announce_presence(self, user: User, status: str, peer_ids: Iterable[str]) -> None:
+    async def _members_elsewhere(self, room: Room) -> list[User]:
+        """The room's members online on other nodes (none with one process)."""
+        elsewhere = self._broker.users_elsewhere()
+        if not elsewhere:
+            return []
+        members = room.member_ids
+        few, many = (elsewhere, members) if len(elsewhere) < len(members) else (members, elsewhere)
+        found = []
+        for user_id in [user_id for user_id in few if user_id in many]:
+            member = await self._users.get(user_id)
+            if member is not None:
+                found.append(member)
+        return found
+
+    def announce_presence(
+        self, user: User, status: str, peer_ids: Iterable[str], at: str | None = None
+    ) -> None:
         """Tell the users who share a room with ``user`` and ``peer_ids`` (those online here
-        with a direct conversation with ``user``), not the whole server."""
+        with a direct conversation with ``user``), not the whole server; ``at``: when it
+        happened, if not now."""
         targets: set[Connection] = set()
         for room in self._directory.by_id.values():
             if user.id in room.member_ids and room.channel.conns:
@@ -336,7 +361,7 @@ class Rooms:
                     "userId": user.id,
                     "username": user.username,
                     "status": status,
-                    "timestamp": utc_now_iso(),
+                    "timestamp": at or utc_now_iso(),
                 },
             )
             self._hub.send_many(targets, payload, droppable=True)

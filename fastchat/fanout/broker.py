@@ -10,7 +10,7 @@ RedisBroker` spans processes and nodes (``[broker] kind = "redis"``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastchat.protocol import event
@@ -81,6 +81,10 @@ class Broker(Protocol):
         """Whether ``user_id`` has connections in another process."""
         ...
 
+    def users_elsewhere(self) -> Collection[str]:
+        """The users with connections in other processes."""
+        ...
+
     def share_presence(self, user_id: str, online: bool) -> None:
         """Tell the other processes this one got its first connection of ``user_id`` (True)
         or lost its last (False)."""
@@ -124,6 +128,9 @@ class LocalBroker:
 
     def online_elsewhere(self, user_id: str) -> bool:
         return False
+
+    def users_elsewhere(self) -> Collection[str]:
+        return ()
 
     async def follow(self, room: Room) -> None:
         """Nothing to do: every room is delivered here."""

@@ -22,6 +22,13 @@ in order. After a reconnect every subscribed room is filled that way.
 older than a new subscription update the room's history, not its members. Events for users
 (direct messages, presence, moderation) travel on one channel every node subscribes to.
 
+**Nodes and presence.** Each node beats every ``heartbeat_seconds`` into a sorted set of
+nodes (:data:`_BEAT`, by Redis' clock) and counts its users' authenticated connections in a
+hash of its own (:data:`_ADMIT`, which also holds the per-user connection cap across nodes).
+A node's beat also reaps the nodes silent for ``node_timeout_seconds``: their hashes are
+dropped and a ``gone`` entry tells every node to take their users offline. A node reads
+the other nodes' hashes when it connects (and reconnects) to learn who is online elsewhere.
+
 **Seqs after Redis lost its data.** The script never hands out a seq at or below the floor
 the publishing node passes (the last seq it saw), and a node that finds Redis' epoch changed
 raises its floors by ``gap`` (as an unclean restart does), so seqs never repeat.
@@ -32,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -40,6 +47,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from fastchat.clock import iso_from_unix_ms
 from fastchat.errors import Unavailable
 from fastchat.fanout.broker import AlreadyPublished
 from fastchat.protocol import event
@@ -99,6 +107,38 @@ for i, key in ipairs(KEYS) do
   seqs[i] = seq
 end
 return seqs
+"""
+# The nodes: a sorted set of node id -> last beat (ms, Redis' clock), and per node a hash
+# of user id -> authenticated connections there. One hash tag: one Redis Cluster slot.
+_NODES = "fc:{p}:nodes"
+_NODE_USERS = "fc:{p}:n:"
+# KEYS: the nodes. ARGV: this node, the timeout (ms), the users channel, the node hash
+# prefix. Beats, then reaps the silent nodes: drops their hashes, publishes "gone" entries.
+_BEAT = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]), 'WITHSCORES')
+for i = 1, #dead, 2 do
+  redis.call('ZREM', KEYS[1], dead[i])
+  redis.call('DEL', ARGV[4] .. dead[i])
+  redis.call('PUBLISH', ARGV[3], '!' .. dead[i] .. ':g:' .. dead[i + 1])
+end
+"""
+# KEYS: the nodes, this node's hash. ARGV: the user, the cap, the node hash prefix.
+# Counts one more connection of the user here unless the live nodes have the cap already.
+_ADMIT = """
+local open = 0
+for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  open = open + tonumber(redis.call('HGET', ARGV[3] .. node, ARGV[1]) or '0')
+end
+if open >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return 1
+"""
+# KEYS: this node's hash. ARGV: the user. One connection less.
+_RELEASE = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 """
 # How long Redis remembers a message's clientId, for resends to any node (seconds).
 _RESEND_WINDOW = 600
@@ -182,6 +222,10 @@ class RedisBroker:
         )
         self._script = self._redis.register_script(_PUBLISH)
         self._seed = self._redis.register_script(_SEED)
+        self._beat_script = self._redis.register_script(_BEAT)
+        self._admit = self._redis.register_script(_ADMIT)
+        self._release = self._redis.register_script(_RELEASE)
+        self._node_key = _NODE_USERS + self.node_id
         self._feeds: dict[str, _Feed] = {}
         self._by_channel: dict[bytes, _Feed] = {}
         # room id -> [kind, a, b, kind, a, b, ...] and the callbacks of its messages, this turn
@@ -197,15 +241,18 @@ class RedisBroker:
         self._epoch: bytes | None = None
         self._subscription: _Subscription | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._heart: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
         self.connected = False
         self.last_error = ""
         self.remote_entry: Callable[[Room, bytes], None] = lambda room, payload: None
         """Set by the chat: told every room payload another node published, in order."""
         self.control: Callable[[bytes], None] = lambda data: None
         """Set by the sessions: told every moderation change another node made."""
-        self.presence: Callable[[str, bool], None] = lambda user_id, online: None
+        self.presence: Callable[[str, bool, str | None], None] = lambda user_id, online, at: None
         """Set by the chat: a user with no connection here came online on the other nodes
-        (True) or went offline on all of them (False)."""
+        (True) or went offline on all of them (False); ``at`` is, when the user's node died,
+        its last beat (ISO), else None."""
         self._elsewhere: dict[str, set[bytes]] = {}  # user id -> other nodes it is online on
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -216,18 +263,31 @@ class RedisBroker:
             await self._check_epoch()
             await self._seed_seqs()
             first = await self._subscribe()
+            await self._join_nodes()
         except (RedisError, OSError, TimeoutError) as error:
             where = urlsplit(self._config.url).netloc.rpartition("@")[2]  # not the password
             raise ConnectionError(f"cannot reach Redis at {where}: {error}") from None
         await self._lease_direct()
-        self._runner = asyncio.get_running_loop().create_task(self._keep_subscribed(first))
+        loop = asyncio.get_running_loop()
+        self._runner = loop.create_task(self._keep_subscribed(first))
+        self._heart = loop.create_task(self._heartbeat())
 
     async def close(self) -> None:
-        """Stop the subscription and the command connection."""
-        if self._runner is not None:
-            self._runner.cancel()
+        """Stop the subscription, leave the nodes (the others take this one's users offline
+        at once) and close the command connection."""
+        for task in (self._runner, self._heart):
+            if task is not None:
+                task.cancel()
+        # first, lest this node read its own "gone" and count itself in again
         if self._subscription is not None and self._subscription.transport is not None:
             self._subscription.transport.close()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(_NODES, self.node_id).delete(self._node_key)
+                pipe.publish(_USERS_CHANNEL, b"!%s:g:" % self._node)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as error:
+            log.warning("cannot leave the nodes (the others time this one out): %s", error)
         await self._redis.aclose()
 
     async def _subscribe(self) -> _Subscription:
@@ -270,6 +330,136 @@ class RedisBroker:
                 attempt = 0
                 log.info("redis subscription restored; resynchronising %d rooms", len(self._feeds))
                 break
+            try:
+                await self._join_nodes()
+            except (OSError, RedisError, TimeoutError) as error:
+                log.warning("presence not resynchronised (until the next reconnect): %s", error)
+
+    # --- nodes and presence ---------------------------------------------------------------
+
+    async def _join_nodes(self) -> None:
+        """Count this node's connections in Redis again (Redis may have lost them, or reaped
+        this node when it stalled), beat, say hello (the others re-read this node's users),
+        and take who is online on the other nodes from their counts."""
+        counts = {user_id: len(conns) for user_id, conns in self._hub.users.items()}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._node_key)
+            if counts:
+                pipe.hset(self._node_key, mapping=counts)
+            pipe.publish(_USERS_CHANNEL, b"!%s:h:" % self._node)
+            await pipe.execute()
+        await self._beat()
+        nodes = {node for node in await self._redis.zrange(_NODES, 0, -1) if node != self._node}
+        for node in nodes:
+            await self._read_node(node)
+        absent = {node for users in self._elsewhere.values() for node in users} - nodes
+        if absent:  # after Redis lost its data: until they beat again, or are dead
+            self._hub.loop.call_later(
+                self._config.node_timeout_seconds,
+                lambda: self._hub.loop.create_task(self._expire_absent(absent)),
+            )
+
+    async def _read_node(self, node: bytes) -> None:
+        """Take the users online on ``node`` from its counts."""
+        found = await self._redis.hkeys(_NODE_USERS + node.decode())
+        users = {user_id.decode() for user_id in found}
+        for user_id in [user_id for user_id, nodes in self._elsewhere.items() if node in nodes]:
+            if user_id not in users:
+                self._presence_entry(node, False, user_id)
+        for user_id in users:
+            self._presence_entry(node, True, user_id)
+
+    async def _expire_absent(self, absent: set[bytes]) -> None:
+        try:
+            live = set(await self._redis.zrange(_NODES, 0, -1))
+        except (OSError, RedisError, TimeoutError) as error:
+            log.warning("absent nodes not checked (until the next reconnect): %s", error)
+            return
+        for node in absent - live:
+            self._node_gone(node, b"")
+
+    def _hello(self, node: bytes) -> None:
+        """A node (re)joined: read its users (it may have had some before Redis restarted)."""
+        if node != self._node:
+            self._hub.loop.create_task(self._read_node_logged(node))
+
+    async def _read_node_logged(self, node: bytes) -> None:
+        try:
+            await self._read_node(node)
+        except (OSError, RedisError, TimeoutError) as error:
+            log.warning("users of node %s not read: %s", node.decode(), error)
+
+    async def _beat(self) -> None:
+        await self._beat_script(
+            keys=[_NODES],
+            args=[
+                self.node_id,
+                int(self._config.node_timeout_seconds * 1000),
+                _USERS_CHANNEL,
+                _NODE_USERS,
+            ],
+        )
+
+    async def _heartbeat(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._config.heartbeat_seconds)
+            try:
+                await self._beat()
+            except (OSError, RedisError, TimeoutError) as error:
+                if not failing:  # once per outage: the subscription reports it too
+                    log.warning("node heartbeat failed: %s", error)
+                failing = True
+                continue
+            failing = False
+
+    def _node_gone(self, node: bytes, beat: bytes) -> None:
+        """A node left, or was silent past the timeout: its users are not online there."""
+        if node == self._node:  # this node stalled past the timeout: count it in again
+            log.warning("this node was taken for dead (a stall?); rejoining")
+            self._hub.loop.create_task(self._rejoin())
+            return
+        at = iso_from_unix_ms(int(float(beat))) if beat else None
+        for user_id in [user_id for user_id, nodes in self._elsewhere.items() if node in nodes]:
+            nodes = self._elsewhere[user_id]
+            nodes.discard(node)
+            if not nodes:
+                del self._elsewhere[user_id]
+                if not self._hub.user_conns(user_id):
+                    self.presence(user_id, False, at)
+
+    async def _rejoin(self) -> None:
+        try:
+            await self._join_nodes()
+        except (OSError, RedisError, TimeoutError) as error:
+            log.warning("cannot rejoin the nodes (retried at the next reconnect): %s", error)
+
+    async def admit(self, user_id: str, limit: int) -> bool:
+        """Count one more connection of ``user_id`` here, unless the user has ``limit``
+        connections across the nodes already. Admits when Redis cannot answer (each node
+        still holds the cap on its own)."""
+        try:
+            return bool(
+                await asyncio.ensure_future(
+                    self._admit(keys=[_NODES, self._node_key], args=[user_id, limit, _NODE_USERS])
+                )
+            )
+        except (OSError, RedisError, TimeoutError) as error:
+            log.warning("connection cap of %s not checked across nodes: %s", user_id, error)
+            return True
+
+    def release(self, user_id: str) -> None:
+        """One connection of ``user_id`` admitted here closed."""
+        task = self._hub.loop.create_task(self._release_one(user_id))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release_one(self, user_id: str) -> None:
+        try:
+            await self._release(keys=[self._node_key], args=[user_id])
+        except (OSError, RedisError, TimeoutError) as error:
+            # recounted from the hub when the subscription is restored
+            log.warning("connection of %s not uncounted in Redis: %s", user_id, error)
 
     async def _seed_seqs(self) -> None:
         """Raise each room's seq in Redis to this node's last one (the store's, plus the
@@ -386,6 +576,10 @@ class RedisBroker:
     def online_elsewhere(self, user_id: str) -> bool:
         """Whether another node has told it has connections of ``user_id``."""
         return user_id in self._elsewhere
+
+    def users_elsewhere(self) -> Collection[str]:
+        """The users with connections on other nodes."""
+        return self._elsewhere.keys()
 
     def share_presence(self, user_id: str, online: bool) -> None:
         """Tell the other nodes this one got its first connection of a user, or lost its last."""
@@ -601,7 +795,7 @@ class RedisBroker:
             if not nodes:
                 del self._elsewhere[user_id]
         if before != (user_id in self._elsewhere) and not self._hub.user_conns(user_id):
-            self.presence(user_id, online)
+            self.presence(user_id, online, None)
 
     def _on_user_entry(self, data: bytes) -> None:
         user_id, kind, payload = data.split(b":", 2)
@@ -612,6 +806,10 @@ class RedisBroker:
         elif kind == b"p":
             if user_id[1:] != self._node:
                 self._presence_entry(user_id[1:], payload[:1] == b"1", payload[1:].decode())
+        elif kind == b"g":
+            self._node_gone(user_id[1:], payload)
+        elif kind == b"h":
+            self._hello(user_id[1:])
         elif user_id == _EVERYONE:
             hub.send_to_all(payload)
         else:

@@ -4,11 +4,13 @@ uploads through either node, catch-up elsewhere, and a node killed under load.""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.e2e.test_presence import bounce
 from tests.e2e.test_uploads import upload
@@ -21,13 +23,11 @@ from tests.support.waiting import wait_until
 SECRET = "a-cluster-wide-jwt-secret-of-32-bytes-or-more"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noqa: F811
-    """Factory of nodes sharing Redis, the database, the JWT secret and the uploads folder."""
-    dsn = postgres_cluster.new_database()
-    nodes: list[ServerProcess] = []
+def node_factory(tmp_path: Path, redis_url: str, dsn: str, nodes: list[ServerProcess]):
+    """Nodes sharing Redis, the database, the JWT secret and the uploads folder; a node
+    silent for 3 s is taken for dead."""
 
-    def node() -> ServerProcess:
+    def node(**limits: object) -> ServerProcess:
         directory = tmp_path / f"node{len(nodes)}"
         directory.mkdir()
         server = ServerProcess.configured(
@@ -37,17 +37,41 @@ def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noq
                 "dsn": dsn,
                 "uploads_dir": str(tmp_path / "uploads"),
             },
-            broker={"kind": "redis", "url": redis_server.url},
+            broker={
+                "kind": "redis",
+                "url": redis_url,
+                "heartbeat_seconds": 0.5,
+                "node_timeout_seconds": 3.0,
+            },
             auth={"jwt_secret": SECRET},
-            limits={"messages_per_second": 1000.0, "burst": 1000},
+            limits={"messages_per_second": 1000.0, "burst": 1000, **limits},
         )
         nodes.append(server)
         return server.start()
 
-    yield node
+    return node
+
+
+def stop_nodes(nodes: list[ServerProcess]) -> None:
     for number, server in enumerate(nodes):
         server.kill()
         print(f"--- node {number} log ---", *server.log[-40:], sep="\n")  # shown on failure
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer, postgres_cluster):  # noqa: F811
+    """Factory of nodes (:func:`node_factory`) on the session's PostgreSQL."""
+    nodes: list[ServerProcess] = []
+    yield node_factory(tmp_path, redis_server.url, postgres_cluster.new_database(), nodes)
+    stop_nodes(nodes)
+
+
+@pytest.fixture
+def cluster_on_own_postgres(tmp_path: Path, redis_server: RedisServer, own_postgres):  # noqa: F811
+    """Factory of nodes on a PostgreSQL of the test's own (to stop and start), and that."""
+    nodes: list[ServerProcess] = []
+    yield node_factory(tmp_path, redis_server.url, own_postgres.new_database(), nodes), own_postgres
+    stop_nodes(nodes)
 
 
 async def member(node: ServerProcess, token: str, room: str = "general") -> ChatClient:
@@ -254,4 +278,157 @@ async def test_private_rooms_invites_edits_deletes_and_replies_cross_nodes(clust
     (parent, _) = (await alice.expect("room_history"))["messages"]
     assert parent["id"] == first["id"] and parent["replyCount"] == 0
     for client in (alice, bob):
+        await client.close()
+
+
+async def room_joined(node: ServerProcess, token: str) -> dict:
+    """The ``room_joined`` of a fresh connection joining "general" on ``node``."""
+    client = await ChatClient.connect(node.ws_url, token)
+    try:
+        client.send(type="join_room", roomId="general")
+        return await client.expect("room_joined", roomId="general")
+    finally:
+        await client.close()
+
+
+async def member_statuses(node: ServerProcess, token: str) -> dict[str, str]:
+    """User id -> status of the members listed by a join of "general" on ``node``."""
+    return {m["id"]: m["status"] for m in (await room_joined(node, token))["members"]}
+
+
+async def test_a_node_killed_without_a_word_takes_its_users_offline_on_the_others(cluster):
+    a, b = cluster(), cluster()
+    alice_account, bob_account = register(a.base_url), register(b.base_url)
+    bob_id = bob_account["user"]["id"]
+    alice = await member(a, alice_account["token"])
+    bob = await member(b, bob_account["token"])
+    await alice.expect("user_joined", roomId="general")
+    bob.send(type="send_message", roomId="general", content="hi", clientId="hi")
+    await bob.expect("message_ack")  # stored, and his membership before it
+    b.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    await bob.closed(timeout=10)
+    # node B's heartbeat stops: node A reaps it within the timeout plus a beat
+    offline = await alice.expect("user_status", timeout=15, userId=bob_id, status="offline")
+
+    # the last seen is node B's last beat, written by the surviving node (write-behind: a
+    # join may come before it is stored)
+    for _ in range(100):
+        members = {m["id"]: m for m in (await room_joined(a, alice_account["token"]))["members"]}
+        assert members[bob_id]["status"] == "offline"
+        if members[bob_id]["last_seen"] == offline["timestamp"]:
+            break
+        await asyncio.sleep(0.05)
+    assert members[bob_id]["last_seen"] == offline["timestamp"]
+    await alice.close()
+
+
+async def test_room_joined_lists_the_members_online_on_every_node(cluster):
+    a = cluster()
+    bob_account = register(a.base_url)
+    bob_id = bob_account["user"]["id"]
+    bob = await member(a, bob_account["token"])
+    bob.send(type="send_message", roomId="general", content="hi", clientId="hi")
+    await bob.expect("message_ack")  # his membership is stored
+    b = cluster()  # started later: learns from Redis who is online on node A
+    alice_account = register(b.base_url)
+    statuses = await member_statuses(b, alice_account["token"])
+    assert statuses[bob_id] == statuses[alice_account["user"]["id"]] == "online"
+
+    alice = await member(b, alice_account["token"])
+    await bob.close()
+    await alice.expect("user_status", userId=bob_id, status="offline")
+    statuses = await member_statuses(b, alice_account["token"])
+    assert statuses[bob_id] == "offline"
+    await alice.close()
+
+
+def open_connections(redis_url: str, user_id: str) -> int:
+    """The user's connections counted in Redis over every node."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sum(int(client.hget(key, user_id) or 0) for key in client.scan_iter("fc:{p}:n:*"))
+    finally:
+        client.close()
+
+
+async def test_the_per_user_connection_cap_holds_across_nodes(cluster, redis_server):  # noqa: F811
+    a, b = cluster(max_connections_per_user=2), cluster(max_connections_per_user=2)
+    account = register(a.base_url)
+    user_id = account["user"]["id"]
+    first = await ChatClient.connect(a.ws_url, account["token"])
+    second = await ChatClient.connect(b.ws_url, account["token"])
+    third = await ChatClient.open(a.ws_url)
+    await third.expect("connection_established")
+    third.send(type="authenticate", token=account["token"])
+    assert await third.closed() == 1008  # one on each node: the cap of 2 is reached
+    await second.close()
+    await wait_until(lambda: open_connections(redis_server.url, user_id) == 1)
+    again = await ChatClient.connect(a.ws_url, account["token"])  # room again
+    for client in (first, again):
+        await client.close()
+
+
+async def test_a_postgres_restart_under_a_multi_node_load_delays_acks_and_loses_nothing(
+    cluster_on_own_postgres,
+):
+    node, postgres = cluster_on_own_postgres
+    a, b = node(), node()
+    alice = await member(a, register(a.base_url)["token"])
+    bob = await member(b, register(b.base_url)["token"])
+    senders = {"a": alice, "b": bob}
+    for name, client in senders.items():
+        client.send(type="send_message", roomId="general", content="x", clientId=f"{name}0")
+        await client.expect("message_ack", clientId=f"{name}0")
+
+    await asyncio.to_thread(postgres.stop)
+    during = [f"{name}{i}" for i in range(1, 11) for name in senders]
+    for client_id in during:
+        senders[client_id[0]].send(
+            type="send_message", roomId="general", content="x", clientId=client_id
+        )
+    # fan-out goes on without the database, in one order on both nodes
+    order: dict[str, list[tuple[int, str]]] = {}
+    for name, client in senders.items():
+        order[name] = []
+        while len(order[name]) < len(during):
+            message = (await client.expect("new_message"))["message"]
+            if message["clientId"] in during:
+                order[name].append((message["seq"], message["clientId"]))
+    assert order["a"] == order["b"]
+    for client in senders.values():
+        client.drain()  # into client.seen
+    acked = [
+        e["data"]["clientId"]
+        for c in senders.values()
+        for e in c.seen
+        if e["type"] == "message_ack"
+    ]
+    assert sorted(acked) == ["a0", "b0"]  # nothing acked while the database is down
+
+    await asyncio.to_thread(postgres.start)
+    seq_of = {client_id: seq for seq, client_id in order["a"]}
+    for name, client in senders.items():
+        mine = [f"{name}{i}" for i in range(1, 11)]
+        acks = [await client.expect("message_ack", timeout=20) for _ in mine]
+        assert [ack["clientId"] for ack in acks] == mine  # in the order sent
+        assert [ack["seq"] for ack in acks] == [seq_of[client_id] for client_id in mine]
+    alice.send(type="get_room_history", roomId="general", limit=100)
+    history = await alice.expect("room_history", roomId="general")
+    stored = [(m["seq"], m["clientId"]) for m in history["messages"]]
+    assert [client_id for _, client_id in stored[:2]] in (["a0", "b0"], ["b0", "a0"])
+    assert stored[2:] == order["a"]  # every message once, with the seq it was delivered with
+    for client in senders.values():
+        await client.close()
+
+
+async def test_a_fresh_node_answers_concurrent_first_requests(cluster):
+    """Requests that wait on the same pending future (the first reads of a node share one
+    database connection attempt) each get their answer."""
+    a = cluster()
+    accounts = [register(a.base_url) for _ in range(10)]
+    b = cluster()  # nothing read yet: the ten authentications are its first reads
+    clients = await asyncio.gather(
+        *(ChatClient.connect(b.ws_url, account["token"]) for account in accounts)
+    )
+    for client in clients:
         await client.close()

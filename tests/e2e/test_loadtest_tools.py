@@ -51,6 +51,24 @@ def test_fanout_fixed_rate_with_the_c_receiver(tmp_path):
 
 
 @needs_gcc
+def test_fanout_over_two_nodes_counts_every_delivery(tmp_path):
+    """loadtest.cluster: two nodes on a real Redis and PostgreSQL, the members spread over
+    them (a C receiver per node), every delivery counted, Redis' CPU reported."""
+    out = tmp_path / "result.json"
+    argv = [sys.executable, "-m", "loadtest.cluster", "--nodes", "2", "--", "--clients", "20"]
+    argv += ["--publishers", "2", "--rate", "50", "--seconds", "1", "--warmup", "0.5"]
+    argv += ["--sample", "4", "--receivers", "c", "--json", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result,) = orjson.loads(out.read_bytes())["results"]
+    assert result["nodes"] == 2 and result["errors"] == {} and result["receiver_closes"] == {}
+    assert result["connections_per_node"] == [11, 11]  # 20 receivers and 2 publishers
+    assert result["deliveries_per_s"] == pytest.approx(result["accepted_per_s"] * 20, rel=0.15)
+    assert result["latency_samples"] == result["sample_expected"] > 0
+    assert result["redis_cpu_pct"] is not None and result["server_cpu_pct"] > 0
+
+
+@needs_gcc
 def test_fanout_saturated_echo_gate_with_compression(tmp_path):
     """300 members: the server writes the room in several steps per round (fastchat.fanout.hub)."""
     args = ("--window", "8", "--compression", "--receivers", "c")

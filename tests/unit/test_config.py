@@ -30,6 +30,7 @@ def test_the_shipped_config_toml_is_valid_and_matches_the_defaults():
     assert shipped.websocket == defaults.websocket
     assert shipped.limits == defaults.limits
     assert shipped.storage.batch_max == defaults.storage.batch_max
+    assert shipped.broker == defaults.broker
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,10 @@ def test_the_shipped_config_toml_is_valid_and_matches_the_defaults():
         ("[server]\ncors_origins = [1]\n", "'server.cors_origins' must be a list of strings"),
         ('[auth]\njwt_secret = "short"\n', "at least 32 bytes"),
         ("[limits]\nburst = true\n", "'limits.burst' must be an integer"),
+        (
+            "[broker]\nheartbeat_seconds = 5.0\nnode_timeout_seconds = 5.0\n",
+            "'broker.node_timeout_seconds' must exceed broker.heartbeat_seconds",
+        ),
         (
             '[server]\ntrusted_proxies = ["10.0.0.0/33"]\n',
             "'server.trusted_proxies' entry '10.0.0.0/33' is not an address or network",

@@ -8,11 +8,13 @@ publishes reaches the other through Redis, exactly as between machines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from fastchat.config import BrokerConfig, WebSocketConfig
 from fastchat.errors import Unavailable
@@ -31,12 +33,29 @@ class Node:
 
     def __init__(self, url: str):
         self.hub = Hub(WebSocketConfig(compression="off", coalesce_ms=0), Metrics())
-        self.broker = RedisBroker(self.hub, BrokerConfig(kind="redis", url=url), gap=1000)
+        config = BrokerConfig(kind="redis", url=url, heartbeat_seconds=0.1, node_timeout_seconds=1)
+        self.broker = RedisBroker(self.hub, config, gap=1000)
         self.hub.watcher = self.broker
         self.remote: list[bytes] = []
         self.broker.remote_entry = lambda room, payload: self.remote.append(payload)
         self.outcomes: list[tuple[BaseException | None, dict[str, Any]]] = []
         self.room: Room = self.broker.open_room("general", 0)
+        self.presence: list[tuple[str, bool, str | None]] = []
+        self.broker.presence = lambda user_id, online, at: self.presence.append(
+            (user_id, online, at)
+        )
+
+    async def connect(self, number: int, limit: int = 20) -> Connection | None:
+        """An authenticated connection of ``user-<number>`` (as the session admits one and
+        the chat binds it), or None when the cap across nodes refuses it."""
+        user_id = f"user-{number}"
+        if not await self.broker.admit(user_id, limit):
+            return None
+        conn = member(self.hub, None, number)
+        self.hub.opened(conn)
+        if self.hub.bind_user(conn, user_id):
+            self.broker.share_presence(user_id, True)
+        return conn
 
     def send(self, text: str, client_id: str | None = None) -> None:
         message = {
@@ -208,7 +227,7 @@ async def test_moderation_and_presence_reach_the_other_nodes_only(nodes):
     a.broker.control = controls["a"].append
     b.broker.control = controls["b"].append
     changes: list[tuple[str, bool]] = []
-    b.broker.presence = lambda user_id, online: changes.append((user_id, online))
+    b.broker.presence = lambda user_id, online, at: changes.append((user_id, online))
 
     a.broker.send_control(b'{"action":"ban","userId":"u1"}')
     a.broker.share_presence("u1", True)
@@ -241,3 +260,86 @@ async def test_a_clientid_resent_to_another_node_is_published_once(nodes, redis_
     assert b.outcomes[1][0] is None
     await wait_until(lambda: len(messages(bob)) == 2)
     assert messages(alice)[:2] == messages(bob) == [(1, "hello"), (2, "next")]
+
+
+async def test_a_node_started_later_learns_who_is_online_elsewhere(redis_server):  # noqa: F811
+    a = Node(redis_server.url)
+    await a.broker.start()
+    b = Node(redis_server.url)
+    try:
+        await a.connect(1)
+        await b.broker.start()
+        assert b.broker.online_elsewhere("user-1") and list(b.broker.users_elsewhere()) == [
+            "user-1"
+        ]
+        assert b.presence == [("user-1", True, None)]
+    finally:
+        await a.broker.close()
+        await b.broker.close()
+
+
+async def test_the_connection_cap_holds_across_nodes(nodes):
+    a, b = nodes
+    assert await a.connect(1, limit=2) is not None
+    assert await b.connect(1, limit=2) is not None
+    assert await a.connect(1, limit=2) is None  # one on each node: the cap is reached
+    assert await b.connect(2, limit=2) is not None  # another user is not held back
+    b.broker.release("user-1")
+    for _ in range(100):  # the release is a task of its own
+        if (third := await a.connect(1, limit=2)) is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert third is not None
+
+
+async def test_a_node_that_stops_beating_takes_its_users_offline_elsewhere(redis_server):  # noqa: F811
+    a, b = Node(redis_server.url), Node(redis_server.url)
+    for node in (a, b):
+        await node.broker.start()
+    try:
+        await a.connect(1)
+        await wait_until(lambda: b.presence == [("user-1", True, None)])
+        a.broker._heart.cancel()  # node A stalls (its process would be gone: no goodbye)
+        await wait_until(lambda: len(b.presence) >= 2, timeout=5)
+        user_id, online, at = b.presence[1]
+        assert (user_id, online) == ("user-1", False) and at is not None and at.endswith("Z")
+        # node A sees it was taken for dead and counts itself in again: online once more
+        await wait_until(lambda: len(b.presence) >= 3, timeout=5)
+        assert b.presence[2] == ("user-1", True, None)
+    finally:
+        await a.broker.close()
+        await b.broker.close()
+
+
+async def test_a_redis_restart_keeps_who_is_online_where(nodes, redis_server):  # noqa: F811
+    a, b = nodes
+    await a.connect(1)
+    await wait_until(lambda: b.presence == [("user-1", True, None)])
+    redis_server.restart()  # its data is gone: each node counts its connections in again
+    admin = aioredis.from_url(redis_server.url)
+    try:
+        for _ in range(1000):
+            with contextlib.suppress(RedisError):
+                if await admin.hget(f"fc:{{p}}:n:{a.broker.node_id}", "user-1") == b"1":
+                    break
+            await asyncio.sleep(0.01)
+    finally:
+        await admin.aclose()
+    assert await b.connect(1, limit=2) is not None
+    assert await b.connect(1, limit=2) is None  # A's connection is counted again
+    assert b.presence == [("user-1", True, None)] and b.broker.online_elsewhere("user-1")
+
+
+async def test_a_node_stopped_cleanly_takes_its_users_offline_elsewhere_at_once(redis_server):  # noqa: F811
+    a, b = Node(redis_server.url), Node(redis_server.url)
+    for node in (a, b):
+        await node.broker.start()
+    try:
+        await a.connect(1)
+        await wait_until(lambda: b.presence == [("user-1", True, None)])
+        await a.broker.close()  # its connections still open: the goodbye says it all
+        await wait_until(lambda: len(b.presence) == 2)
+        assert b.presence[1] == ("user-1", False, None)  # said, not timed out (no last beat)
+        assert await b.connect(1, limit=1) is not None  # A's connection counts no more
+    finally:
+        await b.broker.close()
