@@ -67,7 +67,7 @@ _MIGRATION_LOCK = 0x66617374  # pg_advisory_xact_lock key: nodes starting togeth
 _CHANGE_LOG_LOCK = 0x66617375  # taken by the triggers that append to user_changes
 MAX_SEQ = 2**63 - 1
 READ_ERROR_SECONDS = 60.0
-"""How long a failed read keeps ``/healthz`` degraded."""
+"""How long a failed read keeps ``/healthz`` degraded (unless a read succeeds sooner)."""
 SNIPPET_OPEN = "<mark>"
 SNIPPET_CLOSE = "</mark>"
 _SNIPPET = f'StartSel="{SNIPPET_OPEN}", StopSel="{SNIPPET_CLOSE}", MaxWords=16, MinWords=8'
@@ -519,7 +519,8 @@ class PostgresStore:
     # -- reads while serving (awaitable)
 
     def recent_read_error(self) -> str | None:
-        """The last read failure, if one happened in the last :data:`READ_ERROR_SECONDS`."""
+        """The last read failure, if one happened in the last :data:`READ_ERROR_SECONDS`
+        and no read succeeded since."""
         if time.monotonic() - self._read_failed_at < READ_ERROR_SECONDS:
             return self._read_error
         return None
@@ -542,7 +543,7 @@ class PostgresStore:
         try:
             conn = await reader
             cursor = await conn.execute(sql, params)
-            return await cursor.fetchall()
+            rows = await cursor.fetchall()
         except psycopg.DataError:
             return []
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -554,6 +555,8 @@ class PostgresStore:
             self._read_failed_at = time.monotonic()
             log.warning("postgres read failed: %s", self._read_error)
             raise StorageUnavailable("storage unavailable, try again") from exc
+        self._read_error = None  # the server answers again (the account watcher reads often)
+        return rows
 
     async def _one(self, sql: str, params: _Params) -> tuple[Any, ...] | None:
         rows = await self._rows(sql, params)
