@@ -596,6 +596,17 @@ async def _snapshot(
     )
 
 
+def _change(
+    before: Snapshot, after: Snapshot, field: str, denominator: float, scale: float, digits: int
+) -> float | None:
+    """``scale`` times how much ``field`` grew between the snapshots, per ``denominator``; None
+    when a snapshot lacks it or there is nothing to divide by."""
+    now, then = getattr(after, field), getattr(before, field)
+    if now is None or then is None or denominator <= 0:
+        return None
+    return round(scale * (now - then) / denominator, digits)
+
+
 def _percentiles(values: list[int]) -> dict[str, float]:
     if not values:
         return {}
@@ -754,6 +765,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         await fanrecv.stop()
 
     elapsed = after.at - before.at
+    echo_count, delivery_count = after.echoed - before.echoed, after.frames - before.frames
     errors: collections.Counter[str] = collections.Counter()
     for pub in pubs:
         errors.update(pub.errors)
@@ -784,9 +796,7 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         "ack_latency_ms": _percentiles([lat for p in pubs for lat in p.ack_latency]),
         "send_lag_ms": _percentiles([lag for p in pubs for lag in p.send_lag]),
         "sample_expected": sum(p.sent_in_window * sampled[room_ids.index(p.room_id)] for p in pubs),
-        "server_cpu_pct": round(100 * (after.server_cpu - before.server_cpu) / elapsed, 1)
-        if after.server_cpu is not None and before.server_cpu is not None
-        else None,
+        "server_cpu_pct": _change(before, after, "server_cpu", elapsed, 100, 1),
         # fastchat's storage writer and checkpointer: on the server's core, what persistence
         # takes from the fan-out (Bun's threads for Bun, none for the websockets relay).
         "server_other_threads_cpu_pct": round(
@@ -801,39 +811,15 @@ async def run_fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]
         if after.server_cpu is not None and before.server_cpu is not None
         else None,
         # in the kernel: mostly the sockets' send() calls
-        "server_system_cpu_pct": round(
-            100 * (after.server_system_cpu - before.server_system_cpu) / elapsed, 1
-        )
-        if after.server_system_cpu is not None and before.server_system_cpu is not None
-        else None,
+        "server_system_cpu_pct": _change(before, after, "server_system_cpu", elapsed, 100, 1),
         "server_rss_mib": round(rss / 1024, 1) if rss else None,
         "server_peak_rss_mib": round(peak_rss / 1024, 1) if peak_rss else None,
-        "redis_cpu_pct": round(100 * (after.redis_cpu - before.redis_cpu) / elapsed, 1)
-        if after.redis_cpu is not None and before.redis_cpu is not None
-        else None,
+        "redis_cpu_pct": _change(before, after, "redis_cpu", elapsed, 100, 1),
         # Redis' CPU per message it sequenced (each also published to every node)
-        "redis_cpu_us_per_message": round(
-            1e6 * (after.redis_cpu - before.redis_cpu) / (after.echoed - before.echoed), 2
-        )
-        if after.redis_cpu is not None
-        and before.redis_cpu is not None
-        and after.echoed > before.echoed
-        else None,
+        "redis_cpu_us_per_message": _change(before, after, "redis_cpu", echo_count, 1e6, 2),
         # CPU and write calls per delivery: what a delivery costs, however loaded the machine
-        "server_cpu_us_per_delivery": round(
-            1e6 * (after.server_cpu - before.server_cpu) / (after.frames - before.frames), 3
-        )
-        if after.server_cpu is not None
-        and before.server_cpu is not None
-        and after.frames > before.frames
-        else None,
-        "server_writes_per_delivery": round(
-            (after.server_writes - before.server_writes) / (after.frames - before.frames), 4
-        )
-        if after.server_writes is not None
-        and before.server_writes is not None
-        and after.frames > before.frames
-        else None,
+        "server_cpu_us_per_delivery": _change(before, after, "server_cpu", delivery_count, 1e6, 3),
+        "server_writes_per_delivery": _change(before, after, "server_writes", delivery_count, 1, 4),
         "generator_cpu_pct": {
             name: round(100 * (after.generator_cpu[name] - cpu) / elapsed, 1)
             for name, cpu in before.generator_cpu.items()
