@@ -768,11 +768,23 @@ def message_json(
         message["replyCount"] = reply_count
     if reactions:
         message["reactions"] = reactions
-    if mentions:
+    if mentions:  # inline, not with_mentions(): this runs for every message sent
         message["mentions"] = mentions
     if mentions_room:
         message["mentionsRoom"] = True
     return message
+
+
+def with_mentions(
+    message: dict[str, Any], mentions: list[str], mentions_room: bool
+) -> dict[str, Any]:
+    """A copy of a room message object with these mentions (left out at their defaults)."""
+    copy = {k: v for k, v in message.items() if k != "mentions" and k != "mentionsRoom"}
+    if mentions:
+        copy["mentions"] = mentions
+    if mentions_room:
+        copy["mentionsRoom"] = True
+    return copy
 
 
 def attachment_json(file_id: str, name: str, size: int, content_type: str) -> dict[str, Any]:

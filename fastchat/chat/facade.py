@@ -96,6 +96,7 @@ class Chat:
             typing,
             config.history_cache,
             store,
+            self._peers,
         )
         self.moderation = Moderation(
             self.directory, self.rooms, hub, broker, self.users, writes, store
@@ -246,7 +247,7 @@ class Chat:
         )
         if first:
             if not self._broker.online_elsewhere(user.id):
-                self.rooms.announce_presence(user, "online", self._peers.watchers(user.id))
+                self.rooms.announce_presence(user, "online")
             self._broker.share_presence(user.id, True)
         self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
 
@@ -257,7 +258,7 @@ class Chat:
             self.reads.forget(user)
             self._peers.forget(user.id)
             if not self._broker.online_elsewhere(user.id):
-                self.rooms.announce_presence(user, "offline", self._peers.watchers(user.id))
+                self.rooms.announce_presence(user, "offline")
             self._broker.share_presence(user.id, False)
             self._writes.offer(ops.touch_last_seen(user.id, utc_now_iso()))
 
@@ -293,7 +294,7 @@ class Chat:
         user = await self.users.get(user_id)
         if user is not None and not self._hub.user_conns(user_id):
             status = "online" if online else "offline"
-            self.rooms.announce_presence(user, status, self._peers.watchers(user.id), at)
+            self.rooms.announce_presence(user, status, at)
             if at is not None:  # its node died without writing it
                 self._writes.offer(ops.touch_last_seen(user_id, at))
 

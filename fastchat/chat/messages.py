@@ -277,16 +277,8 @@ class Messages:
         await self._writes.commit(*writes)
         # Read again: a delete may have committed while this edit waited (then it did nothing).
         room, message = await self._history.visible_message(cmd.message_id, user, cmd.TYPE)
-        edited = {
-            key: value
-            for key, value in message.items()
-            if key != "mentions" and key != "mentionsRoom"
-        }
+        edited = p.with_mentions(message, mentions, mentions_room)
         edited["content"], edited["edited"] = cmd.content, True
-        if mentions:
-            edited["mentions"] = mentions
-        if mentions_room:
-            edited["mentionsRoom"] = True
         self._history.replace(room, edited)
         self._broker.publish(room.channel, event("message_edited", {"message": edited}))
         self._acks.confirm(conn, "edit_ack", {"messageId": message["id"], "roomId": room.id})

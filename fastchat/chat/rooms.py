@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,6 +19,7 @@ from fastchat.storage import ops
 
 if TYPE_CHECKING:
     from fastchat.chat.history import History
+    from fastchat.chat.peers import DmPeers
     from fastchat.chat.typing import Typing
     from fastchat.chat.users import User, Users
     from fastchat.chat.writes import Writes
@@ -133,6 +133,7 @@ class Rooms:
         typing: Typing,
         history_cache: int,
         store: Store,
+        peers: DmPeers,
     ):
         self._directory = directory
         self._hub = hub
@@ -143,6 +144,7 @@ class Rooms:
         self._history = history
         self._typing = typing
         self._history_cache = history_cache
+        self._peers = peers
 
     async def join_room(self, conn: Connection, user: User, cmd: p.JoinRoom) -> None:
         room = self._directory.visible(cmd.room_id, user, cmd.TYPE)
@@ -341,17 +343,15 @@ class Rooms:
                 found.append(member)
         return found
 
-    def announce_presence(
-        self, user: User, status: str, peer_ids: Iterable[str], at: str | None = None
-    ) -> None:
-        """Tell the users who share a room with ``user`` and ``peer_ids`` (those online here
-        with a direct conversation with ``user``), not the whole server; ``at``: when it
-        happened, if not now."""
+    def announce_presence(self, user: User, status: str, at: str | None = None) -> None:
+        """Tell the users who share a room with ``user`` and those online here with a direct
+        conversation with ``user``, not the whole server; ``at``: when it happened, if not
+        now."""
         targets: set[Connection] = set()
         for room in self._directory.by_id.values():
             if user.id in room.member_ids and room.channel.conns:
                 targets.update(room.channel.conns)
-        for peer_id in peer_ids:
+        for peer_id in self._peers.watchers(user.id):
             targets.update(self._hub.user_conns(peer_id))
         targets.difference_update(self._hub.user_conns(user.id))
         if targets:
